@@ -1,0 +1,1 @@
+fn main() { println!("demo: coming with the shutdown sequence"); }

@@ -1,0 +1,105 @@
+//! The `Drain` future.
+
+use std::error::Error;
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use pin_project_lite::pin_project;
+use tokio::sync::futures::Notified;
+use tokio::time::{Instant, Sleep};
+
+use crate::report::{DrainOutcome, DrainReport};
+use crate::shutdown::Core;
+
+pin_project! {
+    /// Waits until every request admitted before draining began has finished, or the deadline
+    /// passes; resolves to the [`DrainReport`]. Made by [`Shutdown::drain`](crate::Shutdown::drain).
+    ///
+    /// Event driven: it wakes once, when the last in-flight request ends (or at the deadline),
+    /// and never polls the count. If nothing is in flight it is ready at once.
+    #[must_use = "a Drain does nothing unless awaited; the drain itself has already begun"]
+    pub struct Drain {
+        core: &'static Core,
+        #[pin]
+        decided: Notified<'static>,
+        #[pin]
+        deadline: Sleep,
+    }
+}
+
+impl Drain {
+    /// The longest drain timeout accepted: one day. A deploy's grace period is minutes; a
+    /// longer value is almost always a unit mistake (`Duration::MAX`, milliseconds read as
+    /// seconds), and would leave a shutdown hanging for good.
+    pub const MAX_TIMEOUT: Duration = Duration::from_secs(24 * 60 * 60);
+
+    pub(crate) fn new(core: &'static Core, decided: Notified<'static>, deadline: Instant) -> Self {
+        Drain {
+            core,
+            decided,
+            deadline: tokio::time::sleep_until(deadline),
+        }
+    }
+}
+
+impl Future for Drain {
+    type Output = DrainReport;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<DrainReport> {
+        let mut this = self.project();
+        loop {
+            // The `Notified` was created before this check, so a decision made after the check
+            // wakes it (tokio's `notify_waiters` reaches every `Notified` created before it).
+            if let Some(report) = this.core.report() {
+                return Poll::Ready(report);
+            }
+            if this.decided.as_mut().poll(cx).is_ready() {
+                this.decided.set(this.core.decided_notify().notified());
+                continue;
+            }
+            if this.deadline.as_mut().poll(cx).is_ready() {
+                this.core.decide(DrainOutcome::TimedOut, false);
+                continue;
+            }
+            return Poll::Pending;
+        }
+    }
+}
+
+impl fmt::Debug for Drain {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Drain")
+            .field("deadline", &self.deadline.deadline())
+            .finish_non_exhaustive()
+    }
+}
+
+/// Why a drain could not be started.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum DrainError {
+    /// The timeout is longer than [`Drain::MAX_TIMEOUT`].
+    TimeoutTooLong {
+        /// The timeout asked for.
+        requested: Duration,
+        /// The longest accepted.
+        max: Duration,
+    },
+}
+
+impl fmt::Display for DrainError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            DrainError::TimeoutTooLong { requested, max } => write!(
+                f,
+                "drain timeout of {requested:?} is longer than the maximum of {max:?}; \
+                 nothing was changed, pass a bounded timeout"
+            ),
+        }
+    }
+}
+
+impl Error for DrainError {}

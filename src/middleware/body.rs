@@ -1,0 +1,140 @@
+//! The response body: carries the in-flight guard until the last frame is sent.
+
+use std::error::Error;
+use std::fmt;
+use std::pin::Pin;
+use std::task::{ready, Context, Poll};
+
+use http_body::{Body, Frame, SizeHint};
+use pin_project_lite::pin_project;
+
+use super::rejection::Rejection;
+use super::BoxError;
+use crate::guard::InFlightGuard;
+
+pin_project! {
+    /// The response body of a [`DrainService`](super::DrainService).
+    ///
+    /// Wraps the inner body without boxing it. The request stops counting when this body
+    /// yields its last frame, yields an error, or is dropped (the client went away). If the
+    /// drain deadline passes first, the next poll yields [`Aborted`] instead of more data, so
+    /// the server resets the stream and the client can tell a cut response from a whole one.
+    pub struct ResponseBody<B> {
+        #[pin]
+        kind: Kind<B>,
+    }
+}
+
+pin_project! {
+    #[project = KindProj]
+    enum Kind<B> {
+        Passed {
+            #[pin]
+            inner: B,
+            guard: Option<InFlightGuard>,
+            aborted: bool,
+        },
+        Rejected {
+            rejection: Rejection,
+        },
+    }
+}
+
+impl<B> ResponseBody<B> {
+    pub(crate) fn new(inner: B, guard: Option<InFlightGuard>) -> Self {
+        ResponseBody {
+            kind: Kind::Passed {
+                inner,
+                guard,
+                aborted: false,
+            },
+        }
+    }
+
+    pub(crate) fn rejected(rejection: Rejection) -> Self {
+        ResponseBody {
+            kind: Kind::Rejected { rejection },
+        }
+    }
+}
+
+impl<B> Body for ResponseBody<B>
+where
+    B: Body,
+    B::Error: Into<BoxError>,
+    B::Data: From<&'static [u8]>,
+{
+    type Data = B::Data;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<B::Data>, BoxError>>> {
+        match self.project().kind.project() {
+            KindProj::Passed {
+                inner,
+                guard,
+                aborted,
+            } => {
+                if *aborted {
+                    return Poll::Ready(None);
+                }
+                if guard.as_ref().is_some_and(InFlightGuard::is_aborted) {
+                    *aborted = true;
+                    *guard = None;
+                    return Poll::Ready(Some(Err(Box::new(Aborted))));
+                }
+                let frame = ready!(inner.poll_frame(cx));
+                if !matches!(frame, Some(Ok(_))) {
+                    // End of stream or an error: the response is over either way.
+                    *guard = None;
+                }
+                Poll::Ready(frame.map(|result| result.map_err(Into::into)))
+            }
+            KindProj::Rejected { rejection } => {
+                Poll::Ready(rejection.take().map(|data| Ok(Frame::data(data.into()))))
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match &self.kind {
+            Kind::Passed { inner, aborted, .. } => *aborted || inner.is_end_stream(),
+            Kind::Rejected { rejection } => rejection.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match &self.kind {
+            Kind::Passed { inner, .. } => inner.size_hint(),
+            Kind::Rejected { rejection } => rejection.size_hint(),
+        }
+    }
+}
+
+impl<B> fmt::Debug for ResponseBody<B> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let kind = match &self.kind {
+            Kind::Passed { guard, .. } if guard.is_some() => "counted",
+            Kind::Passed { .. } => "passed",
+            Kind::Rejected { .. } => "rejected",
+        };
+        f.debug_struct("ResponseBody")
+            .field("kind", &kind)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The body error a response gets when the drain deadline cuts it short.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub struct Aborted;
+
+impl fmt::Display for Aborted {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("response aborted: the shutdown drain deadline passed")
+    }
+}
+
+impl Error for Aborted {}

@@ -1,0 +1,127 @@
+//! The three layers. Each wraps a service in a [`DrainService`] with its own [`Policy`].
+
+use std::time::Duration;
+
+use tower_layer::Layer;
+
+use super::{DrainService, Policy};
+use crate::Shutdown;
+
+/// Adds the builder methods shared by the layers that accept them.
+macro_rules! policy_methods {
+    (bypass) => {
+        /// Requests whose path is exactly one of `paths` (health probes such as `/readyz` and
+        /// `/livez`) are passed through untouched: never counted, never rejected.
+        pub fn bypass(mut self, paths: &'static [&'static str]) -> Self {
+            self.policy.bypass = paths;
+            self
+        }
+    };
+    (reject) => {
+        /// The `Retry-After` sent with rejections (default one second; rounded up to whole
+        /// seconds, as the header requires).
+        pub fn retry_after(mut self, after: Duration) -> Self {
+            self.policy = self.policy.retry_after(after);
+            self
+        }
+
+        /// The body of a plain-HTTP rejection (default `"service is shutting down\n"`).
+        pub fn message(mut self, message: &'static str) -> Self {
+            self.policy.message = message;
+            self
+        }
+    };
+}
+
+/// The combined layer from [`Shutdown::layer`]: admission, rejection once draining, and
+/// whole-response in-flight counting, in one pass.
+///
+/// Admission and counting are one step, so a request is either counted before draining
+/// begins (and awaited) or rejected; none slips between the two.
+#[derive(Debug, Clone)]
+pub struct ShutdownLayer {
+    shutdown: Shutdown,
+    policy: Policy,
+}
+
+impl ShutdownLayer {
+    /// The combined layer for `shutdown`.
+    pub fn new(shutdown: Shutdown) -> Self {
+        ShutdownLayer {
+            shutdown,
+            policy: Policy::new(true, true),
+        }
+    }
+
+    policy_methods!(bypass);
+    policy_methods!(reject);
+}
+
+impl<S> Layer<S> for ShutdownLayer {
+    type Service = DrainService<S>;
+
+    fn layer(&self, inner: S) -> DrainService<S> {
+        DrainService::new(inner, self.shutdown, self.policy)
+    }
+}
+
+/// Counts each request from admission until its response body ends, errors or is dropped.
+///
+/// It does not reject: once admission has closed, requests pass through uncounted. Pair it
+/// with [`RejectWhenDrainingLayer`], or use [`Shutdown::layer`] which does both exactly.
+#[derive(Debug, Clone)]
+pub struct InFlightLayer {
+    shutdown: Shutdown,
+    policy: Policy,
+}
+
+impl InFlightLayer {
+    /// A counting layer for `shutdown`.
+    pub fn new(shutdown: Shutdown) -> Self {
+        InFlightLayer {
+            shutdown,
+            policy: Policy::new(true, false),
+        }
+    }
+
+    policy_methods!(bypass);
+}
+
+impl<S> Layer<S> for InFlightLayer {
+    type Service = DrainService<S>;
+
+    fn layer(&self, inner: S) -> DrainService<S> {
+        DrainService::new(inner, self.shutdown, self.policy)
+    }
+}
+
+/// Once admission has closed, answers every request with `503 Service Unavailable`,
+/// `Retry-After` and (on HTTP/1) `Connection: close`; gRPC requests get a trailers-only
+/// response with `grpc-status: 14` (UNAVAILABLE). While draining, HTTP/1 responses it passes
+/// through also get `Connection: close`.
+#[derive(Debug, Clone)]
+pub struct RejectWhenDrainingLayer {
+    shutdown: Shutdown,
+    policy: Policy,
+}
+
+impl RejectWhenDrainingLayer {
+    /// A rejecting layer for `shutdown`.
+    pub fn new(shutdown: Shutdown) -> Self {
+        RejectWhenDrainingLayer {
+            shutdown,
+            policy: Policy::new(false, true),
+        }
+    }
+
+    policy_methods!(bypass);
+    policy_methods!(reject);
+}
+
+impl<S> Layer<S> for RejectWhenDrainingLayer {
+    type Service = DrainService<S>;
+
+    fn layer(&self, inner: S) -> DrainService<S> {
+        DrainService::new(inner, self.shutdown, self.policy)
+    }
+}

@@ -1,0 +1,31 @@
+//! The middleware: admission, rejection and whole-response counting.
+//!
+//! One engine serves all three layers, which differ only in the [`Policy`] they hand it:
+//!
+//! | layer | counts | rejects |
+//! |---|---|---|
+//! | [`ShutdownLayer`] (from [`Shutdown::layer`](crate::Shutdown::layer)) | yes | yes |
+//! | [`InFlightLayer`] | yes | no |
+//! | [`RejectWhenDrainingLayer`] | no | yes |
+//!
+//! Data flows one way: [`layer`] builds the [`service`], which admits the request (taking an
+//! [`InFlightGuard`](crate::InFlightGuard)) or answers it from [`rejection`]; the [`future`]
+//! carries the guard until the response exists, and the [`body`] carries it until the last
+//! frame is sent or the body is dropped.
+
+pub mod body;
+pub mod future;
+pub mod layer;
+mod policy;
+mod rejection;
+pub mod service;
+
+pub use body::ResponseBody;
+pub use future::ResponseFuture;
+pub use layer::{InFlightLayer, RejectWhenDrainingLayer, ShutdownLayer};
+pub(crate) use policy::Policy;
+pub use service::DrainService;
+
+/// The error type of the wrapped response bodies: the inner body's error, boxed, or
+/// [`Aborted`](crate::Aborted).
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;

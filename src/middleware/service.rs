@@ -1,0 +1,78 @@
+//! The service: admits, rejects, or passes a request through.
+
+use std::task::{Context, Poll};
+
+use http::{Request, Response, Version};
+use tower_service::Service;
+
+use super::{rejection, Policy, ResponseBody, ResponseFuture};
+use crate::Shutdown;
+
+/// The service every layer of this crate produces; what it does depends on the layer.
+#[derive(Debug, Clone)]
+pub struct DrainService<S> {
+    inner: S,
+    shutdown: Shutdown,
+    policy: Policy,
+}
+
+impl<S> DrainService<S> {
+    pub(crate) fn new(inner: S, shutdown: Shutdown, policy: Policy) -> Self {
+        DrainService {
+            inner,
+            shutdown,
+            policy,
+        }
+    }
+
+    /// The wrapped service.
+    pub fn get_ref(&self) -> &S {
+        &self.inner
+    }
+
+    /// The wrapped service, mutably.
+    pub fn get_mut(&mut self) -> &mut S {
+        &mut self.inner
+    }
+
+    /// Unwraps the service.
+    pub fn into_inner(self) -> S {
+        self.inner
+    }
+}
+
+impl<S, ReqBody, ResBody> Service<Request<ReqBody>> for DrainService<S>
+where
+    S: Service<Request<ReqBody>, Response = Response<ResBody>>,
+{
+    type Response = Response<ResponseBody<ResBody>>;
+    type Error = S::Error;
+    type Future = ResponseFuture<S::Future>;
+
+    #[inline]
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: Request<ReqBody>) -> Self::Future {
+        if self.policy.bypasses(&request) {
+            return ResponseFuture::called(self.inner.call(request), None, None);
+        }
+        let core = self.shutdown.core;
+        let (guard, closed) = if self.policy.count {
+            let guard = core.admit();
+            let closed = guard.is_none();
+            (guard, closed)
+        } else {
+            (None, core.phase().admission_closed())
+        };
+        if closed && self.policy.reject {
+            core.note_rejected();
+            return ResponseFuture::rejected(rejection::response(&request, &self.policy));
+        }
+        // Only HTTP/1 has a `Connection` header; on HTTP/2 the server's GOAWAY does this job.
+        let close_if_draining = (self.policy.reject && request.version() < Version::HTTP_2)
+            .then_some(core);
+        ResponseFuture::called(self.inner.call(request), guard, close_if_draining)
+    }
+}

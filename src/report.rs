@@ -1,0 +1,73 @@
+//! What a drain reports.
+
+use std::fmt;
+use std::time::Duration;
+
+/// How a drain ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum DrainOutcome {
+    /// Everything admitted before draining began finished.
+    Drained,
+    /// The deadline passed (or shutdown was forced) with work still running; it was aborted.
+    TimedOut,
+}
+
+impl DrainOutcome {
+    /// `"drained"` or `"timed_out"`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DrainOutcome::Drained => "drained",
+            DrainOutcome::TimedOut => "timed_out",
+        }
+    }
+}
+
+impl fmt::Display for DrainOutcome {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// What a [`Drain`](crate::Drain) saw, from the moment admission closed to its outcome.
+///
+/// Every `Drain` of one [`Shutdown`](crate::Shutdown) resolves to the same report.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct DrainReport {
+    /// Drained, or timed out.
+    pub outcome: DrainOutcome,
+    /// True when the drain was ended early by [`Shutdown::force`](crate::Shutdown::force).
+    pub forced: bool,
+    /// From admission closing to the outcome.
+    pub elapsed: Duration,
+    /// Requests and guards in flight when admission closed.
+    pub in_flight_at_start: usize,
+    /// Of those, how many finished before the outcome.
+    pub completed: usize,
+    /// Requests rejected because admission was closed, up to the outcome.
+    pub rejected: u64,
+    /// Still running at the outcome, and so aborted; zero when drained.
+    pub still_running: usize,
+}
+
+impl DrainReport {
+    /// True when nothing was cut short.
+    pub fn is_drained(&self) -> bool {
+        self.outcome == DrainOutcome::Drained
+    }
+}
+
+impl fmt::Display for DrainReport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.outcome {
+            DrainOutcome::Drained => write!(f, "drained in {:?}", self.elapsed)?,
+            DrainOutcome::TimedOut if self.forced => write!(f, "forced after {:?}", self.elapsed)?,
+            DrainOutcome::TimedOut => write!(f, "timed out after {:?}", self.elapsed)?,
+        }
+        write!(
+            f,
+            ": {} in flight at start, {} completed, {} still running, {} rejected",
+            self.in_flight_at_start, self.completed, self.still_running, self.rejected
+        )
+    }
+}

@@ -1,0 +1,383 @@
+//! The `Shutdown` controller and the state it shares with every layer, guard and drain.
+
+use std::cell::Cell;
+use std::fmt;
+use std::future::Future;
+use std::sync::atomic::{AtomicU64, AtomicU8, AtomicUsize, Ordering};
+use std::sync::{Mutex, OnceLock, PoisonError};
+use std::time::Duration;
+
+use tokio::sync::Notify;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use crate::counter::Counter;
+use crate::drain::{Drain, DrainError};
+use crate::guard::InFlightGuard;
+use crate::middleware::ShutdownLayer;
+use crate::phase::Phase;
+use crate::report::{DrainOutcome, DrainReport};
+
+/// The shutdown controller: phase, counters and signals, shared by every layer built from it.
+///
+/// Cheap to clone (a pointer copy), `Send` and `Sync`. Create one per server with
+/// [`Shutdown::new`], put [`Shutdown::layer`] on the service, pass [`Shutdown::closing`] to
+/// the server's graceful shutdown and await [`Shutdown::drain`] when it is time to stop.
+///
+/// # Lifetime
+///
+/// The state behind a `Shutdown` (about 128 bytes per counter slot, a slot per thread up to
+/// four per CPU) lives until the process exits. That is what lets the per-request path hold a
+/// plain `&'static` reference instead of an `Arc` clone, which would put one shared atomic
+/// back on every request. Create one controller per server, not one per request.
+#[derive(Clone, Copy)]
+pub struct Shutdown {
+    pub(crate) core: &'static Core,
+}
+
+impl Shutdown {
+    /// A controller in [`Phase::Serving`], with a counter slot for up to four threads per CPU.
+    pub fn new() -> Self {
+        let cpus = std::thread::available_parallelism().map_or(4, |n| n.get());
+        Shutdown {
+            core: Box::leak(Box::new(Core::new(cpus.saturating_mul(4).clamp(4, 256)))),
+        }
+    }
+
+    /// The current phase.
+    pub fn phase(&self) -> Phase {
+        self.core.phase()
+    }
+
+    /// Requests (and guards) in flight now. Exact when nothing is racing it.
+    pub fn in_flight(&self) -> usize {
+        self.core.counter.in_flight()
+    }
+
+    /// Requests rejected because admission was closed, so far.
+    pub fn rejected(&self) -> u64 {
+        self.core.rejected.load(Ordering::Relaxed)
+    }
+
+    /// Counts a piece of work that is not a request (a spawned job, an upgraded WebSocket
+    /// connection) as in flight until the returned guard is dropped, so the drain waits for it.
+    ///
+    /// Returns `None` once admission has closed: do not start the work.
+    pub fn guard(&self) -> Option<InFlightGuard> {
+        self.core.admit()
+    }
+
+    /// The combined layer: admission, rejection with 503 once draining, and whole-response
+    /// in-flight counting in one pass. The recommended way to use this crate.
+    pub fn layer(&self) -> ShutdownLayer {
+        ShutdownLayer::new(*self)
+    }
+
+    /// Enters [`Phase::LameDuck`]: readiness fails from now on, but requests are still admitted.
+    ///
+    /// Returns `false`, and changes nothing, if shutdown had already begun.
+    pub fn begin_lame_duck(&self) -> bool {
+        self.core.begin_lame_duck()
+    }
+
+    /// Closes admission if it is still open, and returns the future that waits for everything
+    /// in flight to finish, for at most `timeout`.
+    ///
+    /// The first call starts the drain and fixes its deadline; later calls join the same drain
+    /// and resolve to the same [`DrainReport`] (their `timeout` is only checked). A zero
+    /// timeout means "do not wait": the report says what was still running, and that is
+    /// aborted. The future must be polled inside a Tokio runtime with the time driver enabled.
+    ///
+    /// # Errors
+    ///
+    /// [`DrainError::TimeoutTooLong`] for a timeout over [`Drain::MAX_TIMEOUT`]; nothing is
+    /// changed in that case, so a corrected call can follow.
+    pub fn drain(&self, timeout: Duration) -> Result<Drain, DrainError> {
+        if timeout > Drain::MAX_TIMEOUT {
+            return Err(DrainError::TimeoutTooLong {
+                requested: timeout,
+                max: Drain::MAX_TIMEOUT,
+            });
+        }
+        // Armed before the drain can be decided, so the decision's wake-up cannot be missed.
+        let decided = self.core.decided.notified();
+        self.core.begin_drain();
+        let deadline = *self
+            .core
+            .deadline
+            .get_or_init(|| Instant::now() + timeout);
+        Ok(Drain::new(self.core, decided, deadline))
+    }
+
+    /// Ends the drain now, as a timeout would: closes admission if needed, reports what is
+    /// still running as cut short, and aborts it. For a second termination signal.
+    ///
+    /// Returns `false` if the drain's outcome had already been decided.
+    pub fn force(&self) -> bool {
+        self.core.begin_drain();
+        self.core.decide(DrainOutcome::TimedOut, true)
+    }
+
+    /// Resolves when admission closes ([`Phase::Draining`]). Hand it to the server's graceful
+    /// shutdown (`axum::serve(..).with_graceful_shutdown`, tonic's `serve_with_shutdown`) so
+    /// it stops accepting connections and sends HTTP/2 GOAWAY at that moment.
+    pub fn closing(&self) -> impl Future<Output = ()> + Send + Sync + 'static {
+        self.core.closing.cancelled()
+    }
+
+    /// Resolves when shutdown begins: at [`Phase::LameDuck`], or at draining if there was no
+    /// lame-duck period. Readiness flips at this moment.
+    pub fn shutting_down(&self) -> impl Future<Output = ()> + Send + Sync + 'static {
+        self.core.started.cancelled()
+    }
+
+    /// Resolves when the drain deadline passes with work still running (or shutdown is forced):
+    /// anything still going should stop now.
+    pub fn aborted(&self) -> impl Future<Output = ()> + Send + Sync + 'static {
+        self.core.aborted.cancelled()
+    }
+}
+
+impl Default for Shutdown {
+    fn default() -> Self {
+        Shutdown::new()
+    }
+}
+
+impl fmt::Debug for Shutdown {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Shutdown")
+            .field("phase", &self.phase())
+            .field("in_flight", &self.in_flight())
+            .field("slots", &self.core.counter.slot_count())
+            .finish_non_exhaustive()
+    }
+}
+
+// === impl Core ===
+
+/// The outcome of a drain, fixed once by whichever comes first: the last release, a deadline,
+/// or a forced shutdown.
+struct Decision {
+    outcome: DrainOutcome,
+    forced: bool,
+    at: Instant,
+    still_running: usize,
+    rejected: u64,
+}
+
+/// Everything behind a [`Shutdown`]. Allocated once and never freed (see [`Shutdown`]).
+pub(crate) struct Core {
+    pub(crate) counter: Counter,
+    /// Read on every admission and written only at phase changes, so it gets its own line.
+    phase: PaddedPhase,
+    rejected: AtomicU64,
+    in_flight_at_start: AtomicUsize,
+    /// Serialises the start of the drain, so every `drain` call returns after the sweep.
+    drain_lock: Mutex<()>,
+    drain_started: OnceLock<Instant>,
+    deadline: OnceLock<Instant>,
+    decision: OnceLock<Decision>,
+    report: OnceLock<DrainReport>,
+    /// Woken once, when the decision is made. Only drainers ever wait on it.
+    decided: Notify,
+    started: CancellationToken,
+    closing: CancellationToken,
+    aborted: CancellationToken,
+}
+
+#[repr(align(128))]
+struct PaddedPhase(AtomicU8);
+
+impl Core {
+    fn new(slots: usize) -> Self {
+        Core {
+            counter: Counter::new(slots),
+            phase: PaddedPhase(AtomicU8::new(Phase::Serving as u8)),
+            rejected: AtomicU64::new(0),
+            in_flight_at_start: AtomicUsize::new(0),
+            drain_lock: Mutex::new(()),
+            drain_started: OnceLock::new(),
+            deadline: OnceLock::new(),
+            decision: OnceLock::new(),
+            report: OnceLock::new(),
+            decided: Notify::new(),
+            started: CancellationToken::new(),
+            closing: CancellationToken::new(),
+            aborted: CancellationToken::new(),
+        }
+    }
+
+    #[inline]
+    pub(crate) fn phase(&self) -> Phase {
+        // Relaxed: a flag check. Exactness of admission comes from the counter's slot words,
+        // not from this load; it only turns most late requests away before touching a slot.
+        Phase::from_u8(self.phase.0.load(Ordering::Relaxed))
+    }
+
+    #[inline]
+    pub(crate) fn is_aborted(&self) -> bool {
+        self.phase() == Phase::TimedOut
+    }
+
+    /// Admits one request, or returns `None` once admission has closed.
+    ///
+    /// Cost: one load of the phase (a line that is only read while serving) and one
+    /// compare-and-swap on this thread's own counter slot.
+    #[inline]
+    pub(crate) fn admit(&'static self) -> Option<InFlightGuard> {
+        if self.phase().admission_closed() {
+            return None;
+        }
+        let slot = self.counter.slot_index(thread_ticket());
+        self.counter
+            .try_acquire(slot)
+            .then(|| InFlightGuard::new(self, slot))
+    }
+
+    #[cold]
+    pub(crate) fn note_rejected(&self) {
+        // Relaxed: a statistic, read for reports only.
+        self.rejected.fetch_add(1, Ordering::Relaxed);
+    }
+
+    fn begin_lame_duck(&self) -> bool {
+        // SeqCst: phase changes are rare and ordering them totally keeps them easy to reason
+        // about; the hot path only ever loads.
+        let moved = self
+            .phase
+            .0
+            .compare_exchange(
+                Phase::Serving as u8,
+                Phase::LameDuck as u8,
+                Ordering::SeqCst,
+                Ordering::SeqCst,
+            )
+            .is_ok();
+        if moved {
+            self.started.cancel();
+            tracing::info!(
+                phase = %Phase::LameDuck,
+                in_flight = self.counter.in_flight(),
+                "shutdown began: lame duck, readiness now fails, requests still admitted"
+            );
+        }
+        moved
+    }
+
+    /// Closes admission and sweeps the counter, once. Returns `true` for the call that did it.
+    fn begin_drain(&'static self) -> bool {
+        let _serial = self.drain_lock.lock().unwrap_or_else(PoisonError::into_inner);
+        if self.phase().admission_closed() {
+            return false;
+        }
+        let _ = self.drain_started.set(Instant::now());
+        // SeqCst: see `begin_lame_duck`.
+        self.phase.0.store(Phase::Draining as u8, Ordering::SeqCst);
+        self.started.cancel();
+        self.closing.cancel();
+        let in_flight = self.counter.close();
+        // Relaxed: published to the last releaser by `pending`'s SeqCst chain in the counter
+        // (`finish_close` below comes after this store), and to drainers by `drain_lock`.
+        self.in_flight_at_start.store(in_flight, Ordering::Relaxed);
+        tracing::info!(
+            phase = %Phase::Draining,
+            in_flight,
+            "admission closed: rejecting new requests, waiting for those in flight"
+        );
+        if self.counter.finish_close() {
+            self.on_drained();
+        }
+        true
+    }
+
+    /// The counter's zero edge: every admitted request has ended.
+    #[cold]
+    pub(crate) fn on_drained(&self) {
+        debug_assert!(self.counter.is_drained());
+        self.decide(DrainOutcome::Drained, false);
+    }
+
+    /// Fixes the drain's outcome if nobody has yet. Returns `true` for the call that did.
+    pub(crate) fn decide(&self, outcome: DrainOutcome, forced: bool) -> bool {
+        let mut first = false;
+        let decision = self.decision.get_or_init(|| {
+            first = true;
+            Decision {
+                outcome,
+                forced,
+                at: Instant::now(),
+                still_running: match outcome {
+                    DrainOutcome::Drained => 0,
+                    DrainOutcome::TimedOut => self.counter.in_flight(),
+                },
+                rejected: self.rejected.load(Ordering::Relaxed),
+            }
+        });
+        if !first {
+            return false;
+        }
+        let phase = match decision.outcome {
+            DrainOutcome::Drained => Phase::Drained,
+            DrainOutcome::TimedOut => Phase::TimedOut,
+        };
+        // SeqCst: see `begin_lame_duck`.
+        self.phase.0.store(phase as u8, Ordering::SeqCst);
+        if phase == Phase::TimedOut {
+            self.aborted.cancel();
+            tracing::warn!(
+                phase = %phase,
+                forced,
+                still_running = decision.still_running,
+                "drain cut short: aborting what is still running"
+            );
+        } else {
+            tracing::info!(phase = %phase, "drained: every admitted request has finished");
+        }
+        self.decided.notify_waiters();
+        true
+    }
+
+    /// The report, once the outcome is decided. Every caller gets the same one.
+    pub(crate) fn report(&self) -> Option<DrainReport> {
+        let decision = self.decision.get()?;
+        let report = self.report.get_or_init(|| {
+            let started = self.drain_started.get().copied().unwrap_or(decision.at);
+            // Relaxed: written before the decision could be made (see `begin_drain`).
+            let in_flight_at_start = self.in_flight_at_start.load(Ordering::Relaxed);
+            DrainReport {
+                outcome: decision.outcome,
+                forced: decision.forced,
+                elapsed: decision.at.saturating_duration_since(started),
+                in_flight_at_start,
+                completed: in_flight_at_start.saturating_sub(decision.still_running),
+                rejected: decision.rejected,
+                still_running: decision.still_running,
+            }
+        });
+        Some(report.clone())
+    }
+
+    pub(crate) fn decided_notify(&'static self) -> &'static Notify {
+        &self.decided
+    }
+}
+
+/// This thread's ticket: a number handed out once per thread, mapped onto a counter slot.
+#[inline]
+fn thread_ticket() -> usize {
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    thread_local! {
+        static TICKET: Cell<usize> = const { Cell::new(usize::MAX) };
+    }
+    TICKET.with(|ticket| {
+        let current = ticket.get();
+        if current != usize::MAX {
+            return current;
+        }
+        // Relaxed: only spreads threads over slots; any value is correct.
+        let fresh = NEXT.fetch_add(1, Ordering::Relaxed) & (usize::MAX >> 1);
+        ticket.set(fresh);
+        fresh
+    })
+}
