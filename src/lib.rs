@@ -16,6 +16,9 @@
 //!   shutdown so it stops accepting connections.
 //! * [`Shutdown::drain`] closes admission and returns a [`Drain`] future that resolves the
 //!   moment the last in-flight request ends, or at its timeout, with a [`DrainReport`].
+//! * `server::serve` (cargo feature `hyper-server`) runs a tower service on plain hyper and
+//!   drains its connections: GOAWAY on HTTP/2, idle keep-alive connections closed, what is
+//!   left closed at the drain deadline.
 //!
 //! # Example
 //!
@@ -61,6 +64,8 @@ mod guard;
 pub mod middleware;
 mod phase;
 mod report;
+#[cfg(feature = "hyper-server")]
+pub mod server;
 mod shutdown;
 mod sync;
 

@@ -1,0 +1,188 @@
+//! A plain hyper server whose connections drain with the [`Shutdown`] controller.
+//!
+//! Middleware sees requests, not connections: it cannot send an HTTP/2 GOAWAY nor close an
+//! idle keep-alive connection. [`serve`] does that part. It accepts TCP connections, speaks
+//! HTTP/1 or HTTP/2 on each (hyper-util's automatic connection builder picks by the client's
+//! first bytes), and follows the controller:
+//!
+//! | when | what the server does |
+//! |---|---|
+//! | [`Shutdown::closing`] (admission closes) | stops accepting and shuts every connection down gracefully: HTTP/2 gets GOAWAY, HTTP/1 closes after the response in progress, idle keep-alive connections close at once |
+//! | [`Shutdown::aborted`] (drain deadline, or forced) | closes whatever connection is still open |
+//! | every connection closed | [`serve`] returns |
+//!
+//! Put [`Shutdown::layer`] on the service so that requests in flight are counted and late
+//! ones answered 503, and await [`Shutdown::drain`] beside the server: the drain's deadline is
+//! what fires [`Shutdown::aborted`].
+//!
+//! Available with the `hyper-server` cargo feature.
+//!
+//! # Example
+//!
+//! ```no_run
+//! use std::convert::Infallible;
+//! use std::time::Duration;
+//!
+//! use http::{Request, Response};
+//! use http_body_util::Full;
+//! use hyper::body::Incoming;
+//! use tower::{service_fn, Layer};
+//! use tower_drain::Shutdown;
+//!
+//! # #[tokio::main]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let shutdown = Shutdown::new();
+//! let hello = service_fn(|_req: Request<Incoming>| async {
+//!     Ok::<_, Infallible>(Response::new(Full::new(&b"hello\n"[..])))
+//! });
+//! let service = shutdown.layer().layer(hello);
+//!
+//! let listener = tokio::net::TcpListener::bind("127.0.0.1:3000").await?;
+//! let server = tokio::spawn(tower_drain::server::serve(listener, service, shutdown));
+//!
+//! tokio::signal::ctrl_c().await?;
+//! // Closing admission makes the server stop accepting and wind its connections down; the
+//! // drain waits for the requests in flight, and its deadline closes what is left.
+//! let report = shutdown.drain(Duration::from_secs(10))?.await;
+//! server.await?;
+//! println!("{report}");
+//! # Ok(())
+//! # }
+//! ```
+
+use std::error::Error as StdError;
+use std::io;
+use std::pin::pin;
+use std::time::Duration;
+
+use http::{Request, Response};
+use http_body::Body;
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::service::TowerToHyperService;
+use tokio::net::{TcpListener, TcpStream};
+use tower_service::Service;
+
+use crate::Shutdown;
+
+type BoxError = Box<dyn StdError + Send + Sync>;
+
+/// Serves `service` on every connection `listener` accepts, until `shutdown` has closed
+/// admission and every connection is closed.
+///
+/// Each connection speaks HTTP/1.1 or HTTP/2 (with prior knowledge, as gRPC clients do),
+/// chosen by its first bytes; HTTP/1 upgrades (WebSocket) are supported. Once
+/// [`Shutdown::closing`] fires, the listener is dropped and every connection is shut down
+/// gracefully: HTTP/2 connections get GOAWAY and finish the streams already open, HTTP/1
+/// connections close after the response in progress, idle ones at once. Connections still
+/// open when [`Shutdown::aborted`] fires (the drain deadline, or [`Shutdown::force`]) are
+/// closed there and then.
+///
+/// Returns once every connection is closed. Errors of single connections (a client that
+/// resets, a malformed request) end that connection only and are logged at `debug`; accept
+/// errors (out of file descriptors) are logged and retried after a short pause.
+///
+/// An upgraded connection (WebSocket) leaves hyper's hands once upgraded, and with it this
+/// server's; count it with [`Shutdown::guard`] so the drain waits for it, and end it when
+/// [`Shutdown::aborted`] fires.
+pub async fn serve<S, B>(listener: TcpListener, service: S, shutdown: Shutdown)
+where
+    S: Service<Request<Incoming>, Response = Response<B>> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+    S::Error: Into<BoxError>,
+    B: Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<BoxError>,
+{
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    // A timer lets hyper enforce its HTTP/1 header-read timeout, so a client that never
+    // finishes its request head cannot hold a connection (and so the shutdown) open.
+    builder.http1().timer(TokioTimer::new());
+    builder.http2().timer(TokioTimer::new());
+    let graceful = GracefulShutdown::new();
+
+    let mut closing = pin!(shutdown.closing());
+    loop {
+        let accepted = tokio::select! {
+            biased;
+            () = &mut closing => break,
+            accepted = listener.accept() => accepted,
+        };
+        match accepted {
+            Ok((stream, _peer)) => {
+                spawn_connection(&builder, &graceful, stream, &service, shutdown)
+            }
+            Err(error) => {
+                if is_connection_error(&error) {
+                    // The peer gave up between SYN and accept: nothing to do.
+                    continue;
+                }
+                // Out of file descriptors and the like: a busy loop would not help, a pause
+                // lets connections close and free what is missing.
+                tracing::error!(%error, "accept failed; retrying in one second");
+                tokio::select! {
+                    () = &mut closing => break,
+                    () = tokio::time::sleep(Duration::from_secs(1)) => {}
+                }
+            }
+        }
+    }
+    // Refuse new connections from now on, rather than leave them in the backlog unanswered.
+    drop(listener);
+    tracing::debug!(
+        connections = graceful.count(),
+        "stopped accepting; shutting connections down gracefully"
+    );
+    // Resolves once every watched connection has ended, or was closed at the deadline.
+    graceful.shutdown().await;
+    tracing::debug!("every connection closed");
+}
+
+/// Serves one connection on its own task, watched for graceful shutdown and cut at the drain
+/// deadline.
+fn spawn_connection<S, B>(
+    builder: &auto::Builder<TokioExecutor>,
+    graceful: &GracefulShutdown,
+    stream: TcpStream,
+    service: &S,
+    shutdown: Shutdown,
+) where
+    S: Service<Request<Incoming>, Response = Response<B>> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+    S::Error: Into<BoxError>,
+    B: Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<BoxError>,
+{
+    let connection = builder
+        .serve_connection_with_upgrades(
+            TokioIo::new(stream),
+            TowerToHyperService::new(service.clone()),
+        )
+        .into_owned();
+    let connection = graceful.watch(connection);
+    let aborted = shutdown.aborted();
+    tokio::spawn(async move {
+        tokio::select! {
+            result = connection => {
+                if let Err(error) = result {
+                    tracing::debug!(%error, "connection ended with an error");
+                }
+            }
+            // Dropping the connection closes its socket: the drain deadline has passed.
+            () = aborted => tracing::debug!("connection closed at the drain deadline"),
+        }
+    });
+}
+
+/// Accept errors that concern one half-open connection only, not the listener.
+fn is_connection_error(error: &io::Error) -> bool {
+    matches!(
+        error.kind(),
+        io::ErrorKind::ConnectionRefused
+            | io::ErrorKind::ConnectionAborted
+            | io::ErrorKind::ConnectionReset
+    )
+}

@@ -1,0 +1,325 @@
+//! `tower_drain::server::serve` over real connections: HTTP/2 GOAWAY, HTTP/1 keep-alive
+//! closing, pooled clients, and the close at the drain deadline.
+
+mod support;
+
+use std::convert::Infallible;
+use std::error::Error as StdError;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{Request, Response, StatusCode};
+use http_body_util::{BodyExt, Empty, Full};
+use hyper::body::Incoming;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::task::JoinHandle;
+use tower::{service_fn, Layer};
+use tower_drain::{DrainOutcome, Phase, Shutdown};
+
+use support::{has_connection_close, read_response, read_to_eof, within, write_get, Gate, WAIT};
+
+/// Serves, until the drain: `/held` waits at the gate, `/stuck` never answers (and bypasses
+/// the layer, so nothing counts it), anything else answers at once.
+async fn start(shutdown: Shutdown, gate: &Gate) -> (SocketAddr, JoinHandle<()>) {
+    let gate = gate.clone();
+    let routes = service_fn(move |request: Request<Incoming>| {
+        let gate = gate.clone();
+        async move {
+            match request.uri().path() {
+                "/held" => gate.pass().await,
+                "/stuck" => {
+                    gate.enter();
+                    std::future::pending().await
+                }
+                _ => {}
+            }
+            Ok::<_, Infallible>(Response::new(Full::new(Bytes::from_static(b"ok\n"))))
+        }
+    });
+    let service = shutdown.layer().bypass(&["/stuck"]).layer(routes);
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let server = tokio::spawn(tower_drain::server::serve(listener, service, shutdown));
+    (addr, server)
+}
+
+fn get(addr: SocketAddr, path: &str) -> Request<Empty<Bytes>> {
+    Request::get(format!("http://{addr}{path}"))
+        .body(Empty::new())
+        .unwrap()
+}
+
+/// True when `error` says the stream was refused because of the server's GOAWAY: either h2's
+/// own error (GOAWAY, REFUSED_STREAM), or hyper's: once h2 reports the GOAWAY, hyper stops
+/// taking requests on the connection and cancels new ones unsent ("connection closed").
+fn is_refused_by_goaway(error: &hyper::Error) -> bool {
+    let mut source: Option<&(dyn StdError + 'static)> = Some(error);
+    while let Some(error) = source {
+        if let Some(h2) = error.downcast_ref::<h2::Error>() {
+            return h2.is_go_away() || h2.reason() == Some(h2::Reason::REFUSED_STREAM);
+        }
+        source = error.source();
+    }
+    error.is_canceled()
+}
+
+#[tokio::test]
+async fn http2_streams_in_flight_complete_and_the_client_gets_goaway() {
+    let shutdown = Shutdown::new();
+    let gate = Gate::new();
+    let (addr, server) = start(shutdown, &gate).await;
+
+    let tcp = TcpStream::connect(addr).await.unwrap();
+    let (mut sender, connection) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tcp))
+            .await
+            .unwrap();
+    let connection = tokio::spawn(connection);
+    let first = tokio::spawn(sender.send_request(get(addr, "/held")));
+    let second = tokio::spawn(sender.send_request(get(addr, "/held")));
+    gate.entered(2).await;
+
+    let drain = shutdown.drain(WAIT).unwrap();
+
+    // New streams on the same connection: answered 503 until the client has read the
+    // server's GOAWAY, refused after. Each one gets an answer; none hangs.
+    let mut refusal = None;
+    for _ in 0..10_000 {
+        let answer = within(
+            "a new stream during the drain",
+            sender.send_request(get(addr, "/")),
+        );
+        match answer.await {
+            Ok(response) => assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE),
+            Err(error) => {
+                refusal = Some(error);
+                break;
+            }
+        }
+    }
+    let refusal = refusal.expect("the client never saw GOAWAY");
+    assert!(
+        is_refused_by_goaway(&refusal),
+        "not a GOAWAY refusal: {refusal:?}"
+    );
+    // Only GOAWAY closes the client's side while the connection still carries the held
+    // streams: they finish on it below.
+    assert!(sender.is_closed());
+    assert_eq!(
+        shutdown.phase(),
+        Phase::Draining,
+        "the held streams still run"
+    );
+
+    gate.release(2);
+    for held in [first, second] {
+        let response = within("a held stream", held).await.unwrap().unwrap();
+        assert_eq!(response.status(), StatusCode::OK);
+        let body = within("its body", response.into_body().collect()).await;
+        assert_eq!(body.unwrap().to_bytes(), "ok\n");
+    }
+    // The server closed the connection the HTTP/2 way: the client's connection ends cleanly.
+    within("the client connection to end", connection)
+        .await
+        .unwrap()
+        .expect("the connection ended with an error instead of GOAWAY and close");
+
+    let report = within("the drain", drain).await;
+    assert_eq!(report.outcome, DrainOutcome::Drained);
+    assert_eq!(report.in_flight_at_start, 2);
+    assert_eq!(report.completed, 2);
+    within("the server to return", server).await.unwrap();
+}
+
+#[tokio::test]
+async fn http1_response_during_drain_says_connection_close_and_the_server_closes() {
+    let shutdown = Shutdown::new();
+    let gate = Gate::new();
+    let (addr, server) = start(shutdown, &gate).await;
+
+    let mut stream = TcpStream::connect(addr).await.unwrap();
+    write_get(&mut stream, "/").await;
+    let before = read_response(&mut stream).await;
+    assert!(
+        !has_connection_close(&before),
+        "kept alive while serving: {before}"
+    );
+
+    // Reuse the kept-alive connection for a request that is in flight when draining begins.
+    write_get(&mut stream, "/held").await;
+    gate.entered(1).await;
+    let drain = shutdown.drain(WAIT).unwrap();
+    gate.release(1);
+
+    // Reading to EOF returns only if the server closes the connection after the response.
+    let during = read_to_eof(&mut stream).await;
+    assert!(during.starts_with("HTTP/1.1 200 OK\r\n"), "{during}");
+    assert!(
+        has_connection_close(&during),
+        "no `connection: close`: {during}"
+    );
+    assert!(
+        during.ends_with("\r\n\r\nok\n"),
+        "response incomplete: {during}"
+    );
+
+    assert_eq!(
+        within("the drain", drain).await.outcome,
+        DrainOutcome::Drained
+    );
+    within("the server to return", server).await.unwrap();
+}
+
+#[tokio::test]
+async fn http1_idle_keep_alive_connection_is_closed_when_draining_begins() {
+    let shutdown = Shutdown::new();
+    let gate = Gate::new();
+    let (addr, server) = start(shutdown, &gate).await;
+
+    let mut idle = TcpStream::connect(addr).await.unwrap();
+    write_get(&mut idle, "/").await;
+    let response = read_response(&mut idle).await;
+    assert!(
+        !has_connection_close(&response),
+        "kept alive while serving: {response}"
+    );
+
+    // A request held in flight keeps the drain going, so the close below happens at drain
+    // start and not at its end.
+    let mut busy = TcpStream::connect(addr).await.unwrap();
+    write_get(&mut busy, "/held").await;
+    gate.entered(1).await;
+    let drain = shutdown.drain(WAIT).unwrap();
+
+    assert_eq!(
+        read_to_eof(&mut idle).await,
+        "",
+        "idle connection not closed"
+    );
+    assert_eq!(shutdown.phase(), Phase::Draining);
+
+    gate.release(1);
+    assert!(has_connection_close(&read_to_eof(&mut busy).await));
+    assert_eq!(
+        within("the drain", drain).await.outcome,
+        DrainOutcome::Drained
+    );
+    within("the server to return", server).await.unwrap();
+}
+
+#[tokio::test]
+async fn http1_pooled_client_loses_no_request_to_a_reset() {
+    let shutdown = Shutdown::new();
+    let gate = Gate::new();
+    let (addr, server) = start(shutdown, &gate).await;
+    let client = Client::builder(TokioExecutor::new()).build_http::<Empty<Bytes>>();
+
+    // The client pools its connection; the held request reuses it.
+    let warm = within("a request", client.request(get(addr, "/")))
+        .await
+        .unwrap();
+    assert!(warm.headers().get(http::header::CONNECTION).is_none());
+    within("its body", warm.into_body().collect())
+        .await
+        .unwrap();
+    let held = tokio::spawn(client.request(get(addr, "/held")));
+    gate.entered(1).await;
+
+    let drain = shutdown.drain(WAIT).unwrap();
+    gate.release(1);
+    let response = within("the held request", held).await.unwrap().unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(response.headers()[http::header::CONNECTION], "close");
+    let body = within("its body", response.into_body().collect())
+        .await
+        .unwrap();
+    assert_eq!(body.to_bytes(), "ok\n");
+    assert_eq!(
+        within("the drain", drain).await.outcome,
+        DrainOutcome::Drained
+    );
+    within("the server to return", server).await.unwrap();
+
+    // The client did not keep the closed connection: the next request is never written to
+    // it, where it would die with a reset, but fails to connect, untouched, safe to retry.
+    let next = within("a request after shutdown", client.request(get(addr, "/"))).await;
+    let error = next.expect_err("the server is gone");
+    assert!(
+        error.is_connect(),
+        "request lost on a dead connection: {error:?}"
+    );
+}
+
+#[tokio::test]
+async fn http1_pooled_idle_connection_closed_by_the_drain_is_not_reused() {
+    let shutdown = Shutdown::new();
+    let gate = Gate::new();
+    let (addr, server) = start(shutdown, &gate).await;
+    let client = Client::builder(TokioExecutor::new()).build_http::<Empty<Bytes>>();
+
+    let warm = within("a request", client.request(get(addr, "/")))
+        .await
+        .unwrap();
+    within("its body", warm.into_body().collect())
+        .await
+        .unwrap();
+
+    // Nothing in flight: the drain is over at once and the pooled connection, idle, closed.
+    let report = within("the drain", shutdown.drain(WAIT).unwrap()).await;
+    assert_eq!(report.outcome, DrainOutcome::Drained);
+    within("the server to return", server).await.unwrap();
+
+    let next = within("a request after shutdown", client.request(get(addr, "/"))).await;
+    let error = next.expect_err("the server is gone");
+    assert!(
+        error.is_connect(),
+        "request lost on a dead connection: {error:?}"
+    );
+}
+
+#[tokio::test]
+async fn connection_still_open_at_the_drain_deadline_is_closed() {
+    let shutdown = Shutdown::new();
+    let gate = Gate::new();
+    let (addr, server) = start(shutdown, &gate).await;
+
+    // `/stuck` never answers and is not counted; background work that is counted and never
+    // ends makes the drain run to its deadline.
+    let mut stuck = TcpStream::connect(addr).await.unwrap();
+    write_get(&mut stuck, "/stuck").await;
+    gate.entered(1).await;
+    let work = shutdown.guard().expect("admission is open");
+
+    let report = within(
+        "the drain",
+        shutdown.drain(Duration::from_millis(50)).unwrap(),
+    )
+    .await;
+    assert_eq!(report.outcome, DrainOutcome::TimedOut);
+    assert_eq!(report.still_running, 1);
+
+    // Past the deadline the server stops waiting for the connection and closes it.
+    assert_eq!(
+        read_to_eof(&mut stuck).await,
+        "",
+        "a stuck request got an answer"
+    );
+    within("the server to return", server).await.unwrap();
+    drop(work);
+}
+
+#[tokio::test]
+async fn server_started_after_admission_closed_returns_at_once() {
+    let shutdown = Shutdown::new();
+    let gate = Gate::new();
+    let report = within("the drain", shutdown.drain(WAIT).unwrap()).await;
+    assert_eq!(report.outcome, DrainOutcome::Drained);
+
+    let (addr, server) = start(shutdown, &gate).await;
+    within("the server to return", server).await.unwrap();
+    let refused = TcpStream::connect(addr).await;
+    assert!(refused.is_err(), "the listener still accepts");
+}
