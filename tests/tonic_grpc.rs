@@ -1,0 +1,241 @@
+//! tonic over real HTTP/2 connections: calls in flight finish, later calls get UNAVAILABLE,
+//! and gRPC health follows readiness.
+
+#[path = "../examples/tonic/echo.rs"]
+mod echo;
+mod support;
+
+use std::net::SocketAddr;
+
+use futures_util::stream;
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+use tonic::codegen::BoxStream;
+use tonic::transport::server::TcpIncoming;
+use tonic::transport::{Channel, Server};
+use tonic::{Code, Status};
+use tonic_health::pb::health_check_response::ServingStatus as Reported;
+use tonic_health::pb::health_client::HealthClient;
+use tonic_health::pb::HealthCheckRequest;
+use tonic_health::ServingStatus;
+use tower_drain::{DrainOutcome, Phase, Shutdown};
+
+use echo::{CountReply, CountRequest, Echo, EchoClient, EchoServer, SayReply, SayRequest};
+use support::{within, Gate, WAIT};
+
+/// `Say("held")` waits at the gate; `Count` sends its first reply, then waits at the gate
+/// before the rest.
+struct Held {
+    gate: Gate,
+}
+
+impl Echo for Held {
+    async fn say(&self, request: SayRequest) -> Result<SayReply, Status> {
+        if request.text == "held" {
+            self.gate.pass().await;
+        }
+        Ok(SayReply { text: request.text })
+    }
+
+    fn count(&self, request: CountRequest) -> BoxStream<CountReply> {
+        let gate = self.gate.clone();
+        Box::pin(stream::unfold(1, move |n| {
+            let gate = gate.clone();
+            async move {
+                if n > request.to {
+                    return None;
+                }
+                if n == 2 {
+                    gate.pass().await;
+                }
+                Some((Ok(CountReply { n }), n + 1))
+            }
+        }))
+    }
+}
+
+/// Probes must answer NOT_SERVING while draining, so they are not counted nor rejected.
+const HEALTH_CHECK: &str = "/grpc.health.v1.Health/Check";
+
+type Served = JoinHandle<Result<(), tonic::transport::Error>>;
+
+/// Serves the echo and health services the way `examples/tonic.rs` does.
+async fn start(shutdown: Shutdown, gate: &Gate) -> (SocketAddr, Served) {
+    start_with_signal(shutdown, gate, shutdown.closing()).await
+}
+
+async fn start_with_signal(
+    shutdown: Shutdown,
+    gate: &Gate,
+    signal: impl std::future::Future<Output = ()> + Send + 'static,
+) -> (SocketAddr, Served) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+
+    let (health, health_service) = tonic_health::server::health_reporter();
+    health.set_serving::<EchoServer<Held>>().await;
+    tokio::spawn(async move {
+        shutdown.shutting_down().await;
+        health
+            .set_service_status("", ServingStatus::NotServing)
+            .await;
+        health.set_not_serving::<EchoServer<Held>>().await;
+    });
+
+    let echo = EchoServer::new(Held { gate: gate.clone() });
+    let server = Server::builder()
+        .layer(shutdown.layer().bypass(&[HEALTH_CHECK]))
+        .add_service(health_service)
+        .add_service(echo)
+        .serve_with_incoming_shutdown(TcpIncoming::from(listener), signal);
+    (addr, tokio::spawn(server))
+}
+
+async fn connect(addr: SocketAddr) -> Channel {
+    let endpoint = Channel::from_shared(format!("http://{addr}")).unwrap();
+    within("the connection", endpoint.connect()).await.unwrap()
+}
+
+#[tokio::test]
+async fn unary_call_in_flight_when_draining_begins_completes() {
+    let shutdown = Shutdown::new();
+    let gate = Gate::new();
+    let (addr, server) = start(shutdown, &gate).await;
+    let mut client = EchoClient::new(connect(addr).await);
+
+    let call = tokio::spawn(async move { client.say("held").await });
+    gate.entered(1).await;
+    let drain = shutdown.drain(WAIT).unwrap();
+    gate.release(1);
+
+    let reply = within("the call", call).await.unwrap().expect("the call failed");
+    assert_eq!(reply.text, "held");
+    let report = within("the drain", drain).await;
+    assert_eq!(report.outcome, DrainOutcome::Drained);
+    assert_eq!(report.completed, 1);
+    within("the server to return", server).await.unwrap().unwrap();
+}
+
+#[tokio::test]
+async fn server_streaming_call_in_flight_when_draining_begins_completes() {
+    let shutdown = Shutdown::new();
+    let gate = Gate::new();
+    let (addr, server) = start(shutdown, &gate).await;
+    let mut client = EchoClient::new(connect(addr).await);
+
+    let mut replies = within("the call", client.count(3)).await.unwrap();
+    let first = within("the first reply", replies.message()).await.unwrap();
+    assert_eq!(first, Some(CountReply { n: 1 }));
+    gate.entered(1).await;
+
+    let drain = shutdown.drain(WAIT).unwrap();
+    gate.release(1);
+    let mut rest = Vec::new();
+    // Bounded: the stream has two replies left, then its end (with status OK).
+    for _ in 0..3 {
+        match within("a reply", replies.message()).await {
+            Ok(Some(reply)) => rest.push(reply.n),
+            Ok(None) => break,
+            Err(status) => panic!("the stream was cut: {status:?}"),
+        }
+    }
+    assert_eq!(rest, [2, 3]);
+    assert_eq!(within("the drain", drain).await.outcome, DrainOutcome::Drained);
+    within("the server to return", server).await.unwrap().unwrap();
+}
+
+#[tokio::test]
+async fn call_after_draining_began_gets_unavailable() {
+    let shutdown = Shutdown::new();
+    let gate = Gate::new();
+    let (addr, server) = start(shutdown, &gate).await;
+    let mut client = EchoClient::new(connect(addr).await);
+    assert_eq!(within("a call", client.say("hi")).await.unwrap().text, "hi");
+
+    // A held call keeps the connection open while new calls arrive on it.
+    let mut held_client = client.clone();
+    let held = tokio::spawn(async move { held_client.say("held").await });
+    gate.entered(1).await;
+    let drain = shutdown.drain(WAIT).unwrap();
+
+    // Whether the middleware answers it or the server's GOAWAY refuses it first, the call
+    // fails with UNAVAILABLE, which tells a client to retry elsewhere.
+    let during = within("a call while draining", client.say("late")).await;
+    let status = during.expect_err("a call was admitted while draining");
+    assert_eq!(status.code(), Code::Unavailable, "{status:?}");
+
+    gate.release(1);
+    assert_eq!(within("the held call", held).await.unwrap().unwrap().text, "held");
+    assert_eq!(within("the drain", drain).await.outcome, DrainOutcome::Drained);
+    within("the server to return", server).await.unwrap().unwrap();
+
+    // And after the server is gone.
+    let after = within("a call after shutdown", client.say("later")).await;
+    let status = after.expect_err("nothing should answer");
+    assert_eq!(status.code(), Code::Unavailable, "{status:?}");
+}
+
+#[tokio::test]
+async fn middleware_answers_calls_while_draining_with_grpc_unavailable() {
+    let shutdown = Shutdown::new();
+    let gate = Gate::new();
+    // A server that ignores `closing()` keeps its connection open, so each call below
+    // reaches the middleware rather than a GOAWAY.
+    let (addr, server) = start_with_signal(shutdown, &gate, std::future::pending()).await;
+    let mut client = EchoClient::new(connect(addr).await);
+    assert_eq!(within("a call", client.say("hi")).await.unwrap().text, "hi");
+
+    let report = within("the drain", shutdown.drain(WAIT).unwrap()).await;
+    assert_eq!(report.outcome, DrainOutcome::Drained);
+    for _ in 0..3 {
+        let status = within("a call while draining", client.say("late"))
+            .await
+            .expect_err("a call was admitted while draining");
+        assert_eq!(status.code(), Code::Unavailable, "{status:?}");
+        assert_eq!(status.message(), "server is shutting down");
+    }
+    let streaming = within("a streaming call", client.count(3)).await;
+    let status = streaming.expect_err("a call was admitted while draining");
+    assert_eq!(status.code(), Code::Unavailable, "{status:?}");
+    assert_eq!(shutdown.rejected(), 4);
+    server.abort();
+}
+
+#[tokio::test]
+async fn health_reports_not_serving_from_lame_duck_on() {
+    let shutdown = Shutdown::new();
+    let gate = Gate::new();
+    let (addr, server) = start(shutdown, &gate).await;
+    let channel = connect(addr).await;
+    let mut health = HealthClient::new(channel.clone());
+    let mut client = EchoClient::new(channel);
+    let overall = || HealthCheckRequest { service: String::new() };
+    let echo = || HealthCheckRequest {
+        service: "tower_drain.example.Echo".into(),
+    };
+
+    let mut watch = within("a health watch", health.watch(overall()))
+        .await
+        .unwrap()
+        .into_inner();
+    let status = within("the first status", watch.message()).await.unwrap();
+    assert_eq!(status.unwrap().status(), Reported::Serving);
+
+    assert!(shutdown.begin_lame_duck());
+    let status = within("the next status", watch.message()).await.unwrap();
+    assert_eq!(status.unwrap().status(), Reported::NotServing);
+    drop(watch);
+    for request in [overall(), echo()] {
+        let response = within("a health check", health.check(request)).await.unwrap();
+        assert_eq!(response.into_inner().status(), Reported::NotServing);
+    }
+    // Lame duck: not ready, but still serving everyone who comes.
+    assert_eq!(shutdown.phase(), Phase::LameDuck);
+    assert_eq!(within("a call", client.say("hi")).await.unwrap().text, "hi");
+
+    assert_eq!(
+        within("the drain", shutdown.drain(WAIT).unwrap()).await.outcome,
+        DrainOutcome::Drained
+    );
+    within("the server to return", server).await.unwrap().unwrap();
+}
