@@ -108,12 +108,18 @@ async fn unary_call_in_flight_when_draining_begins_completes() {
     let drain = shutdown.drain(WAIT).unwrap();
     gate.release(1);
 
-    let reply = within("the call", call).await.unwrap().expect("the call failed");
+    let reply = within("the call", call)
+        .await
+        .unwrap()
+        .expect("the call failed");
     assert_eq!(reply.text, "held");
     let report = within("the drain", drain).await;
     assert_eq!(report.outcome, DrainOutcome::Drained);
     assert_eq!(report.completed, 1);
-    within("the server to return", server).await.unwrap().unwrap();
+    within("the server to return", server)
+        .await
+        .unwrap()
+        .unwrap();
 }
 
 #[tokio::test]
@@ -140,8 +146,14 @@ async fn server_streaming_call_in_flight_when_draining_begins_completes() {
         }
     }
     assert_eq!(rest, [2, 3]);
-    assert_eq!(within("the drain", drain).await.outcome, DrainOutcome::Drained);
-    within("the server to return", server).await.unwrap().unwrap();
+    assert_eq!(
+        within("the drain", drain).await.outcome,
+        DrainOutcome::Drained
+    );
+    within("the server to return", server)
+        .await
+        .unwrap()
+        .unwrap();
 }
 
 #[tokio::test]
@@ -165,9 +177,18 @@ async fn call_after_draining_began_gets_unavailable() {
     assert_eq!(status.code(), Code::Unavailable, "{status:?}");
 
     gate.release(1);
-    assert_eq!(within("the held call", held).await.unwrap().unwrap().text, "held");
-    assert_eq!(within("the drain", drain).await.outcome, DrainOutcome::Drained);
-    within("the server to return", server).await.unwrap().unwrap();
+    assert_eq!(
+        within("the held call", held).await.unwrap().unwrap().text,
+        "held"
+    );
+    assert_eq!(
+        within("the drain", drain).await.outcome,
+        DrainOutcome::Drained
+    );
+    within("the server to return", server)
+        .await
+        .unwrap()
+        .unwrap();
 
     // And after the server is gone.
     let after = within("a call after shutdown", client.say("later")).await;
@@ -209,7 +230,9 @@ async fn health_reports_not_serving_from_lame_duck_on() {
     let channel = connect(addr).await;
     let mut health = HealthClient::new(channel.clone());
     let mut client = EchoClient::new(channel);
-    let overall = || HealthCheckRequest { service: String::new() };
+    let overall = || HealthCheckRequest {
+        service: String::new(),
+    };
     let echo = || HealthCheckRequest {
         service: "tower_drain.example.Echo".into(),
     };
@@ -226,7 +249,9 @@ async fn health_reports_not_serving_from_lame_duck_on() {
     assert_eq!(status.unwrap().status(), Reported::NotServing);
     drop(watch);
     for request in [overall(), echo()] {
-        let response = within("a health check", health.check(request)).await.unwrap();
+        let response = within("a health check", health.check(request))
+            .await
+            .unwrap();
         assert_eq!(response.into_inner().status(), Reported::NotServing);
     }
     // Lame duck: not ready, but still serving everyone who comes.
@@ -234,8 +259,13 @@ async fn health_reports_not_serving_from_lame_duck_on() {
     assert_eq!(within("a call", client.say("hi")).await.unwrap().text, "hi");
 
     assert_eq!(
-        within("the drain", shutdown.drain(WAIT).unwrap()).await.outcome,
+        within("the drain", shutdown.drain(WAIT).unwrap())
+            .await
+            .outcome,
         DrainOutcome::Drained
     );
-    within("the server to return", server).await.unwrap().unwrap();
+    within("the server to return", server)
+        .await
+        .unwrap()
+        .unwrap();
 }

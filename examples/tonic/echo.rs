@@ -160,7 +160,10 @@ impl EchoClient {
         self.ready().await?;
         let request = Request::new(SayRequest { text: text.into() });
         let path = PathAndQuery::from_static(SAY);
-        let response = self.grpc.unary(request, path, ProstCodec::default()).await?;
+        let response = self
+            .grpc
+            .unary(request, path, ProstCodec::default())
+            .await?;
         Ok(response.into_inner())
     }
 

@@ -1,0 +1,109 @@
+//! A tonic gRPC server that shuts down without failing a call.
+//!
+//! ```sh
+//! cargo run --example tonic        # serves on 127.0.0.1:50051; Ctrl-C or SIGTERM to stop
+//! ```
+//!
+//! The timeline: on the signal the gRPC health service turns NOT_SERVING (load balancers and
+//! Kubernetes gRPC probes stop sending calls here) while calls are still served; after the
+//! lame-duck delay admission closes: tonic stops accepting and sends GOAWAY on each
+//! connection, late calls get UNAVAILABLE (clients retry elsewhere), and the drain waits for
+//! the calls in flight, streams included, up to its timeout.
+
+#[path = "tonic/echo.rs"]
+mod echo; // The service, written as generated code would be.
+
+use std::error::Error;
+use std::time::Duration;
+
+use echo::{CountReply, CountRequest, Echo, EchoServer, SayReply, SayRequest};
+use futures_util::stream;
+use tonic::codegen::BoxStream;
+use tonic::transport::Server;
+use tonic::Status;
+use tonic_health::ServingStatus;
+use tower_drain::Shutdown;
+
+const LAME_DUCK: Duration = Duration::from_secs(2);
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// `Say` answers after half a second; `Count` streams one reply every 100 ms.
+struct Service;
+
+impl Echo for Service {
+    async fn say(&self, request: SayRequest) -> Result<SayReply, Status> {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        Ok(SayReply { text: request.text })
+    }
+
+    fn count(&self, request: CountRequest) -> BoxStream<CountReply> {
+        Box::pin(stream::unfold(1, move |n| async move {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            (n <= request.to).then_some((Ok(CountReply { n }), n + 1))
+        }))
+    }
+}
+
+#[tokio::main]
+async fn main() -> Result<(), Box<dyn Error>> {
+    let shutdown = Shutdown::new();
+
+    // gRPC health follows readiness: NOT_SERVING from lame duck on.
+    let (health, health_service) = tonic_health::server::health_reporter();
+    health.set_serving::<EchoServer<Service>>().await;
+    tokio::spawn(async move {
+        shutdown.shutting_down().await;
+        health
+            .set_service_status("", ServingStatus::NotServing)
+            .await;
+        health.set_not_serving::<EchoServer<Service>>().await;
+    });
+
+    let addr = "127.0.0.1:50051".parse()?;
+    let server = Server::builder()
+        // Counts every call until its last message; answers UNAVAILABLE once draining.
+        // Health checks pass through, so they can still say NOT_SERVING.
+        .layer(shutdown.layer().bypass(&["/grpc.health.v1.Health/Check"]))
+        .add_service(health_service)
+        .add_service(EchoServer::new(Service))
+        // When admission closes: stop accepting, GOAWAY on every connection.
+        .serve_with_shutdown(addr, shutdown.closing());
+    let server = tokio::spawn(server);
+    println!("serving gRPC on {addr}");
+
+    terminate().await;
+    shutdown.begin_lame_duck();
+    println!("lame duck: health is NOT_SERVING, calls still served");
+    tokio::time::sleep(LAME_DUCK).await;
+
+    // Closes admission (which fires `closing()` above) and waits for the calls in flight.
+    let report = shutdown.drain(DRAIN_TIMEOUT)?.await;
+    println!("{report}");
+
+    // tonic returns once its last connection has closed. Calls the drain cut short end at
+    // once; the bound covers a stream that nothing wakes (an idle health watch).
+    match tokio::time::timeout(Duration::from_secs(1), server).await {
+        Ok(served) => served??,
+        Err(_) => println!("connections still open after the drain; exiting anyway"),
+    }
+    // Clean-up (pools, telemetry) goes here: no call needs them any more.
+    std::process::exit(if report.is_drained() { 0 } else { 1 })
+}
+
+/// Ctrl-C, or SIGTERM (what Kubernetes sends).
+async fn terminate() {
+    #[cfg(unix)]
+    let sigterm = async {
+        use tokio::signal::unix::{signal, SignalKind};
+        signal(SignalKind::terminate())
+            .expect("SIGTERM handler")
+            .recv()
+            .await;
+    };
+    #[cfg(not(unix))]
+    let sigterm = std::future::pending::<()>();
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        () = sigterm => {}
+    }
+}
