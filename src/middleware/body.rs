@@ -2,11 +2,13 @@
 
 use std::error::Error;
 use std::fmt;
+use std::future::Future;
 use std::pin::Pin;
-use std::task::{ready, Context, Poll};
+use std::task::{Context, Poll};
 
 use http_body::{Body, Frame, SizeHint};
 use pin_project_lite::pin_project;
+use tokio_util::sync::WaitForCancellationFuture;
 
 use super::rejection::Rejection;
 use super::BoxError;
@@ -33,6 +35,8 @@ pin_project! {
             inner: B,
             guard: Option<InFlightGuard>,
             aborted: bool,
+            // Armed only while draining, when the inner body stalls: wakes it at the deadline.
+            deadline: Option<Pin<Box<WaitForCancellationFuture<'static>>>>,
         },
         Rejected {
             rejection: Rejection,
@@ -47,6 +51,7 @@ impl<B> ResponseBody<B> {
                 inner,
                 guard,
                 aborted: false,
+                deadline: None,
             },
         }
     }
@@ -76,16 +81,29 @@ where
                 inner,
                 guard,
                 aborted,
+                deadline,
             } => {
                 if *aborted {
                     return Poll::Ready(None);
                 }
                 if guard.as_ref().is_some_and(InFlightGuard::is_aborted) {
-                    *aborted = true;
-                    *guard = None;
-                    return Poll::Ready(Some(Err(Box::new(Aborted))));
+                    return abort(guard, aborted);
                 }
-                let frame = ready!(inner.poll_frame(cx));
+                let Poll::Ready(frame) = inner.poll_frame(cx) else {
+                    // A body that stalls on its source while draining (an idle stream) would
+                    // never be polled again to notice the deadline, so it also waits for the
+                    // abort. This allocates once per stalled body, and only after admission
+                    // closed: the serving path never gets here with a closed phase.
+                    if let Some(core) = guard.as_ref().map(InFlightGuard::core) {
+                        if core.phase().admission_closed() {
+                            let wait = deadline.get_or_insert_with(|| Box::pin(core.abort_wait()));
+                            if wait.as_mut().poll(cx).is_ready() {
+                                return abort(guard, aborted);
+                            }
+                        }
+                    }
+                    return Poll::Pending;
+                };
                 if !matches!(frame, Some(Ok(_))) {
                     // End of stream or an error: the response is over either way.
                     *guard = None;
@@ -111,6 +129,16 @@ where
             Kind::Rejected { rejection } => rejection.size_hint(),
         }
     }
+}
+
+/// Cuts a counted body short: releases its guard and yields [`Aborted`] once.
+fn abort<D>(
+    guard: &mut Option<InFlightGuard>,
+    aborted: &mut bool,
+) -> Poll<Option<Result<Frame<D>, BoxError>>> {
+    *aborted = true;
+    *guard = None;
+    Poll::Ready(Some(Err(Box::new(Aborted))))
 }
 
 impl<B> fmt::Debug for ResponseBody<B> {
