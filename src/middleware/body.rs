@@ -2,14 +2,13 @@
 
 use std::error::Error;
 use std::fmt;
-use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
 use http_body::{Body, Frame, SizeHint};
 use pin_project_lite::pin_project;
-use tokio_util::sync::WaitForCancellationFuture;
 
+use super::deadline::DeadlineWait;
 use super::rejection::Rejection;
 use super::BoxError;
 use crate::guard::InFlightGuard;
@@ -35,8 +34,7 @@ pin_project! {
             inner: B,
             guard: Option<InFlightGuard>,
             aborted: bool,
-            // Armed only while draining, when the inner body stalls: wakes it at the deadline.
-            deadline: Option<Pin<Box<WaitForCancellationFuture<'static>>>>,
+            deadline: DeadlineWait,
         },
         Rejected {
             rejection: Rejection,
@@ -51,7 +49,7 @@ impl<B> ResponseBody<B> {
                 inner,
                 guard,
                 aborted: false,
-                deadline: None,
+                deadline: DeadlineWait::default(),
             },
         }
     }
@@ -86,21 +84,12 @@ where
                 if *aborted {
                     return Poll::Ready(None);
                 }
-                if guard.as_ref().is_some_and(InFlightGuard::is_aborted) {
+                if deadline.expired(guard.as_ref(), false, cx) {
                     return abort(guard, aborted);
                 }
                 let Poll::Ready(frame) = inner.poll_frame(cx) else {
-                    // A body that stalls on its source while draining (an idle stream) would
-                    // never be polled again to notice the deadline, so it also waits for the
-                    // abort. This allocates once per stalled body, and only after admission
-                    // closed: the serving path never gets here with a closed phase.
-                    if let Some(core) = guard.as_ref().map(InFlightGuard::core) {
-                        if core.phase().admission_closed() {
-                            let wait = deadline.get_or_insert_with(|| Box::pin(core.abort_wait()));
-                            if wait.as_mut().poll(cx).is_ready() {
-                                return abort(guard, aborted);
-                            }
-                        }
+                    if deadline.expired(guard.as_ref(), true, cx) {
+                        return abort(guard, aborted);
                     }
                     return Poll::Pending;
                 };

@@ -2,13 +2,14 @@
 
 use std::future::Future;
 use std::pin::Pin;
-use std::task::{ready, Context, Poll};
+use std::task::{Context, Poll};
 
 use http::header::{HeaderValue, CONNECTION};
 use http::Response;
 use pin_project_lite::pin_project;
 
-use super::rejection::Rejection;
+use super::deadline::DeadlineWait;
+use super::rejection::{self, Rejection};
 use super::ResponseBody;
 use crate::guard::InFlightGuard;
 use crate::shutdown::Core;
@@ -18,6 +19,8 @@ pin_project! {
     ///
     /// If it is dropped before the response exists (the client went away, a timeout layer
     /// fired, the handler panicked) its guard is dropped with it and the request stops counting.
+    /// If the drain deadline passes before the handler answers, it stops waiting for the
+    /// handler and answers `503 Service Unavailable` (which gRPC clients read as UNAVAILABLE).
     pub struct ResponseFuture<F> {
         #[pin]
         kind: Kind<F>,
@@ -34,6 +37,7 @@ pin_project! {
             // Set for HTTP/1 requests under a rejecting layer: add `Connection: close` if
             // admission has closed by the time the response is ready.
             close_if_draining: Option<&'static Core>,
+            deadline: DeadlineWait,
         },
         Rejected {
             response: Option<Response<Rejection>>,
@@ -52,6 +56,7 @@ impl<F> ResponseFuture<F> {
                 future,
                 guard,
                 close_if_draining,
+                deadline: DeadlineWait::default(),
             },
         }
     }
@@ -77,9 +82,24 @@ where
                 future,
                 guard,
                 close_if_draining,
+                deadline,
             } => {
+                let cut_short = |guard: &mut Option<InFlightGuard>| {
+                    *guard = None;
+                    let response = rejection::aborted(close_if_draining.is_some());
+                    Poll::Ready(Ok(response.map(ResponseBody::rejected)))
+                };
+                if deadline.expired(guard.as_ref(), false, cx) {
+                    return cut_short(guard);
+                }
+                let Poll::Ready(result) = future.poll(cx) else {
+                    if deadline.expired(guard.as_ref(), true, cx) {
+                        return cut_short(guard);
+                    }
+                    return Poll::Pending;
+                };
                 // An error drops the guard here: there is no body left to wait for.
-                let mut response = ready!(future.poll(cx))?;
+                let mut response = result?;
                 if close_if_draining.is_some_and(|core| core.phase().admission_closed()) {
                     response
                         .headers_mut()
