@@ -129,7 +129,9 @@ impl Shutdown {
     }
 
     /// Resolves when the drain deadline passes with work still running (or shutdown is forced):
-    /// anything still going should stop now.
+    /// anything still going should stop now. This is when a server should drop the connections
+    /// it still holds: requests stalled in a handler or body are not polled again, so only
+    /// dropping them ends them (with axum, stop awaiting the `serve` future and drop it).
     pub fn aborted(&self) -> impl Future<Output = ()> + Send + Sync + 'static {
         self.core.aborted.cancelled()
     }
@@ -356,13 +358,6 @@ impl Core {
             }
         });
         Some(report.clone())
-    }
-
-    /// Resolves when the outcome is `TimedOut`: work still running must stop.
-    pub(crate) fn abort_wait(
-        &'static self,
-    ) -> tokio_util::sync::WaitForCancellationFuture<'static> {
-        self.aborted.cancelled()
     }
 
     pub(crate) fn decided_notify(&'static self) -> &'static Notify {

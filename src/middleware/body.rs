@@ -3,12 +3,11 @@
 use std::error::Error;
 use std::fmt;
 use std::pin::Pin;
-use std::task::{Context, Poll};
+use std::task::{ready, Context, Poll};
 
 use http_body::{Body, Frame, SizeHint};
 use pin_project_lite::pin_project;
 
-use super::deadline::DeadlineWait;
 use super::rejection::Rejection;
 use super::BoxError;
 use crate::guard::InFlightGuard;
@@ -34,7 +33,6 @@ pin_project! {
             inner: B,
             guard: Option<InFlightGuard>,
             aborted: bool,
-            deadline: DeadlineWait,
         },
         Rejected {
             rejection: Rejection,
@@ -49,7 +47,6 @@ impl<B> ResponseBody<B> {
                 inner,
                 guard,
                 aborted: false,
-                deadline: DeadlineWait::default(),
             },
         }
     }
@@ -79,20 +76,15 @@ where
                 inner,
                 guard,
                 aborted,
-                deadline,
             } => {
                 if *aborted {
                     return Poll::Ready(None);
                 }
-                if deadline.expired(guard.as_ref(), false, cx) {
+                // Cost: one load of the phase per frame.
+                if guard.as_ref().is_some_and(InFlightGuard::is_aborted) {
                     return abort(guard, aborted);
                 }
-                let Poll::Ready(frame) = inner.poll_frame(cx) else {
-                    if deadline.expired(guard.as_ref(), true, cx) {
-                        return abort(guard, aborted);
-                    }
-                    return Poll::Pending;
-                };
+                let frame = ready!(inner.poll_frame(cx));
                 if !matches!(frame, Some(Ok(_))) {
                     // End of stream or an error: the response is over either way.
                     *guard = None;

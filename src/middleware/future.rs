@@ -2,13 +2,12 @@
 
 use std::future::Future;
 use std::pin::Pin;
-use std::task::{Context, Poll};
+use std::task::{ready, Context, Poll};
 
 use http::header::{HeaderValue, CONNECTION};
 use http::Response;
 use pin_project_lite::pin_project;
 
-use super::deadline::DeadlineWait;
 use super::rejection::{self, Rejection};
 use super::ResponseBody;
 use crate::guard::InFlightGuard;
@@ -19,8 +18,10 @@ pin_project! {
     ///
     /// If it is dropped before the response exists (the client went away, a timeout layer
     /// fired, the handler panicked) its guard is dropped with it and the request stops counting.
-    /// If the drain deadline passes before the handler answers, it stops waiting for the
-    /// handler and answers `503 Service Unavailable` (which gRPC clients read as UNAVAILABLE).
+    /// If it is polled after the drain deadline passed, it stops waiting for the handler and
+    /// answers `503 Service Unavailable` (which gRPC clients read as UNAVAILABLE). A handler
+    /// stalled on something else is not polled again; it ends when the server drops its
+    /// connection at the deadline.
     pub struct ResponseFuture<F> {
         #[pin]
         kind: Kind<F>,
@@ -37,7 +38,6 @@ pin_project! {
             // Set for HTTP/1 requests under a rejecting layer: add `Connection: close` if
             // admission has closed by the time the response is ready.
             close_if_draining: Option<&'static Core>,
-            deadline: DeadlineWait,
         },
         Rejected {
             response: Option<Response<Rejection>>,
@@ -56,7 +56,6 @@ impl<F> ResponseFuture<F> {
                 future,
                 guard,
                 close_if_draining,
-                deadline: DeadlineWait::default(),
             },
         }
     }
@@ -82,24 +81,15 @@ where
                 future,
                 guard,
                 close_if_draining,
-                deadline,
             } => {
-                let cut_short = |guard: &mut Option<InFlightGuard>| {
+                // Cost: one load of the phase per poll.
+                if guard.as_ref().is_some_and(InFlightGuard::is_aborted) {
                     *guard = None;
                     let response = rejection::aborted(close_if_draining.is_some());
-                    Poll::Ready(Ok(response.map(ResponseBody::rejected)))
-                };
-                if deadline.expired(guard.as_ref(), false, cx) {
-                    return cut_short(guard);
+                    return Poll::Ready(Ok(response.map(ResponseBody::rejected)));
                 }
-                let Poll::Ready(result) = future.poll(cx) else {
-                    if deadline.expired(guard.as_ref(), true, cx) {
-                        return cut_short(guard);
-                    }
-                    return Poll::Pending;
-                };
                 // An error drops the guard here: there is no body left to wait for.
-                let mut response = result?;
+                let mut response = ready!(future.poll(cx))?;
                 if close_if_draining.is_some_and(|core| core.phase().admission_closed()) {
                     response
                         .headers_mut()

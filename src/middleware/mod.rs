@@ -14,7 +14,6 @@
 //! frame is sent or the body is dropped.
 
 pub mod body;
-mod deadline;
 pub mod future;
 pub mod layer;
 mod policy;
