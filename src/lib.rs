@@ -76,3 +76,8 @@ pub use middleware::{InFlightLayer, RejectWhenDrainingLayer, ShutdownLayer};
 pub use phase::Phase;
 pub use report::{DrainOutcome, DrainReport};
 pub use shutdown::Shutdown;
+
+// The README's examples are compiled with the doctests, so they cannot rot.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;

@@ -80,10 +80,9 @@ where
                 if *aborted {
                     return Poll::Ready(None);
                 }
+                // Cost: one load of the phase per frame.
                 if guard.as_ref().is_some_and(InFlightGuard::is_aborted) {
-                    *aborted = true;
-                    *guard = None;
-                    return Poll::Ready(Some(Err(Box::new(Aborted))));
+                    return abort(guard, aborted);
                 }
                 let frame = ready!(inner.poll_frame(cx));
                 if !matches!(frame, Some(Ok(_))) {
@@ -111,6 +110,16 @@ where
             Kind::Rejected { rejection } => rejection.size_hint(),
         }
     }
+}
+
+/// Cuts a counted body short: releases its guard and yields [`Aborted`] once.
+fn abort<D>(
+    guard: &mut Option<InFlightGuard>,
+    aborted: &mut bool,
+) -> Poll<Option<Result<Frame<D>, BoxError>>> {
+    *aborted = true;
+    *guard = None;
+    Poll::Ready(Some(Err(Box::new(Aborted))))
 }
 
 impl<B> fmt::Debug for ResponseBody<B> {

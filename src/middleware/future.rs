@@ -8,7 +8,7 @@ use http::header::{HeaderValue, CONNECTION};
 use http::Response;
 use pin_project_lite::pin_project;
 
-use super::rejection::Rejection;
+use super::rejection::{self, Rejection};
 use super::ResponseBody;
 use crate::guard::InFlightGuard;
 use crate::shutdown::Core;
@@ -18,6 +18,10 @@ pin_project! {
     ///
     /// If it is dropped before the response exists (the client went away, a timeout layer
     /// fired, the handler panicked) its guard is dropped with it and the request stops counting.
+    /// If it is polled after the drain deadline passed, it stops waiting for the handler and
+    /// answers `503 Service Unavailable` (which gRPC clients read as UNAVAILABLE). A handler
+    /// stalled on something else is not polled again; it ends when the server drops its
+    /// connection at the deadline.
     pub struct ResponseFuture<F> {
         #[pin]
         kind: Kind<F>,
@@ -78,6 +82,12 @@ where
                 guard,
                 close_if_draining,
             } => {
+                // Cost: one load of the phase per poll.
+                if guard.as_ref().is_some_and(InFlightGuard::is_aborted) {
+                    *guard = None;
+                    let response = rejection::aborted(close_if_draining.is_some());
+                    return Poll::Ready(Ok(response.map(ResponseBody::rejected)));
+                }
                 // An error drops the guard here: there is no body left to wait for.
                 let mut response = ready!(future.poll(cx))?;
                 if close_if_draining.is_some_and(|core| core.phase().admission_closed()) {
@@ -85,7 +95,9 @@ where
                         .headers_mut()
                         .insert(CONNECTION, HeaderValue::from_static("close"));
                 }
-                Poll::Ready(Ok(response.map(|body| ResponseBody::new(body, guard.take()))))
+                Poll::Ready(Ok(
+                    response.map(|body| ResponseBody::new(body, guard.take()))
+                ))
             }
             KindProj::Rejected { response } => Poll::Ready(Ok(response
                 .take()

@@ -34,17 +34,33 @@ pub(crate) fn response<B>(request: &Request<B>, policy: &Policy) -> Response<Rej
     if is_grpc(request) {
         return grpc_unavailable();
     }
+    let mut response = unavailable(policy.message, request.version() < Version::HTTP_2);
+    response
+        .headers_mut()
+        .insert(RETRY_AFTER, HeaderValue::from(policy.retry_after_secs));
+    response
+}
+
+/// The answer to a request whose handler was still running at the drain deadline.
+pub(crate) fn aborted(http1: bool) -> Response<Rejection> {
+    unavailable(
+        "request aborted: the server's shutdown deadline passed\n",
+        http1,
+    )
+}
+
+/// A plain-text 503, closing HTTP/1 connections.
+fn unavailable(message: &'static str, http1: bool) -> Response<Rejection> {
     let mut response = Response::new(Rejection {
-        data: Some(policy.message.as_bytes()),
+        data: Some(message.as_bytes()),
     });
     *response.status_mut() = StatusCode::SERVICE_UNAVAILABLE;
     let headers = response.headers_mut();
-    headers.insert(RETRY_AFTER, HeaderValue::from(policy.retry_after_secs));
     headers.insert(
         CONTENT_TYPE,
         HeaderValue::from_static("text/plain; charset=utf-8"),
     );
-    if request.version() < Version::HTTP_2 {
+    if http1 {
         headers.insert(CONNECTION, HeaderValue::from_static("close"));
     }
     response

@@ -1,0 +1,201 @@
+//! The `Drain` future: immediate when idle, bounded by its timeout, idempotent.
+
+mod common;
+
+use std::time::Duration;
+
+use axum::routing::get;
+use axum::Router;
+use common::{bounded, http1_client, serve};
+use futures_util::FutureExt;
+use tokio::sync::oneshot;
+use tower_drain::{DrainError, DrainOutcome, Phase, Shutdown};
+
+#[tokio::test]
+async fn drain_with_nothing_in_flight_is_ready_on_first_poll() {
+    let shutdown = Shutdown::new();
+    let report = shutdown
+        .drain(Duration::from_secs(3600))
+        .unwrap()
+        .now_or_never()
+        .expect("ready without waiting");
+    assert_eq!(report.outcome, DrainOutcome::Drained);
+    assert_eq!(report.in_flight_at_start, 0);
+    assert_eq!(shutdown.phase(), Phase::Drained);
+}
+
+/// A server whose `/hang` handler never answers, and a client request stuck in it.
+/// Returns the client's task and the server's.
+async fn hung_request(
+    shutdown: &Shutdown,
+) -> (
+    tokio::task::JoinHandle<Result<http::Response<hyper::body::Incoming>, String>>,
+    tokio::task::JoinHandle<()>,
+) {
+    let (entered_tx, entered_rx) = oneshot::channel::<()>();
+    let entered_tx = std::sync::Arc::new(std::sync::Mutex::new(Some(entered_tx)));
+    let app = Router::new()
+        .route(
+            "/hang",
+            get(move || {
+                if let Some(tx) = entered_tx.lock().unwrap().take() {
+                    let _ = tx.send(());
+                }
+                std::future::pending::<&'static str>()
+            }),
+        )
+        .layer(shutdown.layer());
+    let (addr, server) = serve(app).await;
+    let client = tokio::spawn(async move {
+        let uri = format!("http://{addr}/hang").parse().unwrap();
+        http1_client().get(uri).await.map_err(|e| format!("{e:?}"))
+    });
+    bounded("handler entered", entered_rx).await.unwrap();
+    (client, server)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn drain_times_out_reporting_what_still_runs_and_aborts_it() {
+    let shutdown = Shutdown::new();
+    let (client, server) = hung_request(&shutdown).await;
+    assert_eq!(shutdown.in_flight(), 1);
+
+    let report = bounded("drain", shutdown.drain(Duration::from_millis(50)).unwrap()).await;
+    assert_eq!(report.outcome, DrainOutcome::TimedOut);
+    assert!(!report.forced);
+    assert_eq!(report.in_flight_at_start, 1);
+    assert_eq!(report.still_running, 1);
+    assert_eq!(report.completed, 0);
+    assert_eq!(shutdown.phase(), Phase::TimedOut);
+
+    // What the deadline tells the server to do: drop the connections it still holds. The
+    // stuck request then ends and stops counting. Its client sees the connection cut, or a
+    // 503 if the server happened to poll the request after the deadline; never a success.
+    bounded("aborted signal", shutdown.aborted()).await;
+    server.abort();
+    match bounded("client", client).await.unwrap() {
+        Ok(response) => assert_eq!(response.status(), 503),
+        Err(_cut) => {}
+    }
+    assert_eq!(shutdown.in_flight(), 0);
+}
+
+#[tokio::test]
+async fn request_polled_after_the_deadline_is_answered_as_aborted() {
+    use tower::{service_fn, Layer, Service, ServiceExt};
+    let shutdown = Shutdown::new();
+    let (answer_tx, answer_rx) = oneshot::channel::<()>();
+    let answer_rx = std::sync::Mutex::new(Some(answer_rx));
+    let mut service = shutdown
+        .layer()
+        .layer(service_fn(move |_: http::Request<()>| {
+            let answer = answer_rx.lock().unwrap().take().unwrap();
+            async move {
+                answer.await.unwrap();
+                Ok::<_, std::convert::Infallible>(http::Response::new(String::from("late")))
+            }
+        }));
+    let mut call = Box::pin(service.ready().await.unwrap().call(http::Request::new(())));
+    assert!(call.as_mut().now_or_never().is_none());
+
+    let report = bounded("drain", shutdown.drain(Duration::ZERO).unwrap()).await;
+    assert_eq!(report.still_running, 1);
+    // The handler is ready to answer, but the deadline has passed: the client gets a 503.
+    answer_tx.send(()).unwrap();
+    let response = call.await.unwrap();
+    assert_eq!(response.status(), 503);
+    assert_eq!(shutdown.in_flight(), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn zero_timeout_does_not_wait() {
+    let shutdown = Shutdown::new();
+    let (_client, _server) = hung_request(&shutdown).await;
+
+    let report = bounded("drain", shutdown.drain(Duration::ZERO).unwrap()).await;
+    assert_eq!(report.outcome, DrainOutcome::TimedOut);
+    assert_eq!(report.still_running, 1);
+
+    let idle = Shutdown::new();
+    let report = bounded("idle drain", idle.drain(Duration::ZERO).unwrap()).await;
+    assert_eq!(report.outcome, DrainOutcome::Drained, "nothing to wait for");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn drain_called_twice_resolves_to_the_same_report() {
+    let shutdown = Shutdown::new();
+    let guard = shutdown.guard().unwrap();
+    let first = shutdown.drain(Duration::from_secs(60)).unwrap();
+    // The second call joins the first drain; its own (shorter) timeout does not cut it.
+    let second = shutdown.drain(Duration::ZERO).unwrap();
+    let waiter = tokio::spawn(second);
+    drop(guard);
+
+    let first = bounded("first drain", first).await;
+    let second = bounded("second drain", waiter).await.unwrap();
+    assert_eq!(first, second);
+    assert_eq!(first.outcome, DrainOutcome::Drained);
+
+    let third = bounded(
+        "late drain",
+        shutdown.drain(Duration::from_secs(1)).unwrap(),
+    )
+    .await;
+    assert_eq!(first, third);
+}
+
+#[tokio::test]
+async fn absurd_timeout_is_refused_and_changes_nothing() {
+    let shutdown = Shutdown::new();
+    let error = shutdown.drain(Duration::MAX).unwrap_err();
+    assert!(matches!(error, DrainError::TimeoutTooLong { .. }));
+    let message = error.to_string();
+    assert!(
+        message.contains("maximum") && message.contains("nothing was changed"),
+        "{message}"
+    );
+    assert_eq!(shutdown.phase(), Phase::Serving);
+    assert!(shutdown.guard().is_some(), "still admitting");
+
+    let report = bounded("drain", shutdown.drain(Duration::from_secs(1)).unwrap()).await;
+    assert_eq!(report.outcome, DrainOutcome::Drained);
+}
+
+#[tokio::test]
+async fn force_cuts_the_drain_short_and_says_so() {
+    let shutdown = Shutdown::new();
+    let guard = shutdown.guard().unwrap();
+    let drain = shutdown.drain(Duration::from_secs(3600)).unwrap();
+    assert!(!guard.is_aborted());
+
+    assert!(shutdown.force());
+    assert!(!shutdown.force(), "decided once");
+    let report = bounded("drain", drain).await;
+    assert_eq!(report.outcome, DrainOutcome::TimedOut);
+    assert!(report.forced);
+    assert_eq!(report.still_running, 1);
+    assert!(guard.is_aborted(), "work still running is told to stop");
+    bounded("aborted signal", shutdown.aborted()).await;
+}
+
+#[tokio::test]
+async fn phase_signals_fire_in_order() {
+    let shutdown = Shutdown::new();
+    let mut closing = Box::pin(shutdown.closing());
+    let mut shutting_down = Box::pin(shutdown.shutting_down());
+    assert!(shutting_down.as_mut().now_or_never().is_none());
+
+    assert!(shutdown.begin_lame_duck());
+    assert!(!shutdown.begin_lame_duck());
+    assert_eq!(shutdown.phase(), Phase::LameDuck);
+    assert!(shutting_down.now_or_never().is_some());
+    assert!(
+        closing.as_mut().now_or_never().is_none(),
+        "lame duck still admits"
+    );
+    assert!(shutdown.guard().is_some());
+
+    let _drain = shutdown.drain(Duration::from_secs(1)).unwrap();
+    assert!(closing.now_or_never().is_some());
+    assert!(!shutdown.begin_lame_duck(), "phases never go back");
+}

@@ -1,0 +1,141 @@
+//! Model-checks the in-flight counter with loom: every interleaving of admissions, releases
+//! and the close sweep, under the C++ memory model.
+//!
+//! The counter's source is compiled here against loom's atomics: `src/counter.rs` reaches its
+//! atomics only through `crate::sync`, and this file supplies a `sync` module of its own.
+//! So the model checks the exact code the library runs, in every `cargo test`.
+
+mod sync {
+    pub(crate) mod atomic {
+        pub(crate) use loom::sync::atomic::{AtomicUsize, Ordering};
+    }
+}
+
+#[allow(dead_code)]
+#[path = "../src/counter.rs"]
+mod counter;
+
+use counter::Counter;
+use loom::sync::atomic::{AtomicBool, AtomicUsize, Ordering::SeqCst};
+use loom::sync::Arc;
+use loom::thread;
+
+/// Test bookkeeping shared by the model's threads.
+#[derive(Default)]
+struct Witness {
+    /// Set by whoever sees the zero edge; a release after it would be a request still running
+    /// when the drain was declared complete.
+    drained: AtomicBool,
+    /// How many calls saw the zero edge: must end at exactly one.
+    edges: AtomicUsize,
+    /// Set once the close sweep has finished.
+    closed: AtomicBool,
+    admitted: AtomicUsize,
+}
+
+impl Witness {
+    fn edge(&self, seen: bool) {
+        if seen {
+            self.drained.store(true, SeqCst);
+            self.edges.fetch_add(1, SeqCst);
+        }
+    }
+}
+
+/// One request on `slot`: admit if still open, then release.
+fn request(counter: &Counter, witness: &Witness, slot: usize) {
+    let closed_before = witness.closed.load(SeqCst);
+    if counter.try_acquire(slot) {
+        assert!(!closed_before, "admitted after the close sweep finished");
+        witness.admitted.fetch_add(1, SeqCst);
+        assert!(
+            !witness.drained.load(SeqCst),
+            "drain completed while a request ran"
+        );
+        witness.edge(counter.release(slot));
+    }
+}
+
+fn close(counter: &Counter, witness: &Witness) -> usize {
+    let in_flight = counter.close();
+    witness.closed.store(true, SeqCst);
+    witness.edge(counter.finish_close());
+    in_flight
+}
+
+fn check_end(counter: &Counter, witness: &Witness, in_flight_at_close: usize) {
+    assert_eq!(witness.edges.load(SeqCst), 1, "exactly one zero edge");
+    assert!(counter.is_drained());
+    assert_eq!(counter.in_flight(), 0);
+    assert!(in_flight_at_close <= witness.admitted.load(SeqCst));
+}
+
+/// Two requests on different slots race the close.
+#[test]
+fn admissions_on_two_slots_race_the_close() {
+    let mut model = loom::model::Builder::new();
+    model.preemption_bound = Some(3);
+    model.check(|| {
+        let counter = Arc::new(Counter::new(2));
+        let witness = Arc::new(Witness::default());
+        let workers: Vec<_> = (0..2)
+            .map(|slot| {
+                let (counter, witness) = (counter.clone(), witness.clone());
+                thread::spawn(move || request(&counter, &witness, slot))
+            })
+            .collect();
+        let in_flight = close(&counter, &witness);
+        for worker in workers {
+            worker.join().unwrap();
+        }
+        check_end(&counter, &witness, in_flight);
+    });
+}
+
+/// Two requests contend for one slot (its compare-and-swap retries) while it closes.
+#[test]
+fn admissions_on_one_slot_race_the_close() {
+    let mut model = loom::model::Builder::new();
+    model.preemption_bound = Some(3);
+    model.check(|| {
+        let counter = Arc::new(Counter::new(1));
+        let witness = Arc::new(Witness::default());
+        let workers: Vec<_> = (0..2)
+            .map(|_| {
+                let (counter, witness) = (counter.clone(), witness.clone());
+                thread::spawn(move || request(&counter, &witness, 0))
+            })
+            .collect();
+        let in_flight = close(&counter, &witness);
+        for worker in workers {
+            worker.join().unwrap();
+        }
+        check_end(&counter, &witness, in_flight);
+    });
+}
+
+/// Requests admitted before the close are released on other threads while it sweeps: the
+/// last release and the closer's own hold race for the zero edge.
+#[test]
+fn last_release_races_the_sweep() {
+    let mut model = loom::model::Builder::new();
+    model.preemption_bound = Some(3);
+    model.check(|| {
+        let counter = Arc::new(Counter::new(2));
+        let witness = Arc::new(Witness::default());
+        assert!(counter.try_acquire(0));
+        assert!(counter.try_acquire(1));
+        witness.admitted.store(2, SeqCst);
+        let releasers: Vec<_> = (0..2)
+            .map(|slot| {
+                let (counter, witness) = (counter.clone(), witness.clone());
+                thread::spawn(move || witness.edge(counter.release(slot)))
+            })
+            .collect();
+        let in_flight = close(&counter, &witness);
+        for releaser in releasers {
+            releaser.join().unwrap();
+        }
+        check_end(&counter, &witness, in_flight);
+    });
+}

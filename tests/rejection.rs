@@ -1,0 +1,143 @@
+//! What a request that arrives while draining gets back, on HTTP/1, HTTP/2 and gRPC.
+
+mod common;
+
+use std::time::Duration;
+
+use axum::routing::{get, post};
+use axum::Router;
+use bytes::Bytes;
+use common::{bounded, http1_client, http2_client, raw_get, serve};
+use http_body_util::{BodyExt, Empty};
+use tokio::sync::{oneshot, Mutex};
+use tower_drain::Shutdown;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http1_rejection_is_503_with_retry_after_and_connection_close() {
+    let shutdown = Shutdown::new();
+    let app = Router::new()
+        .route("/", get(|| async { "ok\n" }))
+        .layer(shutdown.layer().retry_after(Duration::from_millis(2500)));
+    let (addr, _server) = serve(app).await;
+    let _ = shutdown.drain(Duration::from_secs(1)).unwrap().await;
+
+    // Read to the end: the server must also close the connection.
+    let raw = String::from_utf8(raw_get(addr, "/", usize::MAX).await).unwrap();
+    let (head, body) = raw.split_once("\r\n\r\n").unwrap();
+    let head = head.to_ascii_lowercase();
+    assert!(
+        head.starts_with("http/1.1 503 service unavailable"),
+        "{head}"
+    );
+    assert!(
+        head.contains("\r\nretry-after: 3"),
+        "rounded up to whole seconds: {head}"
+    );
+    assert!(head.contains("\r\nconnection: close"), "{head}");
+    assert!(head.contains("\r\ncontent-type: text/plain"), "{head}");
+    assert_eq!(body, "service is shutting down\n");
+    assert_eq!(shutdown.rejected(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http2_rejection_is_503_without_connection_header() {
+    let shutdown = Shutdown::new();
+    let app = Router::new()
+        .route("/", get(|| async { "ok\n" }))
+        .layer(shutdown.layer());
+    let (addr, _server) = serve(app).await;
+    let client = http2_client();
+    // Open the connection first: a draining server may refuse new ones.
+    let (status, _, _) = common::get(&client, addr, "/").await;
+    assert_eq!(status, 200);
+
+    let _ = shutdown.drain(Duration::from_secs(1)).unwrap().await;
+    let (status, headers, body) = common::get(&client, addr, "/").await;
+    assert_eq!(status, 503);
+    assert_eq!(headers["retry-after"], "1");
+    assert!(
+        headers.get("connection").is_none(),
+        "connection headers are illegal in HTTP/2"
+    );
+    assert_eq!(body, "service is shutting down\n");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grpc_rejection_is_trailers_only_unavailable() {
+    let shutdown = Shutdown::new();
+    let app = Router::new()
+        .route("/echo.Echo/Say", post(|| async { "not reached" }))
+        .layer(shutdown.layer());
+    let (addr, _server) = serve(app).await;
+    let _ = shutdown.drain(Duration::from_secs(1)).unwrap().await;
+
+    let request = http::Request::post(format!("http://{addr}/echo.Echo/Say"))
+        .header("content-type", "application/grpc+proto")
+        .header("te", "trailers")
+        .body(Empty::<Bytes>::new())
+        .unwrap();
+    let response = bounded("grpc call", http2_client().request(request))
+        .await
+        .unwrap();
+    assert_eq!(
+        response.status(),
+        200,
+        "gRPC errors travel in grpc-status, not HTTP status"
+    );
+    assert_eq!(response.headers()["grpc-status"], "14");
+    assert_eq!(response.headers()["content-type"], "application/grpc");
+    assert!(response.headers().contains_key("grpc-message"));
+    let body = bounded("grpc body", response.into_body().collect())
+        .await
+        .unwrap();
+    assert!(
+        body.trailers().is_none(),
+        "trailers-only: the status is in the headers"
+    );
+    assert!(body.to_bytes().is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn responses_passed_through_while_draining_close_http1_connections() {
+    let shutdown = Shutdown::new();
+    let (release_tx, release_rx) = oneshot::channel::<()>();
+    let (entered_tx, entered_rx) = oneshot::channel::<()>();
+    let gate = std::sync::Arc::new(Mutex::new(Some((entered_tx, release_rx))));
+    let app = Router::new()
+        .route("/", get(|| async { "ok\n" }))
+        .route(
+            "/gated",
+            get(move || {
+                let gate = gate.clone();
+                async move {
+                    let (entered, release) = gate.lock().await.take().unwrap();
+                    entered.send(()).unwrap();
+                    release.await.unwrap();
+                    "done\n"
+                }
+            }),
+        )
+        .layer(shutdown.layer());
+    let (addr, _server) = serve(app).await;
+    let client = http1_client();
+
+    let (_, headers, _) = common::get(&client, addr, "/").await;
+    assert!(
+        headers.get("connection").is_none(),
+        "keep-alive while serving"
+    );
+
+    let in_flight = tokio::spawn({
+        let client = client.clone();
+        async move { common::get(&client, addr, "/gated").await }
+    });
+    bounded("handler entered", entered_rx).await.unwrap();
+    let drain = shutdown.drain(Duration::from_secs(60)).unwrap();
+    release_tx.send(()).unwrap();
+
+    let (status, headers, body) = bounded("gated", in_flight).await.unwrap();
+    assert_eq!(status, 200, "admitted before draining: served in full");
+    assert_eq!(body, "done\n");
+    assert_eq!(headers["connection"], "close");
+    assert!(bounded("drain", drain).await.is_drained());
+}
