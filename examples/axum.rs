@@ -57,7 +57,9 @@ async fn main() -> Result<(), Box<dyn Error>> {
     println!("{report}");
 
     // axum returns once its last connection has closed: at once when everything drained,
-    // just after the abort otherwise. The bound covers a body that nothing wakes.
+    // just after the abort otherwise. axum cannot close a connection itself, so the bound
+    // covers one that nothing wakes (an SSE stream with nothing to send). Serving the same
+    // router with `tower_drain::server::serve` (feature `hyper-server`) needs no bound.
     match tokio::time::timeout(Duration::from_secs(1), server).await {
         Ok(served) => served??,
         Err(_) => println!("connections still open after the drain; exiting anyway"),
