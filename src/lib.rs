@@ -58,10 +58,16 @@
 mod counter;
 mod drain;
 mod guard;
+mod metrics;
 pub mod middleware;
 mod phase;
+pub mod probe;
 mod report;
+pub mod sequence;
+#[cfg(feature = "serde")]
+mod serde_millis;
 mod shutdown;
+mod static_body;
 mod sync;
 
 pub use drain::{Drain, DrainError};
@@ -69,5 +75,11 @@ pub use guard::InFlightGuard;
 pub use middleware::body::Aborted;
 pub use middleware::{InFlightLayer, RejectWhenDrainingLayer, ShutdownLayer};
 pub use phase::Phase;
+pub use probe::{Liveness, Readiness};
 pub use report::{DrainOutcome, DrainReport};
+pub use sequence::{
+    HookOutcome, HookReport, SequenceBuilder, SequenceError, ShutdownReport, ShutdownSequence,
+    ShutdownTrigger,
+};
 pub use shutdown::Shutdown;
+pub use static_body::StaticBody;

@@ -16,6 +16,7 @@ use crate::drain::{Drain, DrainError};
 use crate::guard::InFlightGuard;
 use crate::middleware::ShutdownLayer;
 use crate::phase::Phase;
+use crate::probe::ReadinessFlags;
 use crate::report::{DrainOutcome, DrainReport};
 
 /// The shutdown controller: phase, counters and signals, shared by every layer built from it.
@@ -102,10 +103,7 @@ impl Shutdown {
         // Armed before the drain can be decided, so the decision's wake-up cannot be missed.
         let decided = self.core.decided.notified();
         self.core.begin_drain();
-        let deadline = *self
-            .core
-            .deadline
-            .get_or_init(|| Instant::now() + timeout);
+        let deadline = *self.core.deadline.get_or_init(|| Instant::now() + timeout);
         Ok(Drain::new(self.core, decided, deadline))
     }
 
@@ -184,6 +182,8 @@ pub(crate) struct Core {
     started: CancellationToken,
     closing: CancellationToken,
     aborted: CancellationToken,
+    /// Start-up hold and maintenance, read by the readiness probe.
+    pub(crate) readiness: ReadinessFlags,
 }
 
 #[repr(align(128))]
@@ -205,6 +205,7 @@ impl Core {
             started: CancellationToken::new(),
             closing: CancellationToken::new(),
             aborted: CancellationToken::new(),
+            readiness: ReadinessFlags::new(),
         }
     }
 
@@ -267,7 +268,10 @@ impl Core {
 
     /// Closes admission and sweeps the counter, once. Returns `true` for the call that did it.
     fn begin_drain(&'static self) -> bool {
-        let _serial = self.drain_lock.lock().unwrap_or_else(PoisonError::into_inner);
+        let _serial = self
+            .drain_lock
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
         if self.phase().admission_closed() {
             return false;
         }
