@@ -184,15 +184,28 @@ impl ShutdownSequence {
             drain,
             hooks: reports,
         };
+        let failed_hooks = report
+            .hooks
+            .iter()
+            .filter(|hook| !hook.outcome.is_ok())
+            .count();
         if report.is_clean() {
             tracing::info!(
+                trigger = report.trigger,
+                outcome = %report.drain.outcome,
                 total_ms = millis(report.total),
-                "shutdown sequence complete\n{report}"
+                hooks = report.hooks.len(),
+                "shutdown sequence complete"
             );
         } else {
             tracing::warn!(
+                trigger = report.trigger,
+                forced_by = report.forced_by,
+                outcome = %report.drain.outcome,
+                still_running = report.drain.still_running,
                 total_ms = millis(report.total),
-                "shutdown sequence complete, not cleanly\n{report}"
+                failed_hooks,
+                "shutdown sequence complete, not cleanly"
             );
         }
         report

@@ -154,7 +154,16 @@ impl fmt::Display for ShutdownReport {
             self.lame_duck,
             &"readiness failed, requests admitted",
         )?;
-        row(f, "drain", self.draining, &self.drain)?;
+        let drain = format!(
+            "{}{}: {} in flight at start, {} completed, {} still running, {} rejected",
+            self.drain.outcome,
+            if self.drain.forced { " (forced)" } else { "" },
+            self.drain.in_flight_at_start,
+            self.drain.completed,
+            self.drain.still_running,
+            self.drain.rejected,
+        );
+        row(f, "drain", self.draining, &drain)?;
         for hook in &self.hooks {
             row(
                 f,
