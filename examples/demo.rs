@@ -120,7 +120,7 @@ async fn main() -> ExitCode {
             serde_json::to_string(&report).expect("a report always serialises")
         );
     } else {
-        println!("{report}");
+        print!("{report}");
     }
     if report.drain.is_drained() {
         ExitCode::SUCCESS
