@@ -174,6 +174,7 @@ impl ShutdownSequence {
             reports.push(run.finish(hook.run()).await);
         }
 
+        crate::metrics::record(&shutdown);
         let report = ShutdownReport {
             trigger: cause,
             forced_by: run.forced_by,
