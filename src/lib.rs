@@ -16,6 +16,11 @@
 //!   shutdown so it stops accepting connections.
 //! * [`Shutdown::drain`] closes admission and returns a [`Drain`] future that resolves the
 //!   moment the last in-flight request ends, or at its timeout, with a [`DrainReport`].
+//! * [`Shutdown::readiness`] and [`Shutdown::liveness`] are the health probes: readiness fails
+//!   from the lame duck on, liveness stays green until exit.
+//! * [`ShutdownSequence`] runs the whole timeline from a signal (lame duck, drain, ordered
+//!   clean-up hooks, each bounded), checks it against a budget when built, and returns a
+//!   [`ShutdownReport`].
 //!
 //! # Example
 //!
