@@ -106,8 +106,9 @@ impl ShutdownSequence {
 
     /// Waits for the first trigger, runs the sequence and returns its report.
     ///
-    /// Needs a Tokio runtime with the time driver; hooks run on spawned tasks. Spawn it (or
-    /// await it last in `main`) before the server starts serving.
+    /// Needs a Tokio runtime with the time driver; hooks run on spawned tasks. The signal
+    /// handlers were installed by [`SequenceBuilder::build`], so a signal that arrived before
+    /// this is awaited starts the sequence at once.
     pub async fn run(self) -> ShutdownReport {
         let ShutdownSequence {
             shutdown,
