@@ -1,3 +1,371 @@
-fn main() {
-    println!("demo: coming with the shutdown sequence");
+//! The demo server: the whole shutdown timeline on a small axum app.
+//!
+//! ```text
+//! cargo run --release --example demo -- [--addr 127.0.0.1:3000] [--lame-duck-ms 2000]
+//!                                        [--drain-timeout-ms 10000] [--json]
+//! ```
+//!
+//! Start it, put some slow requests in flight, send SIGTERM (or press Ctrl-C) and watch:
+//! readiness fails at once, requests are still served for the lame-duck delay, then new ones
+//! are refused while those in flight finish, then the hooks close the stand-in database pool
+//! and background worker, and a report is printed. Exit status: 0 when everything drained,
+//! 1 when the drain timeout cut something, 2 for bad flags or a plan over its budget.
+
+use std::convert::Infallible;
+use std::future::IntoFuture;
+use std::io::IsTerminal;
+use std::net::SocketAddr;
+use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::extract::Query;
+use axum::routing::get;
+use axum::Router;
+use futures_util::stream;
+use serde::Deserialize;
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+use tower_drain::{Shutdown, ShutdownSequence};
+
+/// Kubernetes' default `terminationGracePeriodSeconds` less the 5 s `preStop` sleep of
+/// `examples/kubernetes.yaml`: what the sequence must fit in.
+const BUDGET: Duration = Duration::from_secs(25);
+const HOOK_TIMEOUT: Duration = Duration::from_secs(1);
+/// How long to wait, after the sequence, for the server to flush what it has written.
+const FLUSH_WAIT: Duration = Duration::from_secs(5);
+/// Shorter when the drain was cut: the connections left are being aborted anyway.
+const FLUSH_WAIT_AFTER_TIMEOUT: Duration = Duration::from_millis(300);
+
+const USAGE: &str = "\
+usage: demo [--addr 127.0.0.1:3000] [--lame-duck-ms 2000] [--drain-timeout-ms 10000] [--json]";
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let args = match Args::parse(std::env::args().skip(1)) {
+        Ok(args) => args,
+        Err(error) => {
+            eprintln!("demo: {error}\n{USAGE}");
+            return ExitCode::from(2);
+        }
+    };
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .with_ansi(std::io::stderr().is_terminal())
+        .init();
+
+    // Readiness stays down until the listener is bound and the worker runs.
+    let shutdown = Shutdown::new().hold_until_ready();
+    let pool = Arc::new(Pool::open());
+    let worker = Worker::spawn(shutdown);
+
+    let sequence = ShutdownSequence::builder(shutdown)
+        .lame_duck(Duration::from_millis(args.lame_duck_ms))
+        .drain_timeout(Duration::from_millis(args.drain_timeout_ms))
+        .hook("database pool", HOOK_TIMEOUT, {
+            let pool = Arc::clone(&pool);
+            move || async move { pool.close().await }
+        })
+        .hook("background worker", HOOK_TIMEOUT, move || worker.stop())
+        .budget(BUDGET)
+        .build();
+    let sequence = match sequence {
+        Ok(sequence) => sequence,
+        Err(error) => {
+            eprintln!("demo: {error}");
+            return ExitCode::from(2);
+        }
+    };
+
+    let listener = match TcpListener::bind(args.addr).await {
+        Ok(listener) => listener,
+        Err(error) => {
+            eprintln!("demo: cannot listen on {}: {error}", args.addr);
+            return ExitCode::from(2);
+        }
+    };
+    let addr = listener
+        .local_addr()
+        .expect("a bound listener has an address");
+    let server = tokio::spawn(
+        axum::serve(listener, app(shutdown))
+            .with_graceful_shutdown(shutdown.closing())
+            .into_future(),
+    );
+    shutdown.mark_ready();
+    banner(addr, &args, &sequence);
+
+    let report = sequence.run().await;
+
+    // Every response the drain counted as finished has been handed to hyper, not
+    // necessarily written to the socket: wait for the server's connections to close.
+    let flush = if report.drain.is_drained() {
+        FLUSH_WAIT
+    } else {
+        FLUSH_WAIT_AFTER_TIMEOUT
+    };
+    if tokio::time::timeout(flush, server).await.is_err() {
+        tracing::warn!(
+            wait_ms = flush.as_millis() as u64,
+            "server still had connections open; exiting anyway"
+        );
+    }
+
+    if args.json {
+        println!(
+            "{}",
+            serde_json::to_string(&report).expect("a report always serialises")
+        );
+    } else {
+        print!("{report}");
+    }
+    if report.drain.is_drained() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    }
+}
+
+fn app(shutdown: Shutdown) -> Router {
+    Router::new()
+        .route("/", get(|| async { "ok\n" }))
+        .route("/slow", get(slow))
+        .route("/stream", get(chunks))
+        .route("/events", get(move || long_lived::events(shutdown)))
+        .route("/poll", get(move |query| long_lived::poll(shutdown, query)))
+        .route_service("/readyz", shutdown.readiness())
+        .route_service("/livez", shutdown.liveness())
+        // Probes bypass the layer: never counted, never turned away while draining.
+        .layer(shutdown.layer().bypass(&["/readyz", "/livez"]))
+}
+
+fn banner(addr: SocketAddr, args: &Args, sequence: &ShutdownSequence) {
+    let pid = std::process::id();
+    eprintln!(
+        "\
+demo: listening on http://{addr}
+  lame duck {lame}ms, drain timeout {drain}ms, hooks {hooks}ms; planned {planned:?} of a {budget:?} budget
+
+  try, in another terminal:
+    curl -i http://{addr}/readyz                      # 200 now, 503 from SIGTERM on
+    curl http://{addr}/slow?ms=5000 &                 # in flight during the shutdown: completes
+    curl -N 'http://{addr}/stream?chunks=20&interval_ms=500' &
+    curl -N http://{addr}/events &                    # ends with `event: shutdown` on drain
+    curl http://{addr}/poll?ms=60000 &                # answers \"draining\" on drain
+    kill -TERM {pid}                                       # or Ctrl-C here; a second one forces",
+        lame = args.lame_duck_ms,
+        drain = args.drain_timeout_ms,
+        hooks = 2 * HOOK_TIMEOUT.as_millis(),
+        planned = sequence.planned(),
+        budget = sequence.budget(),
+    );
+}
+
+// === plain routes ===
+
+#[derive(Deserialize)]
+struct SlowQuery {
+    ms: u64,
+}
+
+async fn slow(Query(SlowQuery { ms }): Query<SlowQuery>) -> String {
+    tokio::time::sleep(Duration::from_millis(ms)).await;
+    format!("slow {ms}\n")
+}
+
+#[derive(Deserialize)]
+struct StreamQuery {
+    chunks: u64,
+    interval_ms: u64,
+}
+
+/// `chunks` chunks, the first at once and then one every `interval_ms`.
+async fn chunks(Query(query): Query<StreamQuery>) -> Body {
+    let interval = Duration::from_millis(query.interval_ms);
+    let chunks = stream::unfold(0, move |i| async move {
+        if i >= query.chunks {
+            return None;
+        }
+        if i > 0 {
+            tokio::time::sleep(interval).await;
+        }
+        Some((Ok::<_, Infallible>(format!("chunk {i}\n")), i + 1))
+    });
+    Body::from_stream(chunks)
+}
+
+// === long-lived routes ===
+
+/// SSE and long-poll, ended by hand on `shutdown.closing()` for now. Once the crate's
+/// long-lived tracking lands, these become a `LongLivedLayer` on the two routes (the final
+/// `event: shutdown` and the `DrainSignal` come from it), and this module shrinks to the
+/// handlers' happy path.
+mod long_lived {
+    use std::convert::Infallible;
+    use std::time::Duration;
+
+    use axum::extract::Query;
+    use axum::response::sse::{Event, Sse};
+    use futures_util::{stream, Stream};
+    use serde::Deserialize;
+    use tower_drain::Shutdown;
+
+    const TICK: Duration = Duration::from_millis(100);
+
+    /// `data: tick i` every 100 ms; on drain a final `event: shutdown` with a `retry:` hint,
+    /// so an `EventSource` reconnects (elsewhere) a second later, then the stream ends.
+    pub(super) async fn events(
+        shutdown: Shutdown,
+    ) -> Sse<impl Stream<Item = Result<Event, Infallible>>> {
+        let closing = Box::pin(shutdown.closing());
+        let events = stream::unfold((0u64, Some(closing)), |(i, closing)| async move {
+            let mut closing = closing?;
+            tokio::select! {
+                () = &mut closing => {
+                    let last = Event::default()
+                        .event("shutdown")
+                        .data("draining")
+                        .retry(Duration::from_secs(1));
+                    Some((Ok(last), (i, None)))
+                }
+                () = tokio::time::sleep(TICK) => {
+                    Some((Ok(Event::default().data(format!("tick {i}"))), (i + 1, Some(closing))))
+                }
+            }
+        });
+        Sse::new(events)
+    }
+
+    #[derive(Deserialize)]
+    pub(super) struct PollQuery {
+        ms: u64,
+    }
+
+    /// Answers `timeout` after `ms`, or `draining` as soon as admission closes.
+    pub(super) async fn poll(
+        shutdown: Shutdown,
+        Query(PollQuery { ms }): Query<PollQuery>,
+    ) -> &'static str {
+        tokio::select! {
+            () = shutdown.closing() => "draining\n",
+            () = tokio::time::sleep(Duration::from_millis(ms)) => "timeout\n",
+        }
+    }
+}
+
+// === the stand-ins closed by hooks ===
+
+/// A stand-in database pool: the hook closes its connections.
+struct Pool {
+    open: AtomicBool,
+}
+
+impl Pool {
+    fn open() -> Self {
+        Pool {
+            open: AtomicBool::new(true),
+        }
+    }
+
+    async fn close(&self) -> Result<(), &'static str> {
+        // Relaxed: a flag with nothing else published through it.
+        if !self.open.swap(false, Ordering::Relaxed) {
+            return Err("pool already closed");
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await; // "closing the connections"
+        tracing::info!("database pool closed");
+        Ok(())
+    }
+}
+
+/// A stand-in background worker: runs a job every 200 ms, holding an in-flight guard while
+/// it does, so the drain waits for a job in progress; it takes no new job once draining.
+struct Worker {
+    task: JoinHandle<u64>,
+}
+
+impl Worker {
+    fn spawn(shutdown: Shutdown) -> Self {
+        let done = Arc::new(AtomicU64::new(0));
+        let task = tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    () = shutdown.closing() => break,
+                    () = tokio::time::sleep(Duration::from_millis(200)) => {}
+                }
+                let Some(_guard) = shutdown.guard() else {
+                    break;
+                };
+                tokio::time::sleep(Duration::from_millis(50)).await; // "the job"
+                                                                     // Relaxed: a statistic.
+                done.fetch_add(1, Ordering::Relaxed);
+            }
+            done.load(Ordering::Relaxed)
+        });
+        Worker { task }
+    }
+
+    async fn stop(self) -> Result<(), String> {
+        let jobs = self
+            .task
+            .await
+            .map_err(|error| format!("worker failed: {error}"))?;
+        tracing::info!(jobs, "background worker stopped");
+        Ok(())
+    }
+}
+
+// === flags ===
+
+struct Args {
+    addr: SocketAddr,
+    lame_duck_ms: u64,
+    drain_timeout_ms: u64,
+    json: bool,
+}
+
+impl Args {
+    fn parse(mut args: impl Iterator<Item = String>) -> Result<Args, String> {
+        let mut parsed = Args {
+            addr: SocketAddr::from(([127, 0, 0, 1], 3000)),
+            lame_duck_ms: 2000,
+            drain_timeout_ms: 10_000,
+            json: false,
+        };
+        while let Some(flag) = args.next() {
+            let (name, inline) = match flag.split_once('=') {
+                Some((name, value)) => (name.to_owned(), Some(value.to_owned())),
+                None => (flag, None),
+            };
+            let mut value = || {
+                inline
+                    .clone()
+                    .or_else(|| args.next())
+                    .ok_or_else(|| format!("{name} needs a value"))
+            };
+            match name.as_str() {
+                "--addr" => {
+                    let value = value()?;
+                    parsed.addr = value.parse().map_err(|_| {
+                        format!("--addr: `{value}` is not an address like 127.0.0.1:3000")
+                    })?;
+                }
+                "--lame-duck-ms" => parsed.lame_duck_ms = millis(&name, &value()?)?,
+                "--drain-timeout-ms" => parsed.drain_timeout_ms = millis(&name, &value()?)?,
+                "--json" if inline.is_none() => parsed.json = true,
+                "-h" | "--help" => return Err("help".to_owned()),
+                _ => return Err(format!("unknown flag `{name}`")),
+            }
+        }
+        Ok(parsed)
+    }
+}
+
+fn millis(flag: &str, value: &str) -> Result<u64, String> {
+    value
+        .parse()
+        .map_err(|_| format!("{flag}: `{value}` is not a whole number of milliseconds"))
 }

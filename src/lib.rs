@@ -16,6 +16,11 @@
 //!   shutdown so it stops accepting connections.
 //! * [`Shutdown::drain`] closes admission and returns a [`Drain`] future that resolves the
 //!   moment the last in-flight request ends, or at its timeout, with a [`DrainReport`].
+//! * [`Shutdown::readiness`] and [`Shutdown::liveness`] are the health probes: readiness fails
+//!   from the lame duck on, liveness stays green until exit.
+//! * [`ShutdownSequence`] runs the whole timeline from a signal (lame duck, drain, ordered
+//!   clean-up hooks, each bounded), checks it against a budget when built, and returns a
+//!   [`ShutdownReport`].
 //! * `server::serve` (cargo feature `hyper-server`) runs a tower service on plain hyper and
 //!   drains its connections: GOAWAY on HTTP/2, idle keep-alive connections closed, what is
 //!   left closed at the drain deadline.
@@ -61,12 +66,18 @@
 mod counter;
 mod drain;
 mod guard;
+mod metrics;
 pub mod middleware;
 mod phase;
+pub mod probe;
 mod report;
+pub mod sequence;
+#[cfg(feature = "serde")]
+mod serde_millis;
 #[cfg(feature = "hyper-server")]
 pub mod server;
 mod shutdown;
+mod static_body;
 mod sync;
 
 pub use drain::{Drain, DrainError};
@@ -74,8 +85,14 @@ pub use guard::InFlightGuard;
 pub use middleware::body::Aborted;
 pub use middleware::{InFlightLayer, RejectWhenDrainingLayer, ShutdownLayer};
 pub use phase::Phase;
+pub use probe::{Liveness, Readiness};
 pub use report::{DrainOutcome, DrainReport};
+pub use sequence::{
+    HookOutcome, HookReport, SequenceBuilder, SequenceError, ShutdownReport, ShutdownSequence,
+    ShutdownTrigger,
+};
 pub use shutdown::Shutdown;
+pub use static_body::StaticBody;
 
 // The README's examples are compiled with the doctests, so they cannot rot.
 #[cfg(doctest)]

@@ -5,6 +5,11 @@ use std::time::Duration;
 
 /// How a drain ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[cfg_attr(
+    feature = "serde",
+    derive(serde::Serialize),
+    serde(rename_all = "snake_case")
+)]
 pub enum DrainOutcome {
     /// Everything admitted before draining began finished.
     Drained,
@@ -32,6 +37,7 @@ impl fmt::Display for DrainOutcome {
 ///
 /// Every `Drain` of one [`Shutdown`](crate::Shutdown) resolves to the same report.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
 #[non_exhaustive]
 pub struct DrainReport {
     /// Drained, or timed out.
@@ -39,6 +45,13 @@ pub struct DrainReport {
     /// True when the drain was ended early by [`Shutdown::force`](crate::Shutdown::force).
     pub forced: bool,
     /// From admission closing to the outcome.
+    #[cfg_attr(
+        feature = "serde",
+        serde(
+            rename = "elapsed_ms",
+            serialize_with = "crate::serde_millis::serialize"
+        )
+    )]
     pub elapsed: Duration,
     /// Requests and guards in flight when admission closed.
     pub in_flight_at_start: usize,

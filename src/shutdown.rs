@@ -16,6 +16,7 @@ use crate::drain::{Drain, DrainError};
 use crate::guard::InFlightGuard;
 use crate::middleware::ShutdownLayer;
 use crate::phase::Phase;
+use crate::probe::ReadinessFlags;
 use crate::report::{DrainOutcome, DrainReport};
 
 /// The shutdown controller: phase, counters and signals, shared by every layer built from it.
@@ -183,6 +184,8 @@ pub(crate) struct Core {
     started: CancellationToken,
     closing: CancellationToken,
     aborted: CancellationToken,
+    /// Start-up hold and maintenance, read by the readiness probe.
+    pub(crate) readiness: ReadinessFlags,
 }
 
 #[repr(align(128))]
@@ -204,6 +207,7 @@ impl Core {
             started: CancellationToken::new(),
             closing: CancellationToken::new(),
             aborted: CancellationToken::new(),
+            readiness: ReadinessFlags::new(),
         }
     }
 

@@ -2,29 +2,11 @@
 
 use http::header::{HeaderValue, CONNECTION, CONTENT_TYPE, RETRY_AFTER};
 use http::{Request, Response, StatusCode, Version};
-use http_body::SizeHint;
 
 use super::Policy;
 
 /// The body of a rejection: one static chunk, or nothing (gRPC's trailers-only form).
-#[derive(Debug)]
-pub(crate) struct Rejection {
-    data: Option<&'static [u8]>,
-}
-
-impl Rejection {
-    pub(crate) fn take(&mut self) -> Option<&'static [u8]> {
-        self.data.take()
-    }
-
-    pub(crate) fn is_end_stream(&self) -> bool {
-        self.data.is_none()
-    }
-
-    pub(crate) fn size_hint(&self) -> SizeHint {
-        SizeHint::with_exact(self.data.map_or(0, |data| data.len() as u64))
-    }
-}
+pub(crate) use crate::static_body::StaticBody as Rejection;
 
 /// `grpc-status` for UNAVAILABLE: the client may retry elsewhere.
 const GRPC_UNAVAILABLE: &str = "14";
@@ -51,9 +33,7 @@ pub(crate) fn aborted(http1: bool) -> Response<Rejection> {
 
 /// A plain-text 503, closing HTTP/1 connections.
 fn unavailable(message: &'static str, http1: bool) -> Response<Rejection> {
-    let mut response = Response::new(Rejection {
-        data: Some(message.as_bytes()),
-    });
+    let mut response = Response::new(Rejection::new(message.as_bytes()));
     *response.status_mut() = StatusCode::SERVICE_UNAVAILABLE;
     let headers = response.headers_mut();
     headers.insert(
@@ -76,7 +56,7 @@ fn is_grpc<B>(request: &Request<B>) -> bool {
 /// A trailers-only gRPC response: HTTP 200 whose single HEADERS frame carries the status and
 /// ends the stream, as gRPC servers answer a call they refuse outright.
 fn grpc_unavailable() -> Response<Rejection> {
-    let mut response = Response::new(Rejection { data: None });
+    let mut response = Response::new(Rejection::empty());
     let headers = response.headers_mut();
     headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/grpc"));
     headers.insert("grpc-status", HeaderValue::from_static(GRPC_UNAVAILABLE));

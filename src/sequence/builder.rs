@@ -1,0 +1,176 @@
+//! The sequence builder: durations, hooks, triggers, and the budget check.
+
+use std::fmt::{self, Display};
+use std::future::Future;
+use std::time::Duration;
+
+#[cfg(unix)]
+use tokio::signal::unix::SignalKind;
+
+use super::hook::Hook;
+use super::trigger::{SignalChoice, Triggers};
+use super::{SequenceError, ShutdownSequence};
+use crate::{Drain, Shutdown};
+
+/// Builds a [`ShutdownSequence`]; from [`ShutdownSequence::builder`].
+///
+/// Defaults: 5 s lame duck, 20 s drain timeout, a 30 s budget (Kubernetes' default
+/// `terminationGracePeriodSeconds`), no hooks, SIGTERM and SIGINT.
+pub struct SequenceBuilder {
+    shutdown: Shutdown,
+    lame_duck: Duration,
+    drain_timeout: Duration,
+    budget: Duration,
+    hooks: Vec<Hook>,
+    signals: SignalChoice,
+    futures: Vec<std::pin::Pin<Box<dyn Future<Output = ()> + Send>>>,
+}
+
+impl SequenceBuilder {
+    pub(crate) fn new(shutdown: Shutdown) -> Self {
+        SequenceBuilder {
+            shutdown,
+            lame_duck: Duration::from_secs(5),
+            drain_timeout: Duration::from_secs(20),
+            budget: Duration::from_secs(30),
+            hooks: Vec::new(),
+            signals: SignalChoice::Default,
+            futures: Vec::new(),
+        }
+    }
+
+    /// How long readiness fails while requests are still served, so load balancers stop
+    /// routing here before anything is refused. Make it at least the readiness probe's
+    /// period × failure threshold. Zero skips the lame-duck phase.
+    pub fn lame_duck(mut self, delay: Duration) -> Self {
+        self.lame_duck = delay;
+        self
+    }
+
+    /// The longest wait for in-flight requests once admission closes; what is still running
+    /// then is aborted. Zero means "do not wait" (see [`Shutdown::drain`]).
+    pub fn drain_timeout(mut self, timeout: Duration) -> Self {
+        self.drain_timeout = timeout;
+        self
+    }
+
+    /// The time the whole sequence must fit in, checked by [`build`](Self::build): the
+    /// orchestrator's grace period (Kubernetes `terminationGracePeriodSeconds`, minus any
+    /// `preStop` sleep), less a margin for the process to exit.
+    pub fn budget(mut self, budget: Duration) -> Self {
+        self.budget = budget;
+        self
+    }
+
+    /// Adds a clean-up hook, run after the drain in registration order, for at most
+    /// `timeout`. A hook that fails, panics or times out is reported, and the next one runs.
+    ///
+    /// The closure is called once, on a task of its own (hence `Send + 'static`).
+    pub fn hook<F, Fut, E>(mut self, name: impl Into<String>, timeout: Duration, hook: F) -> Self
+    where
+        F: FnOnce() -> Fut + Send + 'static,
+        Fut: Future<Output = Result<(), E>> + Send + 'static,
+        E: Display + 'static,
+    {
+        self.hooks.push(Hook::new(name.into(), timeout, hook));
+        self
+    }
+
+    /// Listens for exactly these signals instead of SIGTERM and SIGINT.
+    #[cfg(unix)]
+    pub fn signals(mut self, signals: impl IntoIterator<Item = SignalKind>) -> Self {
+        self.signals = SignalChoice::These(signals.into_iter().collect());
+        self
+    }
+
+    /// Listens for no OS signal: only futures ([`trigger_on`](Self::trigger_on)) and
+    /// [`ShutdownTrigger`](super::ShutdownTrigger)s start the sequence.
+    pub fn no_signals(mut self) -> Self {
+        self.signals = SignalChoice::None;
+        self
+    }
+
+    /// Also triggers when `future` completes (an admin endpoint, a parent process gone).
+    pub fn trigger_on(mut self, future: impl Future<Output = ()> + Send + 'static) -> Self {
+        self.futures.push(Box::pin(future));
+        self
+    }
+
+    /// Checks the durations against each other and the budget, and installs the signal
+    /// handlers (from here on, a listened-for signal no longer kills the process).
+    ///
+    /// # Errors
+    ///
+    /// * [`SequenceError::OverBudget`] when lame duck + drain timeout + hook timeouts exceed
+    ///   the budget;
+    /// * [`SequenceError::Zero`] for a zero budget or hook timeout;
+    /// * [`SequenceError::TooLong`] for any duration over [`Drain::MAX_TIMEOUT`] (one day);
+    /// * [`SequenceError::NoRuntime`] when signals are on and this runs outside a Tokio
+    ///   runtime, [`SequenceError::Signal`] when a handler cannot be installed.
+    pub fn build(self) -> Result<ShutdownSequence, SequenceError> {
+        let needed = self.check_durations()?;
+        if needed > self.budget {
+            return Err(SequenceError::OverBudget {
+                lame_duck: self.lame_duck,
+                drain_timeout: self.drain_timeout,
+                hooks: self
+                    .hooks
+                    .iter()
+                    .map(|hook| (hook.name.clone(), hook.timeout))
+                    .collect(),
+                needed,
+                budget: self.budget,
+            });
+        }
+        let (triggers, trigger) = Triggers::install(&self.signals, self.futures)?;
+        Ok(ShutdownSequence {
+            shutdown: self.shutdown,
+            lame_duck: self.lame_duck,
+            drain_timeout: self.drain_timeout,
+            budget: self.budget,
+            hooks: self.hooks,
+            triggers,
+            trigger,
+        })
+    }
+
+    /// Validates each duration and returns their sum.
+    fn check_durations(&self) -> Result<Duration, SequenceError> {
+        let bounded = |what: String, value: Duration, zero_ok: bool| {
+            if value.is_zero() && !zero_ok {
+                Err(SequenceError::Zero { what })
+            } else if value > Drain::MAX_TIMEOUT {
+                Err(SequenceError::TooLong {
+                    what,
+                    value,
+                    max: Drain::MAX_TIMEOUT,
+                })
+            } else {
+                Ok(value)
+            }
+        };
+        bounded("the shutdown budget".into(), self.budget, false)?;
+        let mut needed = bounded("the lame-duck delay".into(), self.lame_duck, true)?;
+        needed += bounded("the drain timeout".into(), self.drain_timeout, true)?;
+        for hook in &self.hooks {
+            // Each term is at most a day, so the sum cannot overflow a `Duration`.
+            needed += bounded(
+                format!("the timeout of hook `{}`", hook.name),
+                hook.timeout,
+                false,
+            )?;
+        }
+        Ok(needed)
+    }
+}
+
+impl fmt::Debug for SequenceBuilder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SequenceBuilder")
+            .field("lame_duck", &self.lame_duck)
+            .field("drain_timeout", &self.drain_timeout)
+            .field("budget", &self.budget)
+            .field("hooks", &self.hooks.len())
+            .finish_non_exhaustive()
+    }
+}

@@ -1,0 +1,95 @@
+//! Clean-up hooks: each runs on its own task, bounded by its own timeout.
+
+use std::any::Any;
+use std::fmt::Display;
+use std::future::Future;
+use std::pin::Pin;
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+use super::report::{HookOutcome, HookReport};
+
+type HookFuture = Pin<Box<dyn Future<Output = Result<(), String>> + Send>>;
+
+/// One registered clean-up step.
+pub(crate) struct Hook {
+    pub(crate) name: String,
+    pub(crate) timeout: Duration,
+    start: Box<dyn FnOnce() -> HookFuture + Send>,
+}
+
+impl Hook {
+    pub(crate) fn new<F, Fut, E>(name: String, timeout: Duration, hook: F) -> Self
+    where
+        F: FnOnce() -> Fut + Send + 'static,
+        Fut: Future<Output = Result<(), E>> + Send + 'static,
+        E: Display + 'static,
+    {
+        Hook {
+            name,
+            timeout,
+            start: Box::new(move || {
+                Box::pin(async move { hook().await.map_err(|e| e.to_string()) })
+            }),
+        }
+    }
+
+    /// Runs the hook to its end or its timeout, whichever is first.
+    ///
+    /// It runs on a task of its own: that is what catches a panic (the task's `JoinError`)
+    /// without `catch_unwind` plumbing, and what lets a hung hook be aborted at its timeout.
+    /// The hook closure itself is called on that task, so a panic there is caught too.
+    pub(crate) async fn run(self) -> HookReport {
+        let Hook {
+            name,
+            timeout,
+            start,
+        } = self;
+        tracing::info!(hook = %name, timeout_ms = millis(timeout), "clean-up hook starting");
+        let began = Instant::now();
+        let mut task = tokio::spawn(async move { start().await });
+        let outcome = match tokio::time::timeout(timeout, &mut task).await {
+            Ok(Ok(Ok(()))) => HookOutcome::Ok,
+            Ok(Ok(Err(error))) => HookOutcome::Failed(error),
+            Ok(Err(join)) if join.is_panic() => {
+                HookOutcome::Panicked(panic_message(join.into_panic()))
+            }
+            Ok(Err(_cancelled)) => HookOutcome::Panicked("cancelled by the runtime".to_owned()),
+            Err(_elapsed) => {
+                // Dropping a JoinHandle detaches the task; abort it so a hung hook stops.
+                task.abort();
+                HookOutcome::TimedOut(timeout)
+            }
+        };
+        let report = HookReport {
+            name,
+            outcome,
+            elapsed: began.elapsed(),
+        };
+        if report.outcome.is_ok() {
+            tracing::info!(hook = %report.name, elapsed_ms = millis(report.elapsed), "clean-up hook done");
+        } else {
+            tracing::warn!(
+                hook = %report.name,
+                elapsed_ms = millis(report.elapsed),
+                outcome = %report.outcome,
+                "clean-up hook did not succeed; the next ones still run"
+            );
+        }
+        report
+    }
+}
+
+fn panic_message(payload: Box<dyn Any + Send>) -> String {
+    payload
+        .downcast_ref::<&str>()
+        .map(|message| (*message).to_owned())
+        .or_else(|| payload.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "panicked with a non-string payload".to_owned())
+}
+
+/// A duration in whole milliseconds, for log fields.
+pub(crate) fn millis(duration: Duration) -> u64 {
+    u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
+}

@@ -1,0 +1,285 @@
+//! The shutdown sequence: trigger → lame duck → drain → hooks → report.
+//!
+//! ```text
+//!  signal ─▶ lame duck ──delay──▶ drain ──zero or timeout──▶ hooks, in order ──▶ ShutdownReport
+//!            readiness 503        admission closed             each bounded
+//!  second signal at any point: skip to aborting what is left; the hooks still run
+//! ```
+//!
+//! The whole plan is checked against a budget when it is built, so a configuration that
+//! cannot finish inside the orchestrator's grace period fails at start-up, not at the first
+//! deploy.
+//!
+//! ```no_run
+//! use std::time::Duration;
+//! use tower_drain::{Shutdown, ShutdownSequence};
+//!
+//! # #[tokio::main]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let shutdown = Shutdown::new();
+//! let sequence = ShutdownSequence::builder(shutdown)
+//!     .lame_duck(Duration::from_secs(5))
+//!     .drain_timeout(Duration::from_secs(15))
+//!     .hook("database pool", Duration::from_secs(3), || async {
+//!         // close the pool here
+//!         Ok::<(), std::io::Error>(())
+//!     })
+//!     .budget(Duration::from_secs(30))
+//!     .build()?; // signal handlers are installed here
+//!
+//! // ... start the server with `shutdown.layer()` and `shutdown.closing()` ...
+//!
+//! let report = sequence.run().await; // waits for SIGTERM or SIGINT, then runs it all
+//! eprintln!("{report}");
+//! std::process::exit(if report.drain.is_drained() { 0 } else { 1 });
+//! # }
+//! ```
+
+mod builder;
+mod error;
+mod hook;
+mod report;
+mod trigger;
+
+use std::fmt;
+use std::future::Future;
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+pub use builder::SequenceBuilder;
+pub use error::SequenceError;
+use hook::{millis, Hook};
+pub use report::{HookOutcome, HookReport, ShutdownReport};
+pub use trigger::ShutdownTrigger;
+use trigger::Triggers;
+
+use crate::Shutdown;
+
+/// A checked shutdown plan, ready to run once: built by [`ShutdownSequence::builder`].
+///
+/// [`run`](ShutdownSequence::run) waits for the first trigger, then:
+///
+/// 1. **lame duck**: readiness fails, requests are still served, for the lame-duck delay;
+/// 2. **drain**: admission closes and in-flight requests are awaited up to the drain timeout,
+///    then what is left is aborted;
+/// 3. **hooks**: each clean-up hook runs in registration order, bounded by its own timeout;
+///    one that fails, panics or hangs is reported and the rest still run;
+///
+/// and returns a [`ShutdownReport`]. A second trigger while it runs forces it: the rest of
+/// the lame-duck delay and the drain are skipped (what is running is aborted, as at a
+/// timeout), and the hooks still run. Later triggers change nothing; the sequence never runs
+/// twice, since `run` consumes it.
+pub struct ShutdownSequence {
+    shutdown: Shutdown,
+    lame_duck: Duration,
+    drain_timeout: Duration,
+    budget: Duration,
+    hooks: Vec<Hook>,
+    triggers: Triggers,
+    trigger: ShutdownTrigger,
+}
+
+impl ShutdownSequence {
+    /// A builder for `shutdown`'s sequence.
+    pub fn builder(shutdown: Shutdown) -> SequenceBuilder {
+        SequenceBuilder::new(shutdown)
+    }
+
+    /// A handle that starts the sequence by hand (and forces it, if already running).
+    pub fn trigger(&self) -> ShutdownTrigger {
+        self.trigger.clone()
+    }
+
+    /// The lame-duck delay, drain timeout and hook timeouts added up: the longest the
+    /// sequence can take once triggered (within scheduling noise). Never over the budget.
+    pub fn planned(&self) -> Duration {
+        self.lame_duck
+            + self.drain_timeout
+            + self.hooks.iter().map(|hook| hook.timeout).sum::<Duration>()
+    }
+
+    /// The budget the plan was checked against.
+    pub fn budget(&self) -> Duration {
+        self.budget
+    }
+
+    /// Waits for the first trigger, runs the sequence and returns its report.
+    ///
+    /// Needs a Tokio runtime with the time driver; hooks run on spawned tasks. The signal
+    /// handlers were installed by [`SequenceBuilder::build`], so a signal that arrived before
+    /// this is awaited starts the sequence at once.
+    pub async fn run(self) -> ShutdownReport {
+        let ShutdownSequence {
+            shutdown,
+            lame_duck,
+            drain_timeout,
+            budget: _,
+            hooks,
+            mut triggers,
+            trigger,
+        } = self;
+        // The sequence's own handle would keep the manual channel open for ever.
+        drop(trigger);
+        let mut run = Run {
+            shutdown,
+            triggers: &mut triggers,
+            forced_by: None,
+        };
+
+        let cause = run.triggers.next().await;
+        let began = Instant::now();
+        tracing::info!(
+            trigger = cause,
+            lame_duck_ms = millis(lame_duck),
+            drain_timeout_ms = millis(drain_timeout),
+            hooks = hooks.len(),
+            in_flight = shutdown.in_flight(),
+            "shutdown triggered"
+        );
+
+        // Lame duck: readiness fails, requests still admitted.
+        if shutdown.begin_lame_duck() {
+            crate::metrics::record(&shutdown);
+            run.lame_duck(lame_duck).await;
+        }
+        let lame_duck_elapsed = began.elapsed();
+
+        // Drain. The timeout was bounded at build time, so this cannot fail.
+        let drain_began = Instant::now();
+        let drain = shutdown
+            .drain(drain_timeout)
+            .expect("drain timeout checked against Drain::MAX_TIMEOUT when built");
+        crate::metrics::record(&shutdown);
+        if run.forced_by.is_some() {
+            shutdown.force();
+        }
+        let drain = run.finish(drain).await;
+        let draining = drain_began.elapsed();
+        crate::metrics::record(&shutdown);
+        tracing::info!(
+            outcome = %drain.outcome,
+            forced = drain.forced,
+            elapsed_ms = millis(drain.elapsed),
+            in_flight_at_start = drain.in_flight_at_start,
+            completed = drain.completed,
+            still_running = drain.still_running,
+            rejected = drain.rejected,
+            "drain over; running clean-up hooks"
+        );
+
+        // Hooks, in order, each bounded.
+        let hooks_began = Instant::now();
+        let mut reports = Vec::with_capacity(hooks.len());
+        for hook in hooks {
+            reports.push(run.finish(hook.run()).await);
+        }
+
+        crate::metrics::record(&shutdown);
+        let report = ShutdownReport {
+            trigger: cause,
+            forced_by: run.forced_by,
+            lame_duck: lame_duck_elapsed,
+            draining,
+            hooks_elapsed: hooks_began.elapsed(),
+            total: began.elapsed(),
+            drain,
+            hooks: reports,
+        };
+        let failed_hooks = report
+            .hooks
+            .iter()
+            .filter(|hook| !hook.outcome.is_ok())
+            .count();
+        if report.is_clean() {
+            tracing::info!(
+                trigger = report.trigger,
+                outcome = %report.drain.outcome,
+                total_ms = millis(report.total),
+                hooks = report.hooks.len(),
+                "shutdown sequence complete"
+            );
+        } else {
+            tracing::warn!(
+                trigger = report.trigger,
+                forced_by = report.forced_by,
+                outcome = %report.drain.outcome,
+                still_running = report.drain.still_running,
+                total_ms = millis(report.total),
+                failed_hooks,
+                "shutdown sequence complete, not cleanly"
+            );
+        }
+        report
+    }
+}
+
+impl fmt::Debug for ShutdownSequence {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ShutdownSequence")
+            .field("lame_duck", &self.lame_duck)
+            .field("drain_timeout", &self.drain_timeout)
+            .field("budget", &self.budget)
+            .field("hooks", &self.hooks.len())
+            .finish_non_exhaustive()
+    }
+}
+
+/// A running sequence: listens for further triggers while each step runs.
+struct Run<'a> {
+    shutdown: Shutdown,
+    triggers: &'a mut Triggers,
+    forced_by: Option<&'static str>,
+}
+
+impl Run<'_> {
+    /// Sleeps for the lame-duck delay, or until a second trigger forces the shutdown.
+    async fn lame_duck(&mut self, delay: Duration) {
+        let sleep = tokio::time::sleep(delay);
+        tokio::pin!(sleep);
+        loop {
+            tokio::select! {
+                () = &mut sleep => return,
+                cause = self.triggers.next() => if self.force(cause) { return },
+            }
+        }
+    }
+
+    /// Runs `step` to its end while listening for triggers. Forcing hastens the drain (it is
+    /// decided at once) and leaves hooks running within their own timeouts.
+    async fn finish<F: Future>(&mut self, step: F) -> F::Output {
+        tokio::pin!(step);
+        loop {
+            tokio::select! {
+                output = &mut step => return output,
+                cause = self.triggers.next() => { self.force(cause); }
+            }
+        }
+    }
+
+    /// Handles a trigger after the first. Returns `true` the first time (it forces).
+    fn force(&mut self, cause: &'static str) -> bool {
+        if let Some(by) = self.forced_by {
+            tracing::info!(
+                trigger = cause,
+                forced_by = by,
+                "shutdown already forced; ignored"
+            );
+            return false;
+        }
+        self.forced_by = Some(cause);
+        tracing::warn!(
+            trigger = cause,
+            phase = %self.shutdown.phase(),
+            in_flight = self.shutdown.in_flight(),
+            "second trigger: forcing shutdown, aborting what is still running; hooks still run"
+        );
+        if self.shutdown.phase().admission_closed() {
+            // Decides the drain as timed out now; no effect once it is decided. Before the
+            // drain began, `run` forces right after starting it instead.
+            self.shutdown.force();
+        }
+        crate::metrics::forced();
+        true
+    }
+}

@@ -1,0 +1,191 @@
+//! What a shutdown sequence reports: time per phase, the drain, every hook.
+
+use std::fmt;
+use std::time::Duration;
+
+use crate::report::DrainReport;
+
+/// The full account of one [`ShutdownSequence`](super::ShutdownSequence) run, returned by
+/// [`ShutdownSequence::run`](super::ShutdownSequence::run).
+///
+/// `Display` prints a short table; with the `serde` feature it serialises (durations as
+/// milliseconds, fields ending in `_ms`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
+#[non_exhaustive]
+pub struct ShutdownReport {
+    /// What started the sequence: `"SIGTERM"`, `"SIGINT"`, `"manual trigger"`, `"trigger future"`.
+    pub trigger: &'static str,
+    /// What forced it, if a second trigger came while it ran.
+    pub forced_by: Option<&'static str>,
+    /// Time spent in the lame-duck delay (shorter than configured if forced).
+    #[cfg_attr(
+        feature = "serde",
+        serde(
+            rename = "lame_duck_ms",
+            serialize_with = "crate::serde_millis::serialize"
+        )
+    )]
+    pub lame_duck: Duration,
+    /// Time from admission closing to the drain's outcome.
+    #[cfg_attr(
+        feature = "serde",
+        serde(rename = "drain_ms", serialize_with = "crate::serde_millis::serialize")
+    )]
+    pub draining: Duration,
+    /// Time spent running the hooks, all together.
+    #[cfg_attr(
+        feature = "serde",
+        serde(rename = "hooks_ms", serialize_with = "crate::serde_millis::serialize")
+    )]
+    pub hooks_elapsed: Duration,
+    /// From the trigger to the end of the last hook.
+    #[cfg_attr(
+        feature = "serde",
+        serde(rename = "total_ms", serialize_with = "crate::serde_millis::serialize")
+    )]
+    pub total: Duration,
+    /// The drain's own report.
+    pub drain: DrainReport,
+    /// Each hook, in the order it ran (the order it was registered).
+    pub hooks: Vec<HookReport>,
+}
+
+impl ShutdownReport {
+    /// True when a second trigger forced the sequence.
+    pub fn forced(&self) -> bool {
+        self.forced_by.is_some()
+    }
+
+    /// True when everything drained and every hook succeeded.
+    pub fn is_clean(&self) -> bool {
+        self.drain.is_drained() && self.hooks.iter().all(|hook| hook.outcome.is_ok())
+    }
+}
+
+/// One hook's result.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
+#[non_exhaustive]
+pub struct HookReport {
+    /// The name it was registered under.
+    pub name: String,
+    /// How it ended.
+    pub outcome: HookOutcome,
+    /// How long it ran.
+    #[cfg_attr(
+        feature = "serde",
+        serde(
+            rename = "elapsed_ms",
+            serialize_with = "crate::serde_millis::serialize"
+        )
+    )]
+    pub elapsed: Duration,
+}
+
+/// How a hook ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
+#[cfg_attr(
+    feature = "serde",
+    serde(tag = "status", content = "detail", rename_all = "snake_case")
+)]
+pub enum HookOutcome {
+    /// It returned `Ok(())`.
+    Ok,
+    /// It returned an error; its `Display` text.
+    Failed(String),
+    /// It was still running at its timeout (given here), and was aborted.
+    TimedOut(
+        #[cfg_attr(
+            feature = "serde",
+            serde(serialize_with = "crate::serde_millis::serialize")
+        )]
+        Duration,
+    ),
+    /// It panicked; the panic message.
+    Panicked(String),
+}
+
+impl HookOutcome {
+    /// True for [`HookOutcome::Ok`].
+    pub fn is_ok(&self) -> bool {
+        matches!(self, HookOutcome::Ok)
+    }
+}
+
+impl fmt::Display for HookOutcome {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            HookOutcome::Ok => f.write_str("ok"),
+            HookOutcome::Failed(error) => write!(f, "failed: {error}"),
+            HookOutcome::TimedOut(timeout) => write!(f, "timed out after {timeout:?}"),
+            HookOutcome::Panicked(message) => write!(f, "panicked: {message}"),
+        }
+    }
+}
+
+impl fmt::Display for ShutdownReport {
+    /// A short table: one row per phase and per hook.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "shutdown on {}", self.trigger)?;
+        if let Some(by) = self.forced_by {
+            write!(f, ", forced by {by}")?;
+        }
+        writeln!(f, ", {} in all", Short(self.total))?;
+        let width = self
+            .hooks
+            .iter()
+            .map(|hook| hook.name.len() + 5)
+            .chain([9])
+            .max()
+            .unwrap_or(9);
+        let row =
+            |f: &mut fmt::Formatter<'_>, name: &str, took: Duration, what: &dyn fmt::Display| {
+                writeln!(
+                    f,
+                    "  {name:<width$}  {:>8}  {what}",
+                    Short(took).to_string()
+                )
+            };
+        row(
+            f,
+            "lame duck",
+            self.lame_duck,
+            &"readiness failed, requests admitted",
+        )?;
+        let drain = format!(
+            "{}{}: {} in flight at start, {} completed, {} still running, {} rejected",
+            self.drain.outcome,
+            if self.drain.forced { " (forced)" } else { "" },
+            self.drain.in_flight_at_start,
+            self.drain.completed,
+            self.drain.still_running,
+            self.drain.rejected,
+        );
+        row(f, "drain", self.draining, &drain)?;
+        for hook in &self.hooks {
+            row(
+                f,
+                &format!("hook {}", hook.name),
+                hook.elapsed,
+                &hook.outcome,
+            )?;
+        }
+        Ok(())
+    }
+}
+
+/// A duration rounded for people: `1.2s`, `15ms`, `0ms`.
+struct Short(Duration);
+
+impl fmt::Display for Short {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let millis = self.0.as_millis();
+        if millis >= 1000 {
+            write!(f, "{:.1}s", self.0.as_secs_f64())
+        } else {
+            write!(f, "{millis}ms")
+        }
+    }
+}

@@ -1,0 +1,176 @@
+//! What starts the sequence, and what forces it: OS signals, futures, manual calls.
+
+use std::fmt;
+use std::future::{poll_fn, Future};
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use tokio::sync::mpsc;
+
+#[cfg(unix)]
+use tokio::signal::unix::{signal, Signal, SignalKind};
+
+use super::SequenceError;
+
+/// A handle that triggers a [`ShutdownSequence`](super::ShutdownSequence) by hand, from
+/// [`ShutdownSequence::trigger`](super::ShutdownSequence::trigger). Cheap to clone.
+///
+/// Every trigger counts the same, whatever its source: the first one (signal, future or
+/// [`fire`](ShutdownTrigger::fire)) starts the sequence, any later one forces it.
+#[derive(Clone)]
+pub struct ShutdownTrigger {
+    sender: mpsc::UnboundedSender<()>,
+}
+
+impl ShutdownTrigger {
+    /// Starts the sequence, or forces it if it is already running. Does nothing once the
+    /// sequence has finished or been dropped.
+    pub fn fire(&self) {
+        // An error only means the sequence is gone, and then there is nothing to trigger.
+        let _ = self.sender.send(());
+    }
+}
+
+impl fmt::Debug for ShutdownTrigger {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ShutdownTrigger").finish_non_exhaustive()
+    }
+}
+
+/// Which OS signals to listen for.
+#[derive(Debug, Clone)]
+pub(crate) enum SignalChoice {
+    /// SIGTERM and SIGINT (Ctrl-C on other platforms).
+    Default,
+    /// Exactly these.
+    #[cfg(unix)]
+    These(Vec<SignalKind>),
+    /// None: the sequence is triggered by futures and manual calls only.
+    None,
+}
+
+type TriggerFuture = Pin<Box<dyn Future<Output = ()> + Send>>;
+
+/// Every source of triggers, polled together; yields the name of each trigger's cause.
+pub(crate) struct Triggers {
+    #[cfg(unix)]
+    signals: Vec<(&'static str, Signal)>,
+    #[cfg(not(unix))]
+    ctrl_c: Option<TriggerFuture>,
+    futures: Vec<TriggerFuture>,
+    manual: mpsc::UnboundedReceiver<()>,
+    /// False once every [`ShutdownTrigger`] is gone (the receiver then yields `None` forever).
+    manual_open: bool,
+}
+
+impl Triggers {
+    /// Installs the signal handlers now, so a signal that arrives before the sequence runs is
+    /// kept (and no longer kills the process) rather than lost.
+    pub(crate) fn install(
+        choice: &SignalChoice,
+        futures: Vec<TriggerFuture>,
+    ) -> Result<(Triggers, ShutdownTrigger), SequenceError> {
+        let (sender, manual) = mpsc::unbounded_channel();
+        let wants_signals = !matches!(choice, SignalChoice::None);
+        if wants_signals && tokio::runtime::Handle::try_current().is_err() {
+            return Err(SequenceError::NoRuntime);
+        }
+        let triggers = Triggers {
+            #[cfg(unix)]
+            signals: install_signals(choice)?,
+            #[cfg(not(unix))]
+            ctrl_c: wants_signals.then(ctrl_c),
+            futures,
+            manual,
+            manual_open: true,
+        };
+        Ok((triggers, ShutdownTrigger { sender }))
+    }
+
+    /// The next trigger's cause. Pending for ever once every source is exhausted.
+    pub(crate) async fn next(&mut self) -> &'static str {
+        poll_fn(|cx| self.poll_next(cx)).await
+    }
+
+    fn poll_next(&mut self, cx: &mut Context<'_>) -> Poll<&'static str> {
+        if self.manual_open {
+            match self.manual.poll_recv(cx) {
+                Poll::Ready(Some(())) => return Poll::Ready("manual trigger"),
+                Poll::Ready(None) => self.manual_open = false,
+                Poll::Pending => {}
+            }
+        }
+        #[cfg(unix)]
+        for (name, signal) in &mut self.signals {
+            // `None` means the runtime's signal driver is gone: no more signals will come.
+            if let Poll::Ready(Some(())) = signal.poll_recv(cx) {
+                return Poll::Ready(name);
+            }
+        }
+        #[cfg(not(unix))]
+        if let Some(future) = &mut self.ctrl_c {
+            if future.as_mut().poll(cx).is_ready() {
+                // Ctrl-C fires once per future: listen again for the next one.
+                *future = ctrl_c();
+                return Poll::Ready("Ctrl-C");
+            }
+        }
+        let ready = self
+            .futures
+            .iter_mut()
+            .position(|future| future.as_mut().poll(cx).is_ready());
+        if let Some(index) = ready {
+            // Completed futures must not be polled again.
+            drop(self.futures.swap_remove(index));
+            return Poll::Ready("trigger future");
+        }
+        Poll::Pending
+    }
+}
+
+#[cfg(not(unix))]
+fn ctrl_c() -> TriggerFuture {
+    Box::pin(async {
+        if tokio::signal::ctrl_c().await.is_err() {
+            // No Ctrl-C handler could be installed: never trigger from it.
+            std::future::pending::<()>().await;
+        }
+    })
+}
+
+#[cfg(unix)]
+fn install_signals(choice: &SignalChoice) -> Result<Vec<(&'static str, Signal)>, SequenceError> {
+    let kinds = match choice {
+        SignalChoice::Default => vec![SignalKind::terminate(), SignalKind::interrupt()],
+        SignalChoice::These(kinds) => kinds.clone(),
+        SignalChoice::None => Vec::new(),
+    };
+    kinds
+        .into_iter()
+        .map(|kind| {
+            let name = signal_name(kind);
+            signal(kind)
+                .map(|signal| (name, signal))
+                .map_err(|source| SequenceError::Signal {
+                    signal: name,
+                    source,
+                })
+        })
+        .collect()
+}
+
+#[cfg(unix)]
+fn signal_name(kind: SignalKind) -> &'static str {
+    let known = [
+        (SignalKind::terminate(), "SIGTERM"),
+        (SignalKind::interrupt(), "SIGINT"),
+        (SignalKind::hangup(), "SIGHUP"),
+        (SignalKind::quit(), "SIGQUIT"),
+        (SignalKind::user_defined1(), "SIGUSR1"),
+        (SignalKind::user_defined2(), "SIGUSR2"),
+    ];
+    known
+        .into_iter()
+        .find(|(known, _)| *known == kind)
+        .map_or("signal", |(_, name)| name)
+}

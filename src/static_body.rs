@@ -1,0 +1,70 @@
+//! A response body of one static chunk: probe answers and rejections.
+
+use std::convert::Infallible;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use http_body::{Body, Frame, SizeHint};
+
+/// A response body holding one `&'static` chunk, or nothing.
+///
+/// The body of the probe services ([`Shutdown::readiness`](crate::Shutdown::readiness),
+/// [`Shutdown::liveness`](crate::Shutdown::liveness)) and of the middleware's rejections.
+/// It never allocates: the chunk is handed out once as [`Bytes::from_static`].
+#[derive(Debug, Clone, Default)]
+pub struct StaticBody {
+    data: Option<&'static [u8]>,
+}
+
+impl StaticBody {
+    /// A body of `data` (an empty slice gives an empty body).
+    pub const fn new(data: &'static [u8]) -> Self {
+        StaticBody {
+            data: if data.is_empty() { None } else { Some(data) },
+        }
+    }
+
+    /// A body with no data.
+    pub const fn empty() -> Self {
+        StaticBody { data: None }
+    }
+
+    /// Hands out the chunk once. Lets a wrapping body turn it into its own data type
+    /// (anything `From<&'static [u8]>`), as the middleware's `ResponseBody` does.
+    pub(crate) fn take(&mut self) -> Option<&'static [u8]> {
+        self.data.take()
+    }
+
+    pub(crate) fn is_end_stream(&self) -> bool {
+        self.data.is_none()
+    }
+
+    pub(crate) fn size_hint(&self) -> SizeHint {
+        SizeHint::with_exact(self.data.map_or(0, |data| data.len() as u64))
+    }
+}
+
+impl Body for StaticBody {
+    type Data = Bytes;
+    type Error = Infallible;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        _cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+        Poll::Ready(
+            self.get_mut()
+                .take()
+                .map(|data| Ok(Frame::data(Bytes::from_static(data)))),
+        )
+    }
+
+    fn is_end_stream(&self) -> bool {
+        StaticBody::is_end_stream(self)
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        StaticBody::size_hint(self)
+    }
+}

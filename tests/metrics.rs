@@ -1,0 +1,127 @@
+//! The `metrics` feature: figures recorded at phase changes and on demand.
+#![cfg(feature = "metrics")]
+
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use http::{Request, Response, StatusCode};
+use metrics::{
+    Counter, CounterFn, Gauge, GaugeFn, Histogram, Key, KeyName, Metadata, Recorder, SharedString,
+    Unit,
+};
+use tokio::time::timeout;
+use tower::{service_fn, Layer, ServiceExt};
+use tower_drain::{Shutdown, ShutdownSequence};
+
+/// The last value of every counter and gauge, by name.
+#[derive(Default, Clone)]
+struct Figures(Arc<Mutex<HashMap<String, f64>>>);
+
+impl Figures {
+    fn get(&self, name: &str) -> Option<f64> {
+        self.0.lock().unwrap().get(name).copied()
+    }
+}
+
+struct Handle {
+    name: String,
+    figures: Figures,
+}
+
+impl Handle {
+    fn update(&self, change: impl FnOnce(f64) -> f64) {
+        let mut figures = self.figures.0.lock().unwrap();
+        let value = figures.entry(self.name.clone()).or_insert(0.0);
+        *value = change(*value);
+    }
+}
+
+impl CounterFn for Handle {
+    fn increment(&self, value: u64) {
+        self.update(|old| old + value as f64);
+    }
+    fn absolute(&self, value: u64) {
+        self.update(|old| old.max(value as f64));
+    }
+}
+
+impl GaugeFn for Handle {
+    fn increment(&self, value: f64) {
+        self.update(|old| old + value);
+    }
+    fn decrement(&self, value: f64) {
+        self.update(|old| old - value);
+    }
+    fn set(&self, value: f64) {
+        self.update(|_| value);
+    }
+}
+
+impl Recorder for Figures {
+    fn describe_counter(&self, _: KeyName, _: Option<Unit>, _: SharedString) {}
+    fn describe_gauge(&self, _: KeyName, _: Option<Unit>, _: SharedString) {}
+    fn describe_histogram(&self, _: KeyName, _: Option<Unit>, _: SharedString) {}
+    fn register_counter(&self, key: &Key, _: &Metadata<'_>) -> Counter {
+        Counter::from_arc(Arc::new(self.handle(key)))
+    }
+    fn register_gauge(&self, key: &Key, _: &Metadata<'_>) -> Gauge {
+        Gauge::from_arc(Arc::new(self.handle(key)))
+    }
+    fn register_histogram(&self, _: &Key, _: &Metadata<'_>) -> Histogram {
+        Histogram::noop()
+    }
+}
+
+impl Figures {
+    fn handle(&self, key: &Key) -> Handle {
+        Handle {
+            name: key.name().to_owned(),
+            figures: self.clone(),
+        }
+    }
+}
+
+// A current-thread runtime: the recorder is installed for this thread only, so figures
+// from tests running beside this one cannot leak in.
+#[tokio::test(flavor = "current_thread")]
+async fn figures_follow_the_phases_and_count_rejections_and_forced_shutdowns() {
+    let figures = Figures::default();
+    let _recorder = metrics::set_default_local_recorder(&figures);
+    let shutdown = Shutdown::new();
+
+    let work = shutdown.guard().unwrap();
+    shutdown.record_metrics();
+    assert_eq!(figures.get("tower_drain_in_flight"), Some(1.0));
+    assert_eq!(figures.get("tower_drain_phase"), Some(0.0), "serving");
+    assert_eq!(figures.get("tower_drain_long_lived"), Some(0.0));
+
+    let sequence = ShutdownSequence::builder(shutdown)
+        .lame_duck(Duration::ZERO)
+        .drain_timeout(Duration::from_secs(600))
+        .budget(Duration::from_secs(3600))
+        .no_signals()
+        .build()
+        .unwrap();
+    let trigger = sequence.trigger();
+    trigger.fire(); // starts
+    trigger.fire(); // forces: `work` is never released
+    let report = timeout(Duration::from_secs(10), sequence.run())
+        .await
+        .unwrap();
+    assert!(report.forced());
+    assert_eq!(figures.get("tower_drain_forced_total"), Some(1.0));
+    assert_eq!(figures.get("tower_drain_phase"), Some(4.0), "timed out");
+    assert_eq!(figures.get("tower_drain_in_flight"), Some(1.0));
+
+    let service = shutdown.layer().layer(service_fn(|_: Request<()>| async {
+        Ok::<_, Infallible>(Response::new(http_body_util::Empty::<bytes::Bytes>::new()))
+    }));
+    let response = service.oneshot(Request::new(())).await.unwrap();
+    assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+    drop(work);
+    shutdown.record_metrics();
+    assert_eq!(figures.get("tower_drain_rejected_total"), Some(1.0));
+    assert_eq!(figures.get("tower_drain_in_flight"), Some(0.0));
+}

@@ -1,0 +1,297 @@
+//! Readiness and liveness probes through real servers: axum and plain hyper.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::routing::get;
+use axum::Router;
+use bytes::Bytes;
+use http::{Request, StatusCode};
+use http_body_util::{BodyExt, Empty};
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::service::TowerToHyperService;
+use tokio::net::TcpListener;
+use tokio::sync::{mpsc, Semaphore};
+use tokio::time::timeout;
+use tower::{service_fn, ServiceExt};
+use tower_drain::{DrainOutcome, Phase, Shutdown, ShutdownSequence};
+
+const WAIT: Duration = Duration::from_secs(10);
+
+type HttpClient = Client<HttpConnector, Empty<Bytes>>;
+
+fn client() -> HttpClient {
+    Client::builder(TokioExecutor::new()).build_http()
+}
+
+async fn get_text(client: &HttpClient, addr: SocketAddr, path: &str) -> (StatusCode, String) {
+    let uri = format!("http://{addr}{path}");
+    let response = timeout(WAIT, client.get(uri.parse().unwrap()))
+        .await
+        .expect("response in time")
+        .expect("response");
+    let status = response.status();
+    let body = timeout(WAIT, response.into_body().collect())
+        .await
+        .expect("body in time")
+        .expect("body")
+        .to_bytes();
+    (status, String::from_utf8(body.to_vec()).unwrap())
+}
+
+/// Serves `app` on a fresh port, without graceful shutdown, so that the server keeps
+/// answering while draining and the middleware's answers can be observed.
+async fn serve(app: Router) -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    addr
+}
+
+fn app(shutdown: Shutdown) -> Router {
+    Router::new()
+        .route("/", get(|| async { "ok\n" }))
+        .route_service("/readyz", shutdown.readiness())
+        .route_service("/livez", shutdown.liveness())
+        .layer(shutdown.layer().bypass(&["/readyz", "/livez"]))
+}
+
+#[tokio::test]
+async fn readiness_fails_at_the_signal_while_requests_are_still_served() {
+    let shutdown = Shutdown::new();
+    let addr = serve(app(shutdown)).await;
+    let client = client();
+    // A lame-duck delay far longer than the test: it ends by being forced.
+    let sequence = ShutdownSequence::builder(shutdown)
+        .lame_duck(Duration::from_secs(600))
+        .drain_timeout(Duration::from_secs(5))
+        .budget(Duration::from_secs(3600))
+        .no_signals()
+        .build()
+        .unwrap();
+    let trigger = sequence.trigger();
+    let run = tokio::spawn(sequence.run());
+
+    assert_eq!(
+        get_text(&client, addr, "/readyz").await,
+        (StatusCode::OK, "ready\n".into())
+    );
+    assert_eq!(
+        get_text(&client, addr, "/livez").await,
+        (StatusCode::OK, "alive\n".into())
+    );
+
+    trigger.fire();
+    timeout(WAIT, shutdown.shutting_down())
+        .await
+        .expect("lame duck begins");
+
+    assert_eq!(
+        get_text(&client, addr, "/readyz").await,
+        (StatusCode::SERVICE_UNAVAILABLE, "shutting down\n".into())
+    );
+    assert_eq!(
+        get_text(&client, addr, "/").await,
+        (StatusCode::OK, "ok\n".into())
+    );
+    assert_eq!(
+        get_text(&client, addr, "/livez").await,
+        (StatusCode::OK, "alive\n".into())
+    );
+    assert_eq!(
+        shutdown.phase(),
+        Phase::LameDuck,
+        "still in the lame-duck delay"
+    );
+
+    trigger.fire(); // forces: the rest of the delay is skipped
+    let report = timeout(WAIT, run).await.expect("sequence ends").unwrap();
+    assert_eq!(report.forced_by, Some("manual trigger"));
+    assert_eq!(report.drain.outcome, DrainOutcome::Drained);
+
+    // Draining: new requests are refused, liveness still green, readiness still down.
+    let (status, body) = get_text(&client, addr, "/").await;
+    assert_eq!(
+        (status, body.as_str()),
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "service is shutting down\n"
+        )
+    );
+    assert_eq!(
+        get_text(&client, addr, "/livez").await,
+        (StatusCode::OK, "alive\n".into())
+    );
+    assert_eq!(
+        get_text(&client, addr, "/readyz").await.0,
+        StatusCode::SERVICE_UNAVAILABLE
+    );
+}
+
+/// A route whose handler signals `entered` and then waits for a permit on `gate`.
+fn gated<S>(
+    inner: S,
+    entered: mpsc::UnboundedSender<&'static str>,
+    gate: Arc<Semaphore>,
+    name: &'static str,
+) -> impl tower::Service<
+    Request<axum::body::Body>,
+    Response = axum::response::Response,
+    Error = Infallible,
+    Future = impl Send,
+> + Clone
+       + Send
+       + Sync
+       + 'static
+where
+    S: tower::Service<Request<axum::body::Body>, Error = Infallible>
+        + Clone
+        + Send
+        + Sync
+        + 'static,
+    S::Response: axum::response::IntoResponse,
+    S::Future: Send,
+{
+    service_fn(move |request: Request<axum::body::Body>| {
+        let (inner, entered, gate) = (inner.clone(), entered.clone(), gate.clone());
+        async move {
+            entered.send(name).unwrap();
+            gate.acquire().await.unwrap().forget();
+            let response = inner.oneshot(request).await?;
+            Ok::<_, Infallible>(axum::response::IntoResponse::into_response(response))
+        }
+    })
+}
+
+#[tokio::test]
+async fn probes_are_never_counted_nor_rejected() {
+    let shutdown = Shutdown::new();
+    let (entered_tx, mut entered) = mpsc::unbounded_channel();
+    let gate = Arc::new(Semaphore::new(0));
+    let ok = service_fn(|_: Request<axum::body::Body>| async { Ok::<_, Infallible>("ok\n") });
+    let app = Router::new()
+        .route_service("/work", gated(ok, entered_tx.clone(), gate.clone(), "work"))
+        .route_service(
+            "/readyz",
+            gated(
+                shutdown.readiness(),
+                entered_tx.clone(),
+                gate.clone(),
+                "readyz",
+            ),
+        )
+        .route_service("/livez", shutdown.liveness())
+        .layer(shutdown.layer().bypass(&["/readyz", "/livez"]));
+    let addr = serve(app).await;
+    let client = client();
+
+    // Control: an ordinary request in progress is counted.
+    let work = tokio::spawn({
+        let client = client.clone();
+        async move { get_text(&client, addr, "/work").await }
+    });
+    assert_eq!(timeout(WAIT, entered.recv()).await.unwrap(), Some("work"));
+    assert_eq!(shutdown.in_flight(), 1);
+    gate.add_permits(1);
+    assert_eq!(
+        timeout(WAIT, work).await.unwrap().unwrap().0,
+        StatusCode::OK
+    );
+    assert_eq!(shutdown.in_flight(), 0);
+
+    // A probe in progress is not.
+    let probe = tokio::spawn({
+        let client = client.clone();
+        async move { get_text(&client, addr, "/readyz").await }
+    });
+    assert_eq!(timeout(WAIT, entered.recv()).await.unwrap(), Some("readyz"));
+    assert_eq!(
+        shutdown.in_flight(),
+        0,
+        "a probe in progress must not be counted"
+    );
+
+    // So it does not hold the drain up: the drain ends while the probe is still waiting.
+    let report = timeout(WAIT, shutdown.drain(Duration::from_secs(60)).unwrap())
+        .await
+        .expect("drain is not held by a probe");
+    assert_eq!(report.outcome, DrainOutcome::Drained);
+    assert_eq!(report.in_flight_at_start, 0);
+
+    // And it is answered by the probe while draining, not by the rejection.
+    gate.add_permits(1);
+    assert_eq!(
+        timeout(WAIT, probe).await.unwrap().unwrap(),
+        (StatusCode::SERVICE_UNAVAILABLE, "shutting down\n".into())
+    );
+    assert_eq!(
+        get_text(&client, addr, "/livez").await,
+        (StatusCode::OK, "alive\n".into())
+    );
+    assert_eq!(shutdown.rejected(), 0, "probes are never rejected");
+
+    // Control: an ordinary request now is rejected, and counted as such.
+    let (status, body) = get_text(&client, addr, "/work").await;
+    assert_eq!(
+        (status, body.as_str()),
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "service is shutting down\n"
+        )
+    );
+    assert_eq!(shutdown.rejected(), 1);
+}
+
+/// Serves the readiness probe alone on plain hyper (no axum), one connection per request.
+async fn serve_readiness_on_hyper(shutdown: Shutdown) -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        loop {
+            let (stream, _) = listener.accept().await.unwrap();
+            let service = TowerToHyperService::new(shutdown.readiness());
+            tokio::spawn(
+                hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(stream), service),
+            );
+        }
+    });
+    addr
+}
+
+#[tokio::test]
+async fn readiness_is_held_at_start_up_and_flipped_by_hand_on_plain_hyper() {
+    let shutdown = Shutdown::new().hold_until_ready();
+    let addr = serve_readiness_on_hyper(shutdown).await;
+    let client = client();
+    let readiness = || get_text(&client, addr, "/readyz");
+
+    assert_eq!(
+        readiness().await,
+        (StatusCode::SERVICE_UNAVAILABLE, "starting\n".into())
+    );
+    shutdown.mark_ready();
+    assert_eq!(readiness().await, (StatusCode::OK, "ready\n".into()));
+
+    shutdown.set_maintenance(true);
+    assert_eq!(
+        readiness().await,
+        (StatusCode::SERVICE_UNAVAILABLE, "maintenance\n".into())
+    );
+    assert!(!shutdown.is_ready());
+    shutdown.set_maintenance(false);
+    assert_eq!(readiness().await, (StatusCode::OK, "ready\n".into()));
+
+    // Once shutdown has begun, ending maintenance does not bring readiness back.
+    shutdown.set_maintenance(true);
+    assert!(shutdown.begin_lame_duck());
+    shutdown.set_maintenance(false);
+    assert_eq!(
+        readiness().await,
+        (StatusCode::SERVICE_UNAVAILABLE, "shutting down\n".into())
+    );
+}

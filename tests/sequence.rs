@@ -1,0 +1,333 @@
+//! The shutdown sequence: ordering, bounded hooks, forcing, the budget check.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::sync::oneshot;
+use tokio::time::timeout;
+use tower_drain::{DrainOutcome, HookOutcome, Phase, SequenceError, Shutdown, ShutdownSequence};
+
+const WAIT: Duration = Duration::from_secs(10);
+
+/// Records `(hook name, phase when it started)` in order.
+type Log = Arc<Mutex<Vec<(&'static str, Phase)>>>;
+
+fn note(log: &Log, name: &'static str, shutdown: Shutdown) {
+    log.lock().unwrap().push((name, shutdown.phase()));
+}
+
+/// Sends on drop: tells the test a hung hook's future was dropped (aborted).
+struct DropSignal(Option<oneshot::Sender<()>>);
+
+impl Drop for DropSignal {
+    fn drop(&mut self) {
+        let _ = self.0.take().unwrap().send(());
+    }
+}
+
+#[tokio::test]
+async fn hooks_run_in_order_after_the_drain_and_failures_never_skip_the_rest() {
+    let shutdown = Shutdown::new();
+    let log = Log::default();
+    let (dropped_tx, dropped) = oneshot::channel();
+    let sequence = ShutdownSequence::builder(shutdown)
+        .lame_duck(Duration::ZERO)
+        .drain_timeout(Duration::from_secs(60))
+        .budget(Duration::from_secs(120))
+        .no_signals()
+        .hook("first", Duration::from_secs(5), {
+            let log = log.clone();
+            move || async move {
+                note(&log, "first", shutdown);
+                Ok::<(), String>(())
+            }
+        })
+        .hook("fails", Duration::from_secs(5), {
+            let log = log.clone();
+            move || async move {
+                note(&log, "fails", shutdown);
+                Err("disk full")
+            }
+        })
+        .hook("hangs", Duration::from_millis(100), {
+            let log = log.clone();
+            move || async move {
+                note(&log, "hangs", shutdown);
+                let _signal = DropSignal(Some(dropped_tx));
+                std::future::pending::<Result<(), String>>().await
+            }
+        })
+        .hook("panics", Duration::from_secs(5), {
+            let log = log.clone();
+            move || async move {
+                note(&log, "panics", shutdown);
+                panic!("boom");
+                #[allow(unreachable_code)]
+                Ok::<(), String>(())
+            }
+        })
+        .hook("last", Duration::from_secs(5), {
+            let log = log.clone();
+            move || async move {
+                note(&log, "last", shutdown);
+                Ok::<(), String>(())
+            }
+        })
+        .build()
+        .unwrap();
+    let trigger = sequence.trigger();
+
+    // Work in flight holds the drain, and so the hooks, back.
+    let work = shutdown.guard().unwrap();
+    let run = tokio::spawn(sequence.run());
+    trigger.fire();
+    timeout(WAIT, shutdown.closing())
+        .await
+        .expect("drain begins");
+    assert!(
+        log.lock().unwrap().is_empty(),
+        "no hook runs before the drain is over"
+    );
+    drop(work);
+
+    let report = timeout(WAIT, run).await.expect("sequence ends").unwrap();
+    assert_eq!(report.drain.outcome, DrainOutcome::Drained);
+    assert_eq!(report.drain.completed, 1);
+    assert_eq!(
+        *log.lock().unwrap(),
+        [
+            ("first", Phase::Drained),
+            ("fails", Phase::Drained),
+            ("hangs", Phase::Drained),
+            ("panics", Phase::Drained),
+            ("last", Phase::Drained),
+        ],
+        "every hook ran, in registration order, after the drain"
+    );
+    let outcomes: Vec<_> = report
+        .hooks
+        .iter()
+        .map(|hook| (hook.name.as_str(), hook.outcome.clone()))
+        .collect();
+    assert_eq!(
+        outcomes,
+        [
+            ("first", HookOutcome::Ok),
+            ("fails", HookOutcome::Failed("disk full".into())),
+            ("hangs", HookOutcome::TimedOut(Duration::from_millis(100))),
+            ("panics", HookOutcome::Panicked("boom".into())),
+            ("last", HookOutcome::Ok),
+        ]
+    );
+    timeout(WAIT, dropped)
+        .await
+        .expect("the hung hook is aborted at its timeout")
+        .unwrap();
+    assert!(!report.is_clean());
+    assert_eq!(report.forced_by, None);
+
+    let table = report.to_string();
+    for row in [
+        "shutdown on manual trigger",
+        "lame duck",
+        "drain",
+        "hook fails",
+        "failed: disk full",
+        "hook hangs",
+        "timed out after 100ms",
+        "panicked: boom",
+        "hook last",
+    ] {
+        assert!(table.contains(row), "report table lacks {row:?}:\n{table}");
+    }
+}
+
+#[tokio::test]
+async fn repeated_triggers_run_the_sequence_once_and_the_second_forces() {
+    let shutdown = Shutdown::new();
+    let runs = Arc::new(Mutex::new(0));
+    let sequence = ShutdownSequence::builder(shutdown)
+        .lame_duck(Duration::ZERO)
+        .drain_timeout(Duration::from_secs(600))
+        .budget(Duration::from_secs(3600))
+        .no_signals()
+        .hook("counts runs", Duration::from_secs(5), {
+            let runs = runs.clone();
+            move || async move {
+                *runs.lock().unwrap() += 1;
+                Ok::<(), String>(())
+            }
+        })
+        .build()
+        .unwrap();
+    let trigger = sequence.trigger();
+    let work = shutdown.guard().unwrap();
+    let run = tokio::spawn(sequence.run());
+
+    trigger.fire();
+    timeout(WAIT, shutdown.closing())
+        .await
+        .expect("drain begins");
+    // The drain would wait ten minutes for `work`; the second trigger forces it now.
+    trigger.fire();
+    trigger.fire();
+    let report = timeout(WAIT, run)
+        .await
+        .expect("forced sequence ends")
+        .unwrap();
+
+    assert_eq!(report.forced_by, Some("manual trigger"));
+    assert!(report.forced());
+    assert_eq!(report.drain.outcome, DrainOutcome::TimedOut);
+    assert!(report.drain.forced);
+    assert_eq!(report.drain.still_running, 1);
+    assert!(work.is_aborted(), "forced work is told to stop");
+    assert_eq!(
+        report.hooks[0].outcome,
+        HookOutcome::Ok,
+        "hooks still run when forced"
+    );
+    assert_eq!(*runs.lock().unwrap(), 1, "the sequence ran once");
+    trigger.fire(); // after the end: nothing happens
+    assert_eq!(*runs.lock().unwrap(), 1);
+}
+
+#[tokio::test]
+async fn a_second_trigger_in_the_lame_duck_delay_skips_to_the_abort() {
+    let shutdown = Shutdown::new();
+    let sequence = ShutdownSequence::builder(shutdown)
+        .lame_duck(Duration::from_secs(600))
+        .drain_timeout(Duration::from_secs(600))
+        .budget(Duration::from_secs(3600))
+        .no_signals()
+        .build()
+        .unwrap();
+    let trigger = sequence.trigger();
+    let work = shutdown.guard().unwrap();
+    let run = tokio::spawn(sequence.run());
+    trigger.fire();
+    timeout(WAIT, shutdown.shutting_down()).await.unwrap();
+    trigger.fire();
+    let report = timeout(WAIT, run)
+        .await
+        .expect("forced sequence ends")
+        .unwrap();
+    assert_eq!(report.drain.outcome, DrainOutcome::TimedOut);
+    assert!(report.drain.forced);
+    assert_eq!(report.drain.still_running, 1);
+    drop(work);
+}
+
+#[tokio::test]
+async fn a_future_can_trigger_the_sequence() {
+    let shutdown = Shutdown::new();
+    let (stop, stopped) = oneshot::channel::<()>();
+    let sequence = ShutdownSequence::builder(shutdown)
+        .lame_duck(Duration::ZERO)
+        .no_signals()
+        .trigger_on(async move {
+            let _ = stopped.await;
+        })
+        .build()
+        .unwrap();
+    let run = tokio::spawn(sequence.run());
+    stop.send(()).unwrap();
+    let report = timeout(WAIT, run).await.expect("sequence ends").unwrap();
+    assert_eq!(report.trigger, "trigger future");
+    assert_eq!(report.drain.outcome, DrainOutcome::Drained);
+    assert!(report.is_clean());
+}
+
+#[test]
+fn over_budget_configuration_is_refused_at_build_naming_the_numbers() {
+    let error = ShutdownSequence::builder(Shutdown::new())
+        .lame_duck(Duration::from_secs(5))
+        .drain_timeout(Duration::from_secs(20))
+        .hook("db", Duration::from_secs(3), || async {
+            Ok::<(), String>(())
+        })
+        .hook("queue", Duration::from_millis(4500), || async {
+            Ok::<(), String>(())
+        })
+        .budget(Duration::from_secs(30))
+        .no_signals()
+        .build()
+        .unwrap_err();
+    assert!(
+        matches!(error, SequenceError::OverBudget { .. }),
+        "{error:?}"
+    );
+    let message = error.to_string();
+    for figure in [
+        "needs 32.5s",
+        "lame duck 5s",
+        "drain timeout 20s",
+        "hook `db` 3s",
+        "hook `queue` 4.5s",
+        "budget of 30s",
+    ] {
+        assert!(message.contains(figure), "{message:?} lacks {figure:?}");
+    }
+
+    // Exactly at the budget is fine.
+    ShutdownSequence::builder(Shutdown::new())
+        .lame_duck(Duration::from_secs(5))
+        .drain_timeout(Duration::from_secs(22))
+        .hook("db", Duration::from_secs(3), || async {
+            Ok::<(), String>(())
+        })
+        .budget(Duration::from_secs(30))
+        .no_signals()
+        .build()
+        .expect("a plan that fits its budget");
+}
+
+#[test]
+fn zero_and_absurd_durations_are_refused_with_a_clear_error() {
+    let builder = || ShutdownSequence::builder(Shutdown::new()).no_signals();
+
+    let error = builder().budget(Duration::ZERO).build().unwrap_err();
+    assert!(matches!(error, SequenceError::Zero { .. }), "{error:?}");
+    assert!(
+        error.to_string().contains("the shutdown budget is zero"),
+        "{error}"
+    );
+
+    let error = builder()
+        .hook("db", Duration::ZERO, || async { Ok::<(), String>(()) })
+        .build()
+        .unwrap_err();
+    assert!(
+        error
+            .to_string()
+            .contains("the timeout of hook `db` is zero"),
+        "{error}"
+    );
+
+    let error = builder()
+        .drain_timeout(Duration::from_secs(30 * 24 * 3600))
+        .budget(Duration::from_secs(3600))
+        .build()
+        .unwrap_err();
+    assert!(matches!(error, SequenceError::TooLong { .. }), "{error:?}");
+    assert!(
+        error.to_string().contains("the drain timeout of 2592000s"),
+        "{error}"
+    );
+
+    // Zero lame duck and zero drain timeout are meaningful: skip it, do not wait.
+    builder()
+        .lame_duck(Duration::ZERO)
+        .drain_timeout(Duration::ZERO)
+        .build()
+        .expect("zero delay and zero drain timeout are accepted");
+}
+
+#[test]
+fn listening_for_signals_outside_a_runtime_is_a_clear_error() {
+    let error = ShutdownSequence::builder(Shutdown::new())
+        .build()
+        .unwrap_err();
+    assert!(matches!(error, SequenceError::NoRuntime), "{error:?}");
+    assert!(error.to_string().contains("Tokio runtime"), "{error}");
+}
