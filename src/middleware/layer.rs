@@ -1,4 +1,4 @@
-//! The three layers. Each wraps a service in a [`DrainService`] with its own [`Policy`].
+//! The three layers. Each wraps a service in a [`DrainService`] with its own policy.
 
 use std::time::Duration;
 

@@ -1,6 +1,6 @@
 //! The middleware: admission, rejection and whole-response counting.
 //!
-//! One engine serves all three layers, which differ only in the [`Policy`] they hand it:
+//! One engine serves all three layers, which differ only in the policy they hand it:
 //!
 //! | layer | counts | rejects |
 //! |---|---|---|
@@ -9,7 +9,7 @@
 //! | [`RejectWhenDrainingLayer`] | no | yes |
 //!
 //! Data flows one way: [`layer`] builds the [`service`], which admits the request (taking an
-//! [`InFlightGuard`](crate::InFlightGuard)) or answers it from [`rejection`]; the [`future`]
+//! [`InFlightGuard`](crate::InFlightGuard)) or answers it with a rejection; the [`future`]
 //! carries the guard until the response exists, and the [`body`] carries it until the last
 //! frame is sent or the body is dropped.
 
