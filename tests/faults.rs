@@ -583,7 +583,8 @@ async fn drain_called_from_many_tasks_at_once_resolves_to_one_report() {
     server.wait_entered(3).await;
 
     let tasks = 64;
-    let barrier = Arc::new(Barrier::new(tasks));
+    // The test itself is one more drainer, so it knows the drain has begun.
+    let barrier = Arc::new(Barrier::new(tasks + 1));
     let drains: Vec<_> = (0..tasks)
         .map(|i| {
             let shutdown = server.shutdown;
@@ -596,11 +597,13 @@ async fn drain_called_from_many_tasks_at_once_resolves_to_one_report() {
             })
         })
         .collect();
-    // Every drainer has started (or is about to); release the requests.
-    bounded("admission to close", server.shutdown.closing()).await;
+    barrier.wait().await;
+    // Whichever call starts the drain, every call returns only after admission has closed
+    // and the in-flight requests have been counted, so releasing them now cannot race that.
+    let own = server.shutdown.drain(LONG_DRAIN).unwrap();
     server.open_gate();
 
-    let mut reports = Vec::new();
+    let mut reports = vec![bounded("the test's own drain", own).await];
     for drain in drains {
         reports.push(bounded("a drain", drain).await.unwrap());
     }
@@ -635,7 +638,8 @@ async fn force_and_drain_racing_from_many_tasks_decide_once() {
             tokio::spawn(async move {
                 barrier.wait().await;
                 if i % 2 == 0 && shutdown.force() {
-                    forced_here.fetch_add(1, Ordering::SeqCst);
+                    // Relaxed: a tally, read after every task has been joined.
+                    forced_here.fetch_add(1, Ordering::Relaxed);
                 }
                 shutdown.drain(LONG_DRAIN).unwrap().await
             })
@@ -646,7 +650,7 @@ async fn force_and_drain_racing_from_many_tasks_decide_once() {
         reports.push(bounded("a racer", racer).await.unwrap());
     }
     assert_eq!(
-        forced_here.load(Ordering::SeqCst),
+        forced_here.load(Ordering::Relaxed),
         1,
         "exactly one force decides"
     );
