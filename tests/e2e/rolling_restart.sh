@@ -350,6 +350,9 @@ run_case() { # name lame_duck_ms with_sse expect_errors
         stop_sse
         check_sse "$done_at"
     fi
+    # Requests HAProxy sent to each server name (both generations), to show both served.
+    log "$RUN: HAProxy sessions per server: $(curl -s --max-time 1 "http://127.0.0.1:$STATS_PORT/stats;csv" |
+        awk -F, '$1 == "demos" && ($2 == "a" || $2 == "b") { printf "%s=%s ", $2, $8 }')"
     kill -TERM "$HAPROXY_PID" 2>/dev/null
     wait "$HAPROXY_PID" 2>/dev/null
     stop_demo a
