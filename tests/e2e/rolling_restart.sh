@@ -58,6 +58,7 @@ fail() {
     FAILED="${FAILED:+$FAILED; }$*"
 }
 
+# shellcheck disable=SC2317 # called by the EXIT trap
 cleanup() {
     local pid
     for pid in "${PIDS[@]}"; do
@@ -157,7 +158,7 @@ start_demo() { # name port lame_duck_ms
         --drain-timeout-ms "$DRAIN_TIMEOUT_MS" >"$stem.out" 2>"$stem.err" &
     DEMO_PID[$name]=$!
     DEMO_PORT[$name]=$port
-    PIDS+=($!)
+    PIDS+=("$!")
 }
 
 http_code() { # url
@@ -229,7 +230,7 @@ start_haproxy() {
     fi
     haproxy -db -f "$WORK/$RUN.haproxy.cfg" >"$WORK/$RUN.haproxy.log" 2>&1 &
     HAPROXY_PID=$!
-    PIDS+=($!)
+    PIDS+=("$!")
 }
 
 # === SSE clients ===
@@ -255,8 +256,8 @@ start_sse() {
     for ((i = 0; i < SSE_CLIENTS; i++)); do
         # Its stderr holds only the shell's notes on the curls stopped at the end.
         sse_client "$i" 2>>"$WORK/$RUN.sse.$i.err" &
-        SSE_PIDS+=($!)
-        PIDS+=($!)
+        SSE_PIDS+=("$!")
+        PIDS+=("$!")
     done
 }
 
@@ -327,7 +328,7 @@ run_case() { # name lame_duck_ms with_sse expect_errors
     wrk -t "$WRK_THREADS" -c "$WRK_CONNECTIONS" -d "${WRK_MAX_SECONDS}s" --timeout 2s \
         -s "$HERE/wrk_status.lua" "http://127.0.0.1:$FRONT_PORT/" >"$WORK/$RUN.wrk.out" 2>&1 &
     wrk_pid=$!
-    PIDS+=($wrk_pid)
+    PIDS+=("$wrk_pid")
     sleep "$SETTLE_SECONDS"
 
     restart a "$lame" && restarts=$((restarts + 1)) &&
