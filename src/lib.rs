@@ -58,6 +58,7 @@
 mod counter;
 mod drain;
 mod guard;
+pub mod long_lived;
 pub mod middleware;
 mod phase;
 mod report;
@@ -66,6 +67,9 @@ mod sync;
 
 pub use drain::{Drain, DrainError};
 pub use guard::InFlightGuard;
+pub use long_lived::{
+    DrainSignal, LongLivedEntry, LongLivedGuard, LongLivedKind, LongLivedLayer, OnDrain,
+};
 pub use middleware::body::Aborted;
 pub use middleware::{InFlightLayer, RejectWhenDrainingLayer, ShutdownLayer};
 pub use phase::Phase;

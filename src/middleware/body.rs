@@ -13,6 +13,7 @@ use tokio_util::sync::WaitForCancellationFuture;
 use super::rejection::Rejection;
 use super::BoxError;
 use crate::guard::InFlightGuard;
+use crate::long_lived::{poll_tracked, TrackedState};
 
 pin_project! {
     /// The response body of a [`DrainService`](super::DrainService).
@@ -38,6 +39,14 @@ pin_project! {
             // Armed only while draining, when the inner body stalls: wakes it at the deadline.
             deadline: Option<Pin<Box<WaitForCancellationFuture<'static>>>>,
         },
+        // A long-lived response (see `crate::long_lived`): ends or aborts on drain by its own
+        // rules. Its state is boxed so that short responses do not carry its size.
+        Tracked {
+            #[pin]
+            inner: B,
+            guard: Option<InFlightGuard>,
+            state: Box<TrackedState>,
+        },
         Rejected {
             rejection: Rejection,
         },
@@ -52,6 +61,20 @@ impl<B> ResponseBody<B> {
                 guard,
                 aborted: false,
                 deadline: None,
+            },
+        }
+    }
+
+    pub(crate) fn tracked(
+        inner: B,
+        guard: Option<InFlightGuard>,
+        state: Box<TrackedState>,
+    ) -> Self {
+        ResponseBody {
+            kind: Kind::Tracked {
+                inner,
+                guard,
+                state,
             },
         }
     }
@@ -110,6 +133,11 @@ where
                 }
                 Poll::Ready(frame.map(|result| result.map_err(Into::into)))
             }
+            KindProj::Tracked {
+                inner,
+                guard,
+                state,
+            } => poll_tracked(inner, guard, state, cx),
             KindProj::Rejected { rejection } => {
                 Poll::Ready(rejection.take().map(|data| Ok(Frame::data(data.into()))))
             }
@@ -119,13 +147,14 @@ where
     fn is_end_stream(&self) -> bool {
         match &self.kind {
             Kind::Passed { inner, aborted, .. } => *aborted || inner.is_end_stream(),
+            Kind::Tracked { inner, state, .. } => state.is_end_stream() || inner.is_end_stream(),
             Kind::Rejected { rejection } => rejection.is_end_stream(),
         }
     }
 
     fn size_hint(&self) -> SizeHint {
         match &self.kind {
-            Kind::Passed { inner, .. } => inner.size_hint(),
+            Kind::Passed { inner, .. } | Kind::Tracked { inner, .. } => inner.size_hint(),
             Kind::Rejected { rejection } => rejection.size_hint(),
         }
     }
@@ -146,6 +175,7 @@ impl<B> fmt::Debug for ResponseBody<B> {
         let kind = match &self.kind {
             Kind::Passed { guard, .. } if guard.is_some() => "counted",
             Kind::Passed { .. } => "passed",
+            Kind::Tracked { .. } => "long-lived",
             Kind::Rejected { .. } => "rejected",
         };
         f.debug_struct("ResponseBody")

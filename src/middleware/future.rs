@@ -11,6 +11,7 @@ use pin_project_lite::pin_project;
 use super::rejection::Rejection;
 use super::ResponseBody;
 use crate::guard::InFlightGuard;
+use crate::long_lived::Watch;
 use crate::shutdown::Core;
 
 pin_project! {
@@ -34,6 +35,8 @@ pin_project! {
             // Set for HTTP/1 requests under a rejecting layer: add `Connection: close` if
             // admission has closed by the time the response is ready.
             close_if_draining: Option<&'static Core>,
+            // Whether and how the response may turn out long-lived.
+            watch: Option<Watch>,
         },
         Rejected {
             response: Option<Response<Rejection>>,
@@ -46,12 +49,14 @@ impl<F> ResponseFuture<F> {
         future: F,
         guard: Option<InFlightGuard>,
         close_if_draining: Option<&'static Core>,
+        watch: Watch,
     ) -> Self {
         ResponseFuture {
             kind: Kind::Called {
                 future,
                 guard,
                 close_if_draining,
+                watch: Some(watch),
             },
         }
     }
@@ -77,6 +82,7 @@ where
                 future,
                 guard,
                 close_if_draining,
+                watch,
             } => {
                 // An error drops the guard here: there is no body left to wait for.
                 let mut response = ready!(future.poll(cx))?;
@@ -85,9 +91,12 @@ where
                         .headers_mut()
                         .insert(CONNECTION, HeaderValue::from_static("close"));
                 }
-                Poll::Ready(Ok(
-                    response.map(|body| ResponseBody::new(body, guard.take()))
-                ))
+                let tracked = watch.take().and_then(|watch| watch.classify(&mut response));
+                let guard = guard.take();
+                Poll::Ready(Ok(response.map(|body| match tracked {
+                    None => ResponseBody::new(body, guard),
+                    Some(state) => ResponseBody::tracked(body, guard, state),
+                })))
             }
             KindProj::Rejected { response } => Poll::Ready(Ok(response
                 .take()

@@ -6,6 +6,7 @@ use http::{Request, Response, Version};
 use tower_service::Service;
 
 use super::{rejection, Policy, ResponseBody, ResponseFuture};
+use crate::long_lived::Watch;
 use crate::Shutdown;
 
 /// The service every layer of this crate produces; what it does depends on the layer.
@@ -54,9 +55,9 @@ where
         self.inner.poll_ready(cx)
     }
 
-    fn call(&mut self, request: Request<ReqBody>) -> Self::Future {
+    fn call(&mut self, mut request: Request<ReqBody>) -> Self::Future {
         if self.policy.bypasses(&request) {
-            return ResponseFuture::called(self.inner.call(request), None, None);
+            return ResponseFuture::called(self.inner.call(request), None, None, Watch::Off);
         }
         let core = self.shutdown.core;
         let (guard, closed) = if self.policy.count {
@@ -73,6 +74,7 @@ where
         // Only HTTP/1 has a `Connection` header; on HTTP/2 the server's GOAWAY does this job.
         let close_if_draining =
             (self.policy.reject && request.version() < Version::HTTP_2).then_some(core);
-        ResponseFuture::called(self.inner.call(request), guard, close_if_draining)
+        let watch = Watch::start(self.policy.track, core, &mut request);
+        ResponseFuture::called(self.inner.call(request), guard, close_if_draining, watch)
     }
 }

@@ -1,0 +1,101 @@
+//! `LongLivedLayer`: long-lived tracking on its own, for a whole app or one route.
+
+use tower_layer::Layer;
+
+use super::{LongLivedKind, OnDrain, Track, Tracking};
+use crate::middleware::{DrainService, Policy};
+use crate::Shutdown;
+
+/// Tracks long-lived responses and asks them to finish when the drain begins.
+///
+/// [`Shutdown::layer`] already tracks server-sent events; this layer adds what it cannot
+/// know on its own:
+///
+/// * [`LongLivedLayer::route`] marks a route long-lived. Every request through it is
+///   registered from the start with its method and path (so reports name it), and its
+///   handler finds a [`DrainSignal`](super::DrainSignal) in the request extensions. A body of
+///   unknown length streamed by such a route runs until the long-lived deadline unless
+///   [`on_drain`](LongLivedLayer::on_drain) says otherwise.
+/// * [`LongLivedLayer::new`] tracks `text/event-stream` responses of whatever it wraps, for
+///   a stack that counts with [`InFlightLayer`](crate::InFlightLayer) instead of
+///   [`Shutdown::layer`].
+///
+/// It neither counts nor rejects: put it inside [`Shutdown::layer`], whose count is what the
+/// drain waits for.
+///
+/// ```
+/// use axum::{routing::get, Router};
+/// use tower_drain::{LongLivedLayer, Shutdown};
+///
+/// async fn poll(signal: axum::Extension<tower_drain::DrainSignal>) -> &'static str {
+///     tokio::select! {
+///         _ = signal.0 => "draining\n",
+///         _ = tokio::time::sleep(std::time::Duration::from_secs(60)) => "timeout\n",
+///     }
+/// }
+///
+/// let shutdown = Shutdown::new();
+/// let app: Router = Router::new()
+///     .route("/poll", get(poll).layer(LongLivedLayer::route(shutdown)))
+///     .layer(shutdown.layer());
+/// ```
+#[derive(Debug, Clone)]
+pub struct LongLivedLayer {
+    shutdown: Shutdown,
+    policy: Policy,
+}
+
+impl LongLivedLayer {
+    /// Tracks the `text/event-stream` responses of the service it wraps.
+    pub fn new(shutdown: Shutdown) -> Self {
+        Self::with(shutdown, Track::Detect(Tracking::DEFAULT))
+    }
+
+    /// Marks every request through it long-lived: for a route, with axum's `route_layer` or
+    /// `MethodRouter::layer`.
+    pub fn route(shutdown: Shutdown) -> Self {
+        Self::with(shutdown, Track::Route(Tracking::DEFAULT))
+    }
+
+    fn with(shutdown: Shutdown, track: Track) -> Self {
+        let mut policy = Policy::new(false, false);
+        policy.track = track;
+        LongLivedLayer { shutdown, policy }
+    }
+
+    fn tracking(&mut self) -> &mut Tracking {
+        match &mut self.policy.track {
+            Track::Detect(tracking) | Track::Route(tracking) => tracking,
+            Track::Off => unreachable!("a LongLivedLayer always tracks"),
+        }
+    }
+
+    /// The event sent before a server-sent event stream ends on drain: a whole event, ending
+    /// in a blank line. Default
+    /// [`DEFAULT_FINAL_EVENT`](super::DEFAULT_FINAL_EVENT); `None` ends the stream without one.
+    pub fn final_event(mut self, event: Option<&'static str>) -> Self {
+        self.tracking().final_event = event;
+        self
+    }
+
+    /// What the body does when the drain begins; by default [`OnDrain::Finish`] for
+    /// server-sent events and [`OnDrain::KeepUntilDeadline`] for everything else.
+    pub fn on_drain(mut self, on_drain: OnDrain) -> Self {
+        self.tracking().on_drain = Some(on_drain);
+        self
+    }
+
+    /// The kind reports give this route's responses, instead of one read from the response.
+    pub fn kind(mut self, kind: LongLivedKind) -> Self {
+        self.tracking().kind = Some(kind);
+        self
+    }
+}
+
+impl<S> Layer<S> for LongLivedLayer {
+    type Service = DrainService<S>;
+
+    fn layer(&self, inner: S) -> DrainService<S> {
+        DrainService::new(inner, self.shutdown, self.policy)
+    }
+}
