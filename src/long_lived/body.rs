@@ -55,7 +55,7 @@ impl TrackedState {
         core: &'static Core,
         registration: Registration,
         kind: LongLivedKind,
-        tracking: Tracking,
+        tracking: &Tracking,
     ) -> Box<Self> {
         let on_drain = tracking.on_drain.unwrap_or(match kind {
             LongLivedKind::Sse => OnDrain::Finish,

@@ -48,7 +48,9 @@ pub struct LongLivedLayer {
 impl LongLivedLayer {
     /// Tracks the `text/event-stream` responses of the service it wraps.
     pub fn new(shutdown: Shutdown) -> Self {
-        Self::with(shutdown, Track::Detect(Tracking::DEFAULT))
+        // It does not count, so there is no guard to find the controller in: keep it here.
+        let tracking = Tracking::DEFAULT.with(|tracking| tracking.shutdown = Some(shutdown));
+        Self::with(shutdown, Track::Detect(tracking))
     }
 
     /// Marks every request through it long-lived: for a route, with axum's `route_layer` or
@@ -63,32 +65,27 @@ impl LongLivedLayer {
         LongLivedLayer { shutdown, policy }
     }
 
-    fn tracking(&mut self) -> &mut Tracking {
-        match &mut self.policy.track {
-            Track::Detect(tracking) | Track::Route(tracking) => tracking,
-            Track::Off => unreachable!("a LongLivedLayer always tracks"),
-        }
+    fn change(mut self, change: impl FnOnce(&mut Tracking)) -> Self {
+        self.policy.track = self.policy.track.with(change);
+        self
     }
 
     /// The event sent before a server-sent event stream ends on drain: a whole event, ending
     /// in a blank line. Default
     /// [`DEFAULT_FINAL_EVENT`](super::DEFAULT_FINAL_EVENT); `None` ends the stream without one.
-    pub fn final_event(mut self, event: Option<&'static str>) -> Self {
-        self.tracking().final_event = event;
-        self
+    pub fn final_event(self, event: Option<&'static str>) -> Self {
+        self.change(|tracking| tracking.final_event = event)
     }
 
     /// What the body does when the drain begins; by default [`OnDrain::Finish`] for
     /// server-sent events and [`OnDrain::KeepUntilDeadline`] for everything else.
-    pub fn on_drain(mut self, on_drain: OnDrain) -> Self {
-        self.tracking().on_drain = Some(on_drain);
-        self
+    pub fn on_drain(self, on_drain: OnDrain) -> Self {
+        self.change(|tracking| tracking.on_drain = Some(on_drain))
     }
 
     /// The kind reports give this route's responses, instead of one read from the response.
-    pub fn kind(mut self, kind: LongLivedKind) -> Self {
-        self.tracking().kind = Some(kind);
-        self
+    pub fn kind(self, kind: LongLivedKind) -> Self {
+        self.change(|tracking| tracking.kind = Some(kind))
     }
 }
 

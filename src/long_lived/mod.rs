@@ -114,14 +114,28 @@ impl fmt::Display for LongLivedEntry {
 pub const DEFAULT_FINAL_EVENT: &str = "event: shutdown\ndata: draining\nretry: 1000\n\n";
 
 /// How a layer tracks long-lived responses. `Copy`: part of the layer's `Policy`.
+///
+/// The settings are held by a `'static` reference so that every response future carries
+/// one pointer, not the settings themselves (see [`Tracking::with`]).
 #[derive(Debug, Clone, Copy)]
 pub(crate) enum Track {
     /// No tracking.
     Off,
     /// Track responses whose content type is `text/event-stream`.
-    Detect(Tracking),
+    Detect(&'static Tracking),
     /// Every request is long-lived (a marked route).
-    Route(Tracking),
+    Route(&'static Tracking),
+}
+
+impl Track {
+    /// The same kind of tracking with changed settings.
+    pub(crate) fn with(self, change: impl FnOnce(&mut Tracking)) -> Track {
+        match self {
+            Track::Off => Track::Off,
+            Track::Detect(tracking) => Track::Detect(tracking.with(change)),
+            Track::Route(tracking) => Track::Route(tracking.with(change)),
+        }
+    }
 }
 
 /// The per-layer settings of tracked responses.
@@ -133,14 +147,27 @@ pub(crate) struct Tracking {
     pub(crate) on_drain: Option<OnDrain>,
     /// `None`: decided from the response.
     pub(crate) kind: Option<LongLivedKind>,
+    /// The controller, for a layer that does not count: one that counts finds it in the
+    /// request's in-flight guard, so its response futures need not carry it.
+    pub(crate) shutdown: Option<crate::Shutdown>,
 }
 
 impl Tracking {
-    pub(crate) const DEFAULT: Tracking = Tracking {
+    pub(crate) const DEFAULT: &'static Tracking = &Tracking {
         final_event: Some(DEFAULT_FINAL_EVENT),
         on_drain: None,
         kind: None,
+        shutdown: None,
     };
+
+    /// A changed copy, allocated once and kept for the life of the process, like the
+    /// controller's state: builder methods run when the layer is built, at start-up, and the
+    /// per-request path then carries a plain reference instead of the whole struct.
+    pub(crate) fn with(&self, change: impl FnOnce(&mut Tracking)) -> &'static Tracking {
+        let mut changed = *self;
+        change(&mut changed);
+        Box::leak(Box::new(changed))
+    }
 }
 
 const EVENT_STREAM: &[u8] = b"text/event-stream";

@@ -4,6 +4,7 @@
 use std::fmt;
 
 use http::{Request, Response};
+use http_body::Body;
 
 use super::{
     is_event_stream, AlreadyTracked, DrainSignal, LongLivedKind, Registration, Track, TrackedState,
@@ -16,31 +17,36 @@ use crate::Shutdown;
 pub(crate) enum Watch {
     Off,
     /// Look at the response's content type.
-    Detect {
-        core: &'static Core,
-        tracking: Tracking,
-    },
-    /// A marked route: registered since the call.
-    Route {
-        core: &'static Core,
-        registration: Registration,
-        tracking: Tracking,
-    },
+    Detect(&'static Tracking),
+    /// A marked route: registered since the call. Boxed so the common variants stay small:
+    /// every response future carries a `Watch`.
+    Route(Box<RouteWatch>),
+}
+
+pub(crate) struct RouteWatch {
+    core: &'static Core,
+    registration: Registration,
+    tracking: &'static Tracking,
 }
 
 impl Watch {
-    /// Cost for everything but a marked route: a match on the policy, nothing else.
+    /// The watch of an ordinary request: a match on the policy, nothing else.
     #[inline]
-    pub(crate) fn start<B>(track: Track, core: &'static Core, request: &mut Request<B>) -> Watch {
+    pub(crate) fn detect(track: Track) -> Watch {
         match track {
-            Track::Off => Watch::Off,
-            Track::Detect(tracking) => Watch::Detect { core, tracking },
-            Track::Route(tracking) => Watch::route(tracking, core, request),
+            Track::Detect(tracking) => Watch::Detect(tracking),
+            Track::Off | Track::Route(_) => Watch::Off,
         }
     }
 
+    /// Registers a request on a marked route, with its method and path, and hands its
+    /// handler a [`DrainSignal`].
     #[cold]
-    fn route<B>(tracking: Tracking, core: &'static Core, request: &mut Request<B>) -> Watch {
+    pub(crate) fn route<B>(
+        tracking: &'static Tracking,
+        core: &'static Core,
+        mut request: Request<B>,
+    ) -> (Request<B>, Watch) {
         let kind = tracking.kind.unwrap_or(LongLivedKind::LongPoll);
         let registration = core.long_lived.register(
             kind,
@@ -50,37 +56,59 @@ impl Watch {
         request
             .extensions_mut()
             .insert(DrainSignal::new(Shutdown { core }));
-        Watch::Route {
+        let watch = Watch::Route(Box::new(RouteWatch {
             core,
             registration,
             tracking,
-        }
+        }));
+        (request, watch)
     }
 
-    /// Decides whether `response`'s body is tracked. Cost for a short response under
-    /// [`Shutdown::layer`]: one lookup of a standard header and a branch.
+    /// Takes the watch out, leaving `Off`.
     #[inline]
-    pub(crate) fn classify<B>(self, response: &mut Response<B>) -> Option<Box<TrackedState>> {
+    pub(crate) fn take(&mut self) -> Watch {
+        std::mem::replace(self, Watch::Off)
+    }
+
+    /// Decides whether `response`'s body is tracked.
+    ///
+    /// Cost for a short response under [`Shutdown::layer`]: a look at the body's size hint
+    /// and, only for a body of unknown length, one lookup of a standard header. A body of
+    /// known length ends by itself and is never long-lived.
+    #[inline]
+    ///
+    /// `counted_by` is the controller that counts the request, if any.
+    pub(crate) fn classify<B: Body>(
+        self,
+        response: &mut Response<B>,
+        counted_by: Option<&'static Core>,
+    ) -> Option<Box<TrackedState>> {
         match self {
             Watch::Off => None,
-            Watch::Detect { core, tracking } => {
-                if !is_event_stream(response.headers()) {
+            Watch::Detect(tracking) => {
+                if response.body().size_hint().exact().is_some()
+                    || !is_event_stream(response.headers())
+                {
                     return None;
                 }
-                Self::detected(core, tracking, response)
+                let core = tracking.shutdown.map(|shutdown| shutdown.core);
+                Self::detected(core.or(counted_by)?, tracking, response)
             }
-            Watch::Route {
-                core,
-                registration,
-                tracking,
-            } => Some(Self::routed(core, registration, tracking, response)),
+            Watch::Route(route) => {
+                let RouteWatch {
+                    core,
+                    registration,
+                    tracking,
+                } = *route;
+                Some(Self::routed(core, registration, tracking, response))
+            }
         }
     }
 
     #[cold]
     fn detected<B>(
         core: &'static Core,
-        tracking: Tracking,
+        tracking: &'static Tracking,
         response: &Response<B>,
     ) -> Option<Box<TrackedState>> {
         if response.extensions().get::<AlreadyTracked>().is_some() {
@@ -95,7 +123,7 @@ impl Watch {
     fn routed<B>(
         core: &'static Core,
         registration: Registration,
-        tracking: Tracking,
+        tracking: &'static Tracking,
         response: &mut Response<B>,
     ) -> Box<TrackedState> {
         let kind = tracking
@@ -115,7 +143,7 @@ impl fmt::Debug for Watch {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let name = match self {
             Watch::Off => "off",
-            Watch::Detect { .. } => "detect",
+            Watch::Detect(_) => "detect",
             Watch::Route { .. } => "route",
         };
         f.write_str(name)

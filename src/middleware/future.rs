@@ -36,7 +36,7 @@ pin_project! {
             // admission has closed by the time the response is ready.
             close_if_draining: Option<&'static Core>,
             // Whether and how the response may turn out long-lived.
-            watch: Option<Watch>,
+            watch: Watch,
         },
         Rejected {
             response: Option<Response<Rejection>>,
@@ -56,7 +56,7 @@ impl<F> ResponseFuture<F> {
                 future,
                 guard,
                 close_if_draining,
-                watch: Some(watch),
+                watch,
             },
         }
     }
@@ -73,6 +73,7 @@ impl<F> ResponseFuture<F> {
 impl<F, B, E> Future for ResponseFuture<F>
 where
     F: Future<Output = Result<Response<B>, E>>,
+    B: http_body::Body,
 {
     type Output = Result<Response<ResponseBody<B>>, E>;
 
@@ -91,8 +92,9 @@ where
                         .headers_mut()
                         .insert(CONNECTION, HeaderValue::from_static("close"));
                 }
-                let tracked = watch.take().and_then(|watch| watch.classify(&mut response));
                 let guard = guard.take();
+                let counted_by = guard.as_ref().map(InFlightGuard::core);
+                let tracked = watch.take().classify(&mut response, counted_by);
                 Poll::Ready(Ok(response.map(|body| match tracked {
                     None => ResponseBody::new(body, guard),
                     Some(state) => ResponseBody::tracked(body, guard, state),

@@ -58,9 +58,10 @@ impl ShutdownLayer {
     /// [`DEFAULT_FINAL_EVENT`](crate::long_lived::DEFAULT_FINAL_EVENT); `None` ends the stream
     /// without one.
     pub fn final_event(mut self, event: Option<&'static str>) -> Self {
-        if let Track::Detect(tracking) = &mut self.policy.track {
-            tracking.final_event = event;
-        }
+        self.policy.track = self
+            .policy
+            .track
+            .with(|tracking| tracking.final_event = event);
         self
     }
 

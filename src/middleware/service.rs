@@ -6,7 +6,7 @@ use http::{Request, Response, Version};
 use tower_service::Service;
 
 use super::{rejection, Policy, ResponseBody, ResponseFuture};
-use crate::long_lived::Watch;
+use crate::long_lived::{Track, Watch};
 use crate::Shutdown;
 
 /// The service every layer of this crate produces; what it does depends on the layer.
@@ -45,6 +45,7 @@ impl<S> DrainService<S> {
 impl<S, ReqBody, ResBody> Service<Request<ReqBody>> for DrainService<S>
 where
     S: Service<Request<ReqBody>, Response = Response<ResBody>>,
+    ResBody: http_body::Body,
 {
     type Response = Response<ResponseBody<ResBody>>;
     type Error = S::Error;
@@ -55,9 +56,15 @@ where
         self.inner.poll_ready(cx)
     }
 
-    fn call(&mut self, mut request: Request<ReqBody>) -> Self::Future {
+    fn call(&mut self, request: Request<ReqBody>) -> Self::Future {
         if self.policy.bypasses(&request) {
             return ResponseFuture::called(self.inner.call(request), None, None, Watch::Off);
+        }
+        if let Track::Route(tracking) = self.policy.track {
+            // A marked route, under `LongLivedLayer::route`, which neither counts nor rejects.
+            // Kept apart so the common path never lends the request out.
+            let (request, watch) = Watch::route(tracking, self.shutdown.core, request);
+            return ResponseFuture::called(self.inner.call(request), None, None, watch);
         }
         let core = self.shutdown.core;
         let (guard, closed) = if self.policy.count {
@@ -74,7 +81,7 @@ where
         // Only HTTP/1 has a `Connection` header; on HTTP/2 the server's GOAWAY does this job.
         let close_if_draining =
             (self.policy.reject && request.version() < Version::HTTP_2).then_some(core);
-        let watch = Watch::start(self.policy.track, core, &mut request);
+        let watch = Watch::detect(self.policy.track);
         ResponseFuture::called(self.inner.call(request), guard, close_if_draining, watch)
     }
 }

@@ -130,3 +130,66 @@ pub fn parse_events(data: &[u8]) -> (Vec<String>, Vec<u8>) {
     let rest = events.pop().unwrap_or_default();
     (events, rest.into_bytes())
 }
+
+/// The open-files soft limit of this process, from `/proc/self/limits` (Linux); `None` where
+/// it cannot be read.
+pub fn open_files_limit() -> Option<u64> {
+    let limits = std::fs::read_to_string("/proc/self/limits").ok()?;
+    let line = limits
+        .lines()
+        .find(|line| line.starts_with("Max open files"))?;
+    line.split_whitespace().nth(3)?.parse().ok()
+}
+
+/// How many SSE connections one process can hold open, server and client side both, out of
+/// `wanted`; says so when the limit forces fewer.
+pub fn connections_allowed(wanted: usize) -> usize {
+    // Two descriptors per connection (client and server ends) and room for the rest.
+    let allowed = open_files_limit().map_or(wanted, |limit| {
+        usize::try_from(limit.saturating_sub(200) / 2).unwrap_or(wanted)
+    });
+    if allowed < wanted {
+        eprintln!("open-files limit allows {allowed} connections, not {wanted}: using {allowed}");
+    }
+    allowed.min(wanted)
+}
+
+/// An app with `/events`: one `data: ready` event, then idle until the drain.
+pub fn idle_sse_app(shutdown: Shutdown) -> Router {
+    use axum::response::sse::{Event, Sse};
+    use futures_util::stream::{self, StreamExt};
+    Router::new()
+        .route(
+            "/events",
+            axum::routing::get(|| async {
+                let ready = stream::once(async {
+                    Ok::<_, std::convert::Infallible>(Event::default().data("ready"))
+                });
+                Sse::new(ready.chain(stream::pending()))
+            }),
+        )
+        .layer(shutdown.layer())
+}
+
+/// Opens `count` SSE clients on `/events`; resolves once every one has seen its first event,
+/// returning tasks that read each stream to its end.
+pub async fn open_idle_clients(addr: SocketAddr, count: usize) -> Vec<JoinHandle<Vec<u8>>> {
+    let (ready_tx, mut ready_rx) = tokio::sync::mpsc::channel(count.max(1));
+    let clients: Vec<_> = (0..count)
+        .map(|_| {
+            let ready_tx = ready_tx.clone();
+            tokio::spawn(async move {
+                let mut stream = get(addr, "/events").await;
+                let mut raw = Vec::new();
+                assert!(read_until(&mut stream, &mut raw, b"data: ready\n\n").await);
+                ready_tx.send(()).await.unwrap();
+                read_to_close(&mut stream, &mut raw).await;
+                raw
+            })
+        })
+        .collect();
+    for _ in 0..count {
+        ready_rx.recv().await.unwrap();
+    }
+    clients
+}
