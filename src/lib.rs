@@ -16,6 +16,10 @@
 //!   shutdown so it stops accepting connections.
 //! * [`Shutdown::drain`] closes admission and returns a [`Drain`] future that resolves the
 //!   moment the last in-flight request ends, or at its timeout, with a [`DrainReport`].
+//! * Long-lived responses do not hold the drain hostage ([`long_lived`]): server-sent event
+//!   streams end between events after a final event with a `retry:` hint, long-polls get a
+//!   [`DrainSignal`], WebSockets a [`LongLivedGuard`], and whatever is still running at the
+//!   long-lived deadline is aborted and named in the report.
 //!
 //! # Example
 //!

@@ -21,7 +21,9 @@ use crate::Shutdown;
 ///   [`Shutdown::layer`].
 ///
 /// It neither counts nor rejects: put it inside [`Shutdown::layer`], whose count is what the
-/// drain waits for.
+/// drain waits for. Build it at start-up: the layer's settings are kept for the life of the
+/// process (a few bytes per constructor or builder call), so that each request carries a
+/// plain reference to them.
 ///
 /// ```
 /// use axum::{routing::get, Router};

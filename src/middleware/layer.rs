@@ -56,7 +56,7 @@ impl ShutdownLayer {
     /// The event sent before a server-sent event (`text/event-stream`) response ends on drain:
     /// a whole event, ending in a blank line. Default
     /// [`DEFAULT_FINAL_EVENT`](crate::long_lived::DEFAULT_FINAL_EVENT); `None` ends the stream
-    /// without one.
+    /// without one. Call it at start-up: the setting is kept for the life of the process.
     pub fn final_event(mut self, event: Option<&'static str>) -> Self {
         self.policy.track = self
             .policy
