@@ -21,7 +21,10 @@ fn sse_drain(c: &mut Criterion) {
         .build()
         .unwrap();
     let mut group = c.benchmark_group("sse_drain");
+    // Each round opens every connection again before the timed part, so keep the rounds few.
     group.sample_size(10);
+    group.warm_up_time(Duration::from_millis(500));
+    group.measurement_time(Duration::from_secs(1));
     group.bench_function(format!("{count}_idle_connections"), |b| {
         b.iter_custom(|iterations| {
             runtime.block_on(async {
