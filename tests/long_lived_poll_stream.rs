@@ -231,3 +231,50 @@ async fn sse_route_kept_until_deadline_is_aborted_there() {
         "no final event: it was not finished"
     );
 }
+
+/// A user rule: NDJSON watch streams are long-lived too.
+fn ndjson_is_long_lived(
+    _status: StatusCode,
+    headers: &axum::http::HeaderMap,
+) -> Option<LongLivedKind> {
+    let ndjson = headers
+        .get(axum::http::header::CONTENT_TYPE)
+        .is_some_and(|value| value.as_bytes() == b"application/x-ndjson");
+    ndjson.then_some(LongLivedKind::Stream)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn predicate_makes_a_stream_long_lived_without_marking_the_route() {
+    let shutdown = Shutdown::new();
+    shutdown.set_long_lived_grace(Duration::from_millis(100));
+    let app = Router::new()
+        .route(
+            "/watch",
+            get(|| async {
+                let mut response = axum::response::Response::new(endless_chunks());
+                response.headers_mut().insert(
+                    axum::http::header::CONTENT_TYPE,
+                    axum::http::HeaderValue::from_static("application/x-ndjson"),
+                );
+                response
+            }),
+        )
+        .layer(shutdown.layer().long_lived_when(ndjson_is_long_lived));
+    let server = serve(app, shutdown).await;
+    let mut client = open(server.addr, "/watch").await;
+    let mut raw = Vec::new();
+    assert!(
+        timeout(BOUND, read_until(&mut client, &mut raw, b"chunk 0\n"))
+            .await
+            .unwrap()
+    );
+    assert_eq!(shutdown.long_lived(), 1);
+    let report = timeout(BOUND, shutdown.drain(LONG).unwrap()).await.unwrap();
+    assert_eq!(report.long_lived.len(), 1, "{report}");
+    assert_eq!(report.long_lived[0].kind, LongLivedKind::Stream);
+    assert_eq!(report.long_lived[0].path, None, "unmarked: not named");
+    timeout(BOUND, read_to_close(&mut client, &mut raw))
+        .await
+        .unwrap();
+    assert!(!decode_chunked(split_head(&raw).1).terminated);
+}

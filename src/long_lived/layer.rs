@@ -85,6 +85,12 @@ impl LongLivedLayer {
         self.change(|tracking| tracking.on_drain = Some(on_drain))
     }
 
+    /// Also tracks the responses `predicate` picks (for [`LongLivedLayer::new`]); see
+    /// [`Predicate`](super::Predicate).
+    pub fn when(self, predicate: super::Predicate) -> Self {
+        self.change(|tracking| tracking.predicate = Some(predicate))
+    }
+
     /// The kind reports give this route's responses, instead of one read from the response.
     pub fn kind(self, kind: LongLivedKind) -> Self {
         self.change(|tracking| tracking.kind = Some(kind))

@@ -110,6 +110,15 @@ impl fmt::Display for LongLivedEntry {
     }
 }
 
+/// A user rule for what is long-lived, besides `text/event-stream`: given a response's status
+/// and headers, its kind, or `None` for "not long-lived by this rule".
+///
+/// Consulted only for responses whose body has no known length (a body of known length ends
+/// by itself), so short responses never pay for it. Responses it selects are tracked like
+/// server-sent events, but without method and path (see [`LongLivedEntry::method`]), and
+/// run until the long-lived deadline unless their kind is [`LongLivedKind::Sse`].
+pub type Predicate = fn(http::StatusCode, &http::HeaderMap) -> Option<LongLivedKind>;
+
 /// The final event sent by default before a server-sent event stream ends on drain.
 pub const DEFAULT_FINAL_EVENT: &str = "event: shutdown\ndata: draining\nretry: 1000\n\n";
 
@@ -147,6 +156,8 @@ pub(crate) struct Tracking {
     pub(crate) on_drain: Option<OnDrain>,
     /// `None`: decided from the response.
     pub(crate) kind: Option<LongLivedKind>,
+    /// Decides what else is long-lived, from a response of unknown length.
+    pub(crate) predicate: Option<Predicate>,
     /// The controller, for a layer that does not count: one that counts finds it in the
     /// request's in-flight guard, so its response futures need not carry it.
     pub(crate) shutdown: Option<crate::Shutdown>,
@@ -157,6 +168,7 @@ impl Tracking {
         final_event: Some(DEFAULT_FINAL_EVENT),
         on_drain: None,
         kind: None,
+        predicate: None,
         shutdown: None,
     };
 

@@ -86,13 +86,20 @@ impl Watch {
         match self {
             Watch::Off => None,
             Watch::Detect(tracking) => {
-                if response.body().size_hint().exact().is_some()
-                    || !is_event_stream(response.headers())
-                {
+                if response.body().size_hint().exact().is_some() {
                     return None;
                 }
+                let kind = match tracking.predicate {
+                    None => None,
+                    Some(predicate) => predicate(response.status(), response.headers()),
+                };
+                let kind = match kind {
+                    Some(kind) => kind,
+                    None if is_event_stream(response.headers()) => LongLivedKind::Sse,
+                    None => return None,
+                };
                 let core = tracking.shutdown.map(|shutdown| shutdown.core);
-                Self::detected(core.or(counted_by)?, tracking, response)
+                Self::detected(core.or(counted_by)?, tracking, kind, response)
             }
             Watch::Route(route) => {
                 let RouteWatch {
@@ -109,12 +116,13 @@ impl Watch {
     fn detected<B>(
         core: &'static Core,
         tracking: &'static Tracking,
+        kind: LongLivedKind,
         response: &Response<B>,
     ) -> Option<Box<TrackedState>> {
         if response.extensions().get::<AlreadyTracked>().is_some() {
             return None;
         }
-        let kind = tracking.kind.unwrap_or(LongLivedKind::Sse);
+        let kind = tracking.kind.unwrap_or(kind);
         let registration = core.long_lived.register(kind, None, None);
         Some(TrackedState::new(core, registration, kind, tracking))
     }

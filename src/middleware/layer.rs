@@ -65,6 +65,17 @@ impl ShutdownLayer {
         self
     }
 
+    /// Also tracks as long-lived the responses `predicate` picks, besides
+    /// `text/event-stream`; see [`Predicate`](crate::long_lived::Predicate). Call it at
+    /// start-up: the setting is kept for the life of the process.
+    pub fn long_lived_when(mut self, predicate: crate::long_lived::Predicate) -> Self {
+        self.policy.track = self
+            .policy
+            .track
+            .with(|tracking| tracking.predicate = Some(predicate));
+        self
+    }
+
     policy_methods!(bypass);
     policy_methods!(reject);
 }
