@@ -171,3 +171,35 @@ async fn idle_sse_stream_is_woken_at_drain_start() {
     assert!(rest.is_empty());
     assert_eq!(events, ["data: hi", FINAL_EVENT]);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nested_tracking_layers_register_one_entry_and_send_one_final_event() {
+    let shutdown = Shutdown::new();
+    let app = Router::new()
+        .route("/events", get(|| async { Sse::new(ticks()) }))
+        .layer(tower_drain::LongLivedLayer::new(shutdown))
+        .layer(shutdown.layer());
+    let server = serve(app, shutdown).await;
+    let mut client = open(server.addr, "/events").await;
+    let mut raw = Vec::new();
+    assert!(
+        timeout(BOUND, read_until(&mut client, &mut raw, b"tick 0\n"))
+            .await
+            .unwrap()
+    );
+    assert_eq!(shutdown.long_lived(), 1, "one entry for one response");
+    let report = timeout(BOUND, shutdown.drain(LONG).unwrap()).await.unwrap();
+    assert!(report.is_drained(), "{report}");
+    timeout(BOUND, read_to_close(&mut client, &mut raw))
+        .await
+        .unwrap();
+    let decoded = decode_chunked(split_head(&raw).1);
+    assert!(decoded.terminated);
+    let (events, rest) = parse_events(&decoded.data);
+    assert!(rest.is_empty());
+    assert_eq!(
+        events.iter().filter(|event| *event == FINAL_EVENT).count(),
+        1
+    );
+    assert_eq!(events.last().unwrap(), FINAL_EVENT);
+}

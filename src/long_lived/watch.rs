@@ -70,14 +70,13 @@ impl Watch {
         std::mem::replace(self, Watch::Off)
     }
 
-    /// Decides whether `response`'s body is tracked.
+    /// Decides whether `response`'s body is tracked; `counted_by` is the controller that
+    /// counts the request, if any.
     ///
     /// Cost for a short response under [`Shutdown::layer`]: a look at the body's size hint
-    /// and, only for a body of unknown length, one lookup of a standard header. A body of
-    /// known length ends by itself and is never long-lived.
+    /// and, only for a body of unknown length, the user's rule if there is one and one lookup
+    /// of a standard header. A body of known length ends by itself and is never long-lived.
     #[inline]
-    ///
-    /// `counted_by` is the controller that counts the request, if any.
     pub(crate) fn classify<B: Body>(
         self,
         response: &mut Response<B>,
@@ -117,11 +116,14 @@ impl Watch {
         core: &'static Core,
         tracking: &'static Tracking,
         kind: LongLivedKind,
-        response: &Response<B>,
+        response: &mut Response<B>,
     ) -> Option<Box<TrackedState>> {
+        // Another layer of this crate, further in, already tracks it (a marked route, or a
+        // `LongLivedLayer` under `Shutdown::layer`): one entry per response.
         if response.extensions().get::<AlreadyTracked>().is_some() {
             return None;
         }
+        response.extensions_mut().insert(AlreadyTracked);
         let kind = tracking.kind.unwrap_or(kind);
         let registration = core.long_lived.register(kind, None, None);
         Some(TrackedState::new(core, registration, kind, tracking))
@@ -152,7 +154,7 @@ impl fmt::Debug for Watch {
         let name = match self {
             Watch::Off => "off",
             Watch::Detect(_) => "detect",
-            Watch::Route { .. } => "route",
+            Watch::Route(_) => "route",
         };
         f.write_str(name)
     }
