@@ -203,3 +203,51 @@ async fn nested_tracking_layers_register_one_entry_and_send_one_final_event() {
     );
     assert_eq!(events.last().unwrap(), FINAL_EVENT);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sse_over_http2_ends_with_final_event_and_end_of_stream() {
+    use http_body_util::BodyExt;
+    use hyper_util::rt::{TokioExecutor, TokioIo};
+
+    let shutdown = Shutdown::new();
+    let server = serve(app(shutdown), shutdown).await;
+    let tcp = tokio::net::TcpStream::connect(server.addr).await.unwrap();
+    let (mut sender, connection) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tcp))
+            .await
+            .unwrap();
+    tokio::spawn(connection);
+    let request = http::Request::get(format!("http://{}/events", server.addr))
+        .body(http_body_util::Empty::<bytes::Bytes>::new())
+        .unwrap();
+    let response = timeout(BOUND, sender.send_request(request))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(response.version(), http::Version::HTTP_2);
+    let mut body = response.into_body();
+    let mut data = Vec::new();
+    // Synchronise on the first event before draining.
+    while !long_lived_support::contains(&data, b"\n\n") {
+        let frame = timeout(BOUND, body.frame())
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
+        data.extend_from_slice(&frame.into_data().unwrap());
+    }
+    let drain = shutdown.drain(LONG).unwrap();
+    // Every frame up to a clean end of stream: an error here would mean a reset stream.
+    for _ in 0..1_000_000 {
+        match timeout(BOUND, body.frame()).await.unwrap() {
+            Some(frame) => data.extend_from_slice(&frame.unwrap().into_data().unwrap()),
+            None => break,
+        }
+    }
+    assert!(http_body::Body::is_end_stream(&body));
+    let report = timeout(BOUND, drain).await.unwrap();
+    assert_eq!(report.outcome, DrainOutcome::Drained);
+    let (events, rest) = parse_events(&data);
+    assert!(rest.is_empty(), "the stream ended inside an event");
+    assert_eq!(events.last().unwrap(), FINAL_EVENT);
+}
