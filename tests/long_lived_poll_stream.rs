@@ -278,3 +278,46 @@ async fn predicate_makes_a_stream_long_lived_without_marking_the_route() {
         .unwrap();
     assert!(!decode_chunked(split_head(&raw).1).terminated);
 }
+
+/// A long-poll that ignores its signal and would wait the full 60 s.
+async fn stubborn_poll(State(entered): State<mpsc::Sender<()>>) -> &'static str {
+    entered.send(()).await.unwrap();
+    tokio::time::sleep(LONG).await;
+    "timeout\n"
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn long_poll_ignoring_the_signal_is_answered_503_at_the_long_lived_deadline() {
+    let shutdown = Shutdown::new();
+    let grace = Duration::from_millis(100);
+    shutdown.set_long_lived_grace(grace);
+    let (entered_tx, mut entered) = mpsc::channel(1);
+    let app = Router::new()
+        .route(
+            "/stubborn",
+            get(stubborn_poll)
+                .with_state(entered_tx)
+                .layer(LongLivedLayer::route(shutdown)),
+        )
+        .layer(shutdown.layer());
+    let server = serve(app, shutdown).await;
+    let mut client = open(server.addr, "/stubborn").await;
+    timeout(BOUND, entered.recv()).await.unwrap().unwrap();
+
+    let report = timeout(BOUND, shutdown.drain(LONG).unwrap()).await.unwrap();
+    assert_eq!(report.outcome, DrainOutcome::Drained, "{report}");
+    assert_eq!(report.long_lived.len(), 1, "{report}");
+    let entry = &report.long_lived[0];
+    assert_eq!(entry.kind, LongLivedKind::LongPoll);
+    assert_eq!(entry.path.as_deref(), Some("/stubborn"));
+    assert!(entry.age >= grace);
+
+    let mut raw = Vec::new();
+    timeout(BOUND, read_to_close(&mut client, &mut raw))
+        .await
+        .unwrap();
+    let (head, _) = split_head(&raw);
+    assert!(head.starts_with("HTTP/1.1 503"), "{head}");
+    assert!(head.contains("retry-after: 1"), "{head}");
+    timeout(BOUND, server.task).await.unwrap().unwrap();
+}

@@ -51,7 +51,10 @@ impl LongLivedLayer {
     /// Tracks the `text/event-stream` responses of the service it wraps.
     pub fn new(shutdown: Shutdown) -> Self {
         // It does not count, so there is no guard to find the controller in: keep it here.
-        let tracking = Tracking::DEFAULT.with(|tracking| tracking.shutdown = Some(shutdown));
+        let tracking = Tracking::DEFAULT.with(|tracking| {
+            tracking.shutdown = Some(shutdown);
+            tracking.inner = true;
+        });
         Self::with(shutdown, Track::Detect(tracking))
     }
 

@@ -161,6 +161,9 @@ pub(crate) struct Tracking {
     /// The controller, for a layer that does not count: one that counts finds it in the
     /// request's in-flight guard, so its response futures need not carry it.
     pub(crate) shutdown: Option<crate::Shutdown>,
+    /// Set by `LongLivedLayer`, which sits inside `Shutdown::layer`: mark tracked responses
+    /// so the outer layer does not track them again.
+    pub(crate) inner: bool,
 }
 
 impl Tracking {
@@ -170,6 +173,7 @@ impl Tracking {
         kind: None,
         predicate: None,
         shutdown: None,
+        inner: false,
     };
 
     /// A changed copy, allocated once and kept for the life of the process, like the

@@ -2,6 +2,9 @@
 //! the response when it arrives.
 
 use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{ready, Context, Poll};
 
 use http::{Request, Response};
 use http_body::Body;
@@ -10,6 +13,7 @@ use super::{
     is_event_stream, AlreadyTracked, DrainSignal, LongLivedKind, Registration, Track, TrackedState,
     Tracking,
 };
+use crate::middleware::rejection::{self, Rejection};
 use crate::shutdown::Core;
 use crate::Shutdown;
 
@@ -27,6 +31,9 @@ pub(crate) struct RouteWatch {
     core: &'static Core,
     registration: Registration,
     tracking: &'static Tracking,
+    /// Registered the first time the handler is pending: wakes it at the long-lived deadline.
+    /// Behind `dyn` to keep `Watch`'s drop glue small: every response future has one.
+    deadline: Option<Pin<Box<dyn Future<Output = ()> + Send + Sync>>>,
 }
 
 impl Watch {
@@ -41,7 +48,11 @@ impl Watch {
 
     /// Registers a request on a marked route, with its method and path, and hands its
     /// handler a [`DrainSignal`].
+    ///
+    /// Never inlined: kept out of `DrainService::call`, whose common path then does not
+    /// copy the request aside for it.
     #[cold]
+    #[inline(never)]
     pub(crate) fn route<B>(
         tracking: &'static Tracking,
         core: &'static Core,
@@ -60,8 +71,20 @@ impl Watch {
             core,
             registration,
             tracking,
+            deadline: None,
         }));
         (request, watch)
+    }
+
+    /// Called while the handler is pending. A marked route's handler still waiting at the
+    /// long-lived deadline (it ignored its `DrainSignal`) is answered for it with a 503, and
+    /// then dropped with the response future; everything else stays pending.
+    #[inline]
+    pub(crate) fn poll_cut(&mut self, cx: &mut Context<'_>) -> Poll<Response<Rejection>> {
+        match self {
+            Watch::Route(route) => route.poll_cut(cx),
+            Watch::Off | Watch::Detect(_) => Poll::Pending,
+        }
     }
 
     /// Takes the watch out, leaving `Off`.
@@ -105,6 +128,7 @@ impl Watch {
                     core,
                     registration,
                     tracking,
+                    ..
                 } = *route;
                 Some(Self::routed(core, registration, tracking, response))
             }
@@ -123,7 +147,11 @@ impl Watch {
         if response.extensions().get::<AlreadyTracked>().is_some() {
             return None;
         }
-        response.extensions_mut().insert(AlreadyTracked);
+        if tracking.inner {
+            // Only a layer meant to sit inside another marks the response: the insert
+            // allocates, and the outermost layer has nobody to tell.
+            response.extensions_mut().insert(AlreadyTracked);
+        }
         let kind = tracking.kind.unwrap_or(kind);
         let registration = core.long_lived.register(kind, None, None);
         Some(TrackedState::new(core, registration, kind, tracking))
@@ -146,6 +174,18 @@ impl Watch {
         registration.set_kind(kind);
         response.extensions_mut().insert(AlreadyTracked);
         TrackedState::new(core, registration, kind, tracking)
+    }
+}
+
+impl RouteWatch {
+    #[cold]
+    fn poll_cut(&mut self, cx: &mut Context<'_>) -> Poll<Response<Rejection>> {
+        let expired = self.core.long_lived.expired();
+        let deadline = self
+            .deadline
+            .get_or_insert_with(|| Box::pin(expired.cancelled()) as Pin<Box<_>>);
+        ready!(deadline.as_mut().poll(cx));
+        Poll::Ready(rejection::long_lived_cut())
     }
 }
 

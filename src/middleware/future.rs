@@ -86,7 +86,15 @@ where
                 watch,
             } => {
                 // An error drops the guard here: there is no body left to wait for.
-                let mut response = ready!(future.poll(cx))?;
+                let mut response = match future.poll(cx) {
+                    Poll::Ready(result) => result?,
+                    // Only a marked route's watch ever answers here (`Watch::poll_cut`).
+                    Poll::Pending => {
+                        let cut = ready!(watch.poll_cut(cx));
+                        *guard = None;
+                        return Poll::Ready(Ok(cut.map(ResponseBody::rejected)));
+                    }
+                };
                 if close_if_draining.is_some_and(|core| core.phase().admission_closed()) {
                     response
                         .headers_mut()

@@ -19,7 +19,7 @@ pub mod body;
 pub mod future;
 pub mod layer;
 mod policy;
-mod rejection;
+pub(crate) mod rejection;
 pub mod service;
 
 pub use body::ResponseBody;

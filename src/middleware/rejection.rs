@@ -50,6 +50,22 @@ pub(crate) fn response<B>(request: &Request<B>, policy: &Policy) -> Response<Rej
     response
 }
 
+/// The answer given for a marked route whose handler was still waiting at the long-lived
+/// deadline: the handler is dropped, the client told to retry elsewhere.
+pub(crate) fn long_lived_cut() -> Response<Rejection> {
+    let mut response = Response::new(Rejection {
+        data: Some(b"request cut short: the server is shutting down\n"),
+    });
+    *response.status_mut() = StatusCode::SERVICE_UNAVAILABLE;
+    let headers = response.headers_mut();
+    headers.insert(RETRY_AFTER, HeaderValue::from(1));
+    headers.insert(
+        CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    response
+}
+
 fn is_grpc<B>(request: &Request<B>) -> bool {
     request
         .headers()

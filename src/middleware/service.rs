@@ -81,7 +81,14 @@ where
         // Only HTTP/1 has a `Connection` header; on HTTP/2 the server's GOAWAY does this job.
         let close_if_draining =
             (self.policy.reject && request.version() < Version::HTTP_2).then_some(core);
-        let watch = Watch::detect(self.policy.track);
-        ResponseFuture::called(self.inner.call(request), guard, close_if_draining, watch)
+        // The watch is built after the call: one fewer copy of the request in the measured
+        // code (`benches/long_lived.rs`).
+        let future = self.inner.call(request);
+        ResponseFuture::called(
+            future,
+            guard,
+            close_if_draining,
+            Watch::detect(self.policy.track),
+        )
     }
 }
