@@ -101,11 +101,11 @@ impl Watch {
     /// of a standard header. A body of known length ends by itself and is never long-lived.
     #[inline]
     pub(crate) fn classify<B: Body>(
-        self,
+        &mut self,
         response: &mut Response<B>,
         counted_by: Option<&'static Core>,
     ) -> Option<Box<TrackedState>> {
-        match self {
+        match *self {
             Watch::Off => None,
             Watch::Detect(tracking) => {
                 if response.body().size_hint().exact().is_some() {
@@ -123,7 +123,11 @@ impl Watch {
                 let core = tracking.shutdown.map(|shutdown| shutdown.core);
                 Self::detected(core.or(counted_by)?, tracking, kind, response)
             }
-            Watch::Route(route) => {
+            Watch::Route(_) => {
+                // Moved out only here: the common arms leave nothing behind to drop.
+                let Watch::Route(route) = self.take() else {
+                    unreachable!("matched above")
+                };
                 let RouteWatch {
                     core,
                     registration,

@@ -102,7 +102,7 @@ where
                 }
                 let guard = guard.take();
                 let counted_by = guard.as_ref().map(InFlightGuard::core);
-                let tracked = watch.take().classify(&mut response, counted_by);
+                let tracked = watch.classify(&mut response, counted_by);
                 Poll::Ready(Ok(response.map(|body| match tracked {
                     None => ResponseBody::new(body, guard),
                     Some(state) => ResponseBody::tracked(body, guard, state),
