@@ -284,12 +284,14 @@ impl Core {
         let _ = self.drain_started.set(Instant::now());
         // SeqCst: see `begin_lame_duck`.
         self.phase.0.store(Phase::Draining as u8, Ordering::SeqCst);
-        self.started.cancel();
-        self.closing.cancel();
         let in_flight = self.counter.close();
         // Relaxed: published to the last releaser by `pending`'s SeqCst chain in the counter
         // (`finish_close` below comes after this store), and to drainers by `drain_lock`.
         self.in_flight_at_start.store(in_flight, Ordering::Relaxed);
+        // Only after the sweep: what these wake (long-lived bodies ending on drain) releases
+        // requests at once, and a release racing the sweep would be missing from the figure.
+        self.started.cancel();
+        self.closing.cancel();
         tracing::info!(
             phase = %Phase::Draining,
             in_flight,
