@@ -27,6 +27,9 @@ pin_project! {
         decided: Notified<'static>,
         #[pin]
         deadline: Sleep,
+        // The long-lived deadline; `None` once it has fired.
+        #[pin]
+        long_lived: Option<Sleep>,
     }
 }
 
@@ -36,11 +39,17 @@ impl Drain {
     /// seconds), and would leave a shutdown hanging for good.
     pub const MAX_TIMEOUT: Duration = Duration::from_secs(24 * 60 * 60);
 
-    pub(crate) fn new(core: &'static Core, decided: Notified<'static>, deadline: Instant) -> Self {
+    pub(crate) fn new(
+        core: &'static Core,
+        decided: Notified<'static>,
+        deadline: Instant,
+        long_lived_deadline: Instant,
+    ) -> Self {
         Drain {
             core,
             decided,
             deadline: tokio::time::sleep_until(deadline),
+            long_lived: Some(tokio::time::sleep_until(long_lived_deadline)),
         }
     }
 }
@@ -59,6 +68,13 @@ impl Future for Drain {
             if this.decided.as_mut().poll(cx).is_ready() {
                 this.decided.set(this.core.decided_notify().notified());
                 continue;
+            }
+            if let Some(long_lived) = this.long_lived.as_mut().as_pin_mut() {
+                if long_lived.poll(cx).is_ready() {
+                    this.long_lived.set(None);
+                    this.core.long_lived.expire();
+                    continue;
+                }
             }
             if this.deadline.as_mut().poll(cx).is_ready() {
                 this.core.decide(DrainOutcome::TimedOut, false);

@@ -24,6 +24,10 @@ impl InFlightGuard {
         InFlightGuard { core, slot }
     }
 
+    pub(crate) fn core(&self) -> &'static Core {
+        self.core
+    }
+
     /// True once the drain deadline passed (or shutdown was forced): work holding this guard
     /// should stop now. The middleware ends response bodies with an error at this point.
     #[inline]

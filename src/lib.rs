@@ -24,6 +24,10 @@
 //! * `server::serve` (cargo feature `hyper-server`) runs a tower service on plain hyper and
 //!   drains its connections: GOAWAY on HTTP/2, idle keep-alive connections closed, what is
 //!   left closed at the drain deadline.
+//! * Long-lived responses do not hold the drain hostage ([`long_lived`]): server-sent event
+//!   streams end between events after a final event with a `retry:` hint, long-polls get a
+//!   [`DrainSignal`], WebSockets a [`LongLivedGuard`], and whatever is still running at the
+//!   long-lived deadline is aborted and named in the report.
 //!
 //! # Example
 //!
@@ -66,6 +70,7 @@
 mod counter;
 mod drain;
 mod guard;
+pub mod long_lived;
 mod metrics;
 pub mod middleware;
 mod phase;
@@ -73,7 +78,7 @@ pub mod probe;
 mod report;
 pub mod sequence;
 #[cfg(feature = "serde")]
-mod serde_millis;
+mod serde_fields;
 #[cfg(feature = "hyper-server")]
 pub mod server;
 mod shutdown;
@@ -82,6 +87,9 @@ mod sync;
 
 pub use drain::{Drain, DrainError};
 pub use guard::InFlightGuard;
+pub use long_lived::{
+    DrainSignal, LongLivedEntry, LongLivedGuard, LongLivedKind, LongLivedLayer, OnDrain,
+};
 pub use middleware::body::Aborted;
 pub use middleware::{InFlightLayer, RejectWhenDrainingLayer, ShutdownLayer};
 pub use phase::Phase;

@@ -47,10 +47,7 @@ pub struct DrainReport {
     /// From admission closing to the outcome.
     #[cfg_attr(
         feature = "serde",
-        serde(
-            rename = "elapsed_ms",
-            serialize_with = "crate::serde_millis::serialize"
-        )
+        serde(rename = "elapsed_ms", serialize_with = "crate::serde_fields::millis")
     )]
     pub elapsed: Duration,
     /// Requests and guards in flight when admission closed.
@@ -61,12 +58,19 @@ pub struct DrainReport {
     pub rejected: u64,
     /// Still running at the outcome, and so aborted; zero when drained.
     pub still_running: usize,
+    /// Long-lived responses (and [`LongLivedGuard`](crate::LongLivedGuard)s) still running at
+    /// the long-lived deadline, or at a timed-out outcome, and so aborted; oldest first.
+    ///
+    /// The outcome can be `Drained` with entries here: the long-lived deadline cut them, and
+    /// everything then finished before the drain timeout.
+    pub long_lived: Vec<crate::LongLivedEntry>,
 }
 
 impl DrainReport {
-    /// True when nothing was cut short.
+    /// True when nothing was cut short: drained, and no long-lived response was aborted at
+    /// the long-lived deadline.
     pub fn is_drained(&self) -> bool {
-        self.outcome == DrainOutcome::Drained
+        self.outcome == DrainOutcome::Drained && self.long_lived.is_empty()
     }
 }
 
@@ -81,6 +85,13 @@ impl fmt::Display for DrainReport {
             f,
             ": {} in flight at start, {} completed, {} still running, {} rejected",
             self.in_flight_at_start, self.completed, self.still_running, self.rejected
-        )
+        )?;
+        if !self.long_lived.is_empty() {
+            write!(f, "; {} long-lived cut:", self.long_lived.len())?;
+            for entry in &self.long_lived {
+                write!(f, " [{entry}]")?;
+            }
+        }
+        Ok(())
     }
 }

@@ -14,6 +14,7 @@ use tokio_util::sync::CancellationToken;
 use crate::counter::Counter;
 use crate::drain::{Drain, DrainError};
 use crate::guard::InFlightGuard;
+use crate::long_lived::Registry;
 use crate::middleware::ShutdownLayer;
 use crate::phase::Phase;
 use crate::probe::ReadinessFlags;
@@ -104,7 +105,13 @@ impl Shutdown {
         let decided = self.core.decided.notified();
         self.core.begin_drain();
         let deadline = *self.core.deadline.get_or_init(|| Instant::now() + timeout);
-        Ok(Drain::new(self.core, decided, deadline))
+        let long_lived_deadline = self.core.long_lived.deadline(deadline, timeout);
+        Ok(Drain::new(
+            self.core,
+            decided,
+            deadline,
+            long_lived_deadline,
+        ))
     }
 
     /// Ends the drain now, as a timeout would: closes admission if needed, reports what is
@@ -169,6 +176,8 @@ struct Decision {
 /// Everything behind a [`Shutdown`]. Allocated once and never freed (see [`Shutdown`]).
 pub(crate) struct Core {
     pub(crate) counter: Counter,
+    /// Long-lived responses; touched only by them, never by short requests.
+    pub(crate) long_lived: Registry,
     /// Read on every admission and written only at phase changes, so it gets its own line.
     phase: PaddedPhase,
     rejected: AtomicU64,
@@ -195,6 +204,7 @@ impl Core {
     fn new(slots: usize) -> Self {
         Core {
             counter: Counter::new(slots),
+            long_lived: Registry::new(),
             phase: PaddedPhase(AtomicU8::new(Phase::Serving as u8)),
             rejected: AtomicU64::new(0),
             in_flight_at_start: AtomicUsize::new(0),
@@ -280,12 +290,14 @@ impl Core {
         let _ = self.drain_started.set(Instant::now());
         // SeqCst: see `begin_lame_duck`.
         self.phase.0.store(Phase::Draining as u8, Ordering::SeqCst);
-        self.started.cancel();
-        self.closing.cancel();
         let in_flight = self.counter.close();
         // Relaxed: published to the last releaser by `pending`'s SeqCst chain in the counter
         // (`finish_close` below comes after this store), and to drainers by `drain_lock`.
         self.in_flight_at_start.store(in_flight, Ordering::Relaxed);
+        // Only after the sweep: what these wake (long-lived bodies ending on drain) releases
+        // requests at once, and a release racing the sweep would be missing from the figure.
+        self.started.cancel();
+        self.closing.cancel();
         tracing::info!(
             phase = %Phase::Draining,
             in_flight,
@@ -330,6 +342,8 @@ impl Core {
         // SeqCst: see `begin_lame_duck`.
         self.phase.0.store(phase as u8, Ordering::SeqCst);
         if phase == Phase::TimedOut {
+            // Long-lived responses still running are cut too, and named in the report.
+            self.long_lived.expire();
             self.aborted.cancel();
             tracing::warn!(
                 phase = %phase,
@@ -359,6 +373,7 @@ impl Core {
                 completed: in_flight_at_start.saturating_sub(decision.still_running),
                 rejected: decision.rejected,
                 still_running: decision.still_running,
+                long_lived: self.long_lived.cut(),
             }
         });
         Some(report.clone())

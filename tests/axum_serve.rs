@@ -1,5 +1,7 @@
 //! axum's own server driven by `closing()`, as `examples/axum.rs` sets it up: requests in
-//! flight finish, and `serve` returns within the drain even with an SSE client connected.
+//! flight finish, and `serve` returns within the drain even with an SSE client connected
+//! (the layer ends the stream when the drain begins) or a plain stream still sending (cut at
+//! the deadline).
 
 mod support;
 
@@ -14,6 +16,7 @@ use axum::routing::get;
 use axum::Router;
 use bytes::Bytes;
 use futures_util::stream::{self, Stream};
+use futures_util::StreamExt;
 use http::Request;
 use http_body_util::{BodyExt, Empty};
 use hyper_util::client::legacy::Client;
@@ -24,7 +27,8 @@ use tower_drain::{DrainOutcome, Phase, Shutdown};
 
 use support::{has_connection_close, read_to_eof, within, write_get, Gate, WAIT};
 
-/// `/held` waits at the gate; `/events` ticks every few milliseconds for ever.
+/// `/held` waits at the gate; `/events` (server-sent events) and `/ticks` (a plain chunked
+/// stream) tick every few milliseconds for ever.
 async fn start(shutdown: Shutdown, gate: &Gate) -> (SocketAddr, JoinHandle<std::io::Result<()>>) {
     let gate = gate.clone();
     let app = Router::new()
@@ -37,6 +41,14 @@ async fn start(shutdown: Shutdown, gate: &Gate) -> (SocketAddr, JoinHandle<std::
             }),
         )
         .route("/events", get(|| async { Sse::new(ticks()) }))
+        .route(
+            "/ticks",
+            get(|| async {
+                axum::body::Body::from_stream(
+                    ticks().map(|event| event.map(|_| Bytes::from_static(b"tick\n"))),
+                )
+            }),
+        )
         .route(
             "/readyz",
             get(move || async move {
@@ -61,8 +73,8 @@ fn ticks() -> impl Stream<Item = Result<Event, Infallible>> {
     })
 }
 
-/// An SSE stream that never sends anything.
-fn quiet() -> impl Stream<Item = Result<Event, Infallible>> {
+/// A stream that never sends anything.
+fn quiet() -> impl Stream<Item = Result<Bytes, Infallible>> {
     stream::pending()
 }
 
@@ -73,7 +85,7 @@ fn get_request(addr: SocketAddr, path: &str) -> Request<Empty<Bytes>> {
 }
 
 #[tokio::test]
-async fn serve_returns_at_the_drain_deadline_with_an_sse_client_connected() {
+async fn serve_returns_after_the_drain_with_an_sse_client_connected() {
     let shutdown = Shutdown::new();
     let (addr, server) = start(shutdown, &Gate::new()).await;
     let client = Client::builder(TokioExecutor::new()).build_http::<Empty<Bytes>>();
@@ -92,6 +104,38 @@ async fn serve_returns_at_the_drain_deadline_with_an_sse_client_connected() {
         .unwrap();
     assert!(first.into_data().unwrap().starts_with(b"data: tick 0"));
 
+    // The stream is ended when draining begins, so the drain does not wait for its deadline.
+    let report = within("the drain", shutdown.drain(WAIT).unwrap()).await;
+    assert_eq!(report.outcome, DrainOutcome::Drained, "{report}");
+
+    // axum's connection, and axum, ended; the client got the final event and a clean end.
+    within("axum to return", server).await.unwrap().unwrap();
+    let rest = within("the end of the stream", events.collect())
+        .await
+        .expect("a clean end, not a cut")
+        .to_bytes();
+    assert!(
+        rest.windows(15).any(|w| w == b"event: shutdown"),
+        "no final event in {rest:?}"
+    );
+}
+
+#[tokio::test]
+async fn serve_returns_at_the_drain_deadline_with_a_stream_still_sending() {
+    let shutdown = Shutdown::new();
+    let (addr, server) = start(shutdown, &Gate::new()).await;
+    let client = Client::builder(TokioExecutor::new()).build_http::<Empty<Bytes>>();
+
+    let response = within("the response", client.request(get_request(addr, "/ticks")))
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let mut ticks = response.into_body();
+    within("the first tick", ticks.frame())
+        .await
+        .unwrap()
+        .unwrap();
+
     let report = within(
         "the drain",
         shutdown.drain(Duration::from_millis(100)).unwrap(),
@@ -100,10 +144,11 @@ async fn serve_returns_at_the_drain_deadline_with_an_sse_client_connected() {
     assert_eq!(report.outcome, DrainOutcome::TimedOut);
     assert_eq!(report.still_running, 1);
 
-    // The stream was aborted at the deadline, so axum's connection, and axum, ended.
+    // The stream was aborted at its next chunk after the deadline, so axum's connection,
+    // and axum, ended.
     within("axum to return", server).await.unwrap().unwrap();
     // The client sees a cut stream (an error), not a clean end it would take as complete.
-    let rest = within("the end of the stream", events.collect()).await;
+    let rest = within("the end of the stream", ticks.collect()).await;
     assert!(rest.is_err(), "the stream ended as if complete");
 }
 
@@ -152,16 +197,19 @@ async fn lame_duck_fails_readiness_and_still_serves() {
     within("axum to return", server).await.unwrap().unwrap();
 }
 
-/// A counted body that sends nothing is not polled again, so the deadline cannot cut it
-/// from inside; axum's own server would keep its connection open. Served by
-/// `tower_drain::server::serve` instead, the same router's connection is closed at the
-/// deadline and the server returns.
+/// A counted plain stream that sends nothing is not polled again, so the deadline cannot cut
+/// it from inside (server-sent events are tracked and woken; this is not); axum's own server
+/// would keep its connection open. Served by `tower_drain::server::serve` instead, the same
+/// router's connection is closed at the deadline and the server returns.
 #[cfg(feature = "hyper-server")]
 #[tokio::test]
-async fn router_on_tower_drain_server_returns_at_the_deadline_with_an_idle_sse_client() {
+async fn router_on_tower_drain_server_returns_at_the_deadline_with_an_idle_stream() {
     let shutdown = Shutdown::new();
     let app = Router::new()
-        .route("/quiet", get(|| async { Sse::new(quiet()) }))
+        .route(
+            "/quiet",
+            get(|| async { axum::body::Body::from_stream(quiet()) }),
+        )
         .layer(shutdown.layer());
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();

@@ -11,6 +11,7 @@ use pin_project_lite::pin_project;
 use super::rejection::Rejection;
 use super::BoxError;
 use crate::guard::InFlightGuard;
+use crate::long_lived::{poll_tracked, TrackedState};
 
 pin_project! {
     /// The response body of a [`DrainService`](super::DrainService).
@@ -34,6 +35,14 @@ pin_project! {
             guard: Option<InFlightGuard>,
             aborted: bool,
         },
+        // A long-lived response (see `crate::long_lived`): ends or aborts on drain by its own
+        // rules. Its state is boxed so that short responses do not carry its size.
+        Tracked {
+            #[pin]
+            inner: B,
+            guard: Option<InFlightGuard>,
+            state: Box<TrackedState>,
+        },
         Rejected {
             rejection: Rejection,
         },
@@ -47,6 +56,20 @@ impl<B> ResponseBody<B> {
                 inner,
                 guard,
                 aborted: false,
+            },
+        }
+    }
+
+    pub(crate) fn tracked(
+        inner: B,
+        guard: Option<InFlightGuard>,
+        state: Box<TrackedState>,
+    ) -> Self {
+        ResponseBody {
+            kind: Kind::Tracked {
+                inner,
+                guard,
+                state,
             },
         }
     }
@@ -91,6 +114,11 @@ where
                 }
                 Poll::Ready(frame.map(|result| result.map_err(Into::into)))
             }
+            KindProj::Tracked {
+                inner,
+                guard,
+                state,
+            } => poll_tracked(inner, guard, state, cx),
             KindProj::Rejected { rejection } => {
                 Poll::Ready(rejection.take().map(|data| Ok(Frame::data(data.into()))))
             }
@@ -100,13 +128,14 @@ where
     fn is_end_stream(&self) -> bool {
         match &self.kind {
             Kind::Passed { inner, aborted, .. } => *aborted || inner.is_end_stream(),
+            Kind::Tracked { inner, state, .. } => state.is_end_stream() || inner.is_end_stream(),
             Kind::Rejected { rejection } => rejection.is_end_stream(),
         }
     }
 
     fn size_hint(&self) -> SizeHint {
         match &self.kind {
-            Kind::Passed { inner, .. } => inner.size_hint(),
+            Kind::Passed { inner, .. } | Kind::Tracked { inner, .. } => inner.size_hint(),
             Kind::Rejected { rejection } => rejection.size_hint(),
         }
     }
@@ -127,6 +156,7 @@ impl<B> fmt::Debug for ResponseBody<B> {
         let kind = match &self.kind {
             Kind::Passed { guard, .. } if guard.is_some() => "counted",
             Kind::Passed { .. } => "passed",
+            Kind::Tracked { .. } => "long-lived",
             Kind::Rejected { .. } => "rejected",
         };
         f.debug_struct("ResponseBody")

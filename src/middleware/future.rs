@@ -11,6 +11,7 @@ use pin_project_lite::pin_project;
 use super::rejection::{self, Rejection};
 use super::ResponseBody;
 use crate::guard::InFlightGuard;
+use crate::long_lived::Watch;
 use crate::shutdown::Core;
 
 pin_project! {
@@ -38,6 +39,8 @@ pin_project! {
             // Set for HTTP/1 requests under a rejecting layer: add `Connection: close` if
             // admission has closed by the time the response is ready.
             close_if_draining: Option<&'static Core>,
+            // Whether and how the response may turn out long-lived.
+            watch: Watch,
         },
         Rejected {
             response: Option<Response<Rejection>>,
@@ -50,12 +53,14 @@ impl<F> ResponseFuture<F> {
         future: F,
         guard: Option<InFlightGuard>,
         close_if_draining: Option<&'static Core>,
+        watch: Watch,
     ) -> Self {
         ResponseFuture {
             kind: Kind::Called {
                 future,
                 guard,
                 close_if_draining,
+                watch,
             },
         }
     }
@@ -72,6 +77,7 @@ impl<F> ResponseFuture<F> {
 impl<F, B, E> Future for ResponseFuture<F>
 where
     F: Future<Output = Result<Response<B>, E>>,
+    B: http_body::Body,
 {
     type Output = Result<Response<ResponseBody<B>>, E>;
 
@@ -81,6 +87,7 @@ where
                 future,
                 guard,
                 close_if_draining,
+                watch,
             } => {
                 // Cost: one load of the phase per poll.
                 if guard.as_ref().is_some_and(InFlightGuard::is_aborted) {
@@ -89,15 +96,27 @@ where
                     return Poll::Ready(Ok(response.map(ResponseBody::rejected)));
                 }
                 // An error drops the guard here: there is no body left to wait for.
-                let mut response = ready!(future.poll(cx))?;
+                let mut response = match future.poll(cx) {
+                    Poll::Ready(result) => result?,
+                    // Only a marked route's watch ever answers here (`Watch::poll_cut`).
+                    Poll::Pending => {
+                        let cut = ready!(watch.poll_cut(cx));
+                        *guard = None;
+                        return Poll::Ready(Ok(cut.map(ResponseBody::rejected)));
+                    }
+                };
                 if close_if_draining.is_some_and(|core| core.phase().admission_closed()) {
                     response
                         .headers_mut()
                         .insert(CONNECTION, HeaderValue::from_static("close"));
                 }
-                Poll::Ready(Ok(
-                    response.map(|body| ResponseBody::new(body, guard.take()))
-                ))
+                let guard = guard.take();
+                let counted_by = guard.as_ref().map(InFlightGuard::core);
+                let tracked = watch.classify(&mut response, counted_by);
+                Poll::Ready(Ok(response.map(|body| match tracked {
+                    None => ResponseBody::new(body, guard),
+                    Some(state) => ResponseBody::tracked(body, guard, state),
+                })))
             }
             KindProj::Rejected { response } => Poll::Ready(Ok(response
                 .take()

@@ -5,6 +5,7 @@ use std::time::Duration;
 use tower_layer::Layer;
 
 use super::{DrainService, Policy};
+use crate::long_lived::{Track, Tracking};
 use crate::Shutdown;
 
 /// Adds the builder methods shared by the layers that accept them.
@@ -47,10 +48,32 @@ pub struct ShutdownLayer {
 impl ShutdownLayer {
     /// The combined layer for `shutdown`.
     pub fn new(shutdown: Shutdown) -> Self {
-        ShutdownLayer {
-            shutdown,
-            policy: Policy::new(true, true),
-        }
+        let mut policy = Policy::new(true, true);
+        policy.track = Track::Detect(Tracking::DEFAULT);
+        ShutdownLayer { shutdown, policy }
+    }
+
+    /// The event sent before a server-sent event (`text/event-stream`) response ends on drain:
+    /// a whole event, ending in a blank line. Default
+    /// [`DEFAULT_FINAL_EVENT`](crate::long_lived::DEFAULT_FINAL_EVENT); `None` ends the stream
+    /// without one. Call it at start-up: the setting is kept for the life of the process.
+    pub fn final_event(mut self, event: Option<&'static str>) -> Self {
+        self.policy.track = self
+            .policy
+            .track
+            .with(|tracking| tracking.final_event = event);
+        self
+    }
+
+    /// Also tracks as long-lived the responses `predicate` picks, besides
+    /// `text/event-stream`; see [`Predicate`](crate::long_lived::Predicate). Call it at
+    /// start-up: the setting is kept for the life of the process.
+    pub fn long_lived_when(mut self, predicate: crate::long_lived::Predicate) -> Self {
+        self.policy.track = self
+            .policy
+            .track
+            .with(|tracking| tracking.predicate = Some(predicate));
+        self
     }
 
     policy_methods!(bypass);

@@ -1,23 +1,25 @@
 //! The middleware: admission, rejection and whole-response counting.
 //!
-//! One engine serves all three layers, which differ only in the policy they hand it:
+//! One engine serves every layer, which differ only in the policy they hand it:
 //!
-//! | layer | counts | rejects |
-//! |---|---|---|
-//! | [`ShutdownLayer`] (from [`Shutdown::layer`](crate::Shutdown::layer)) | yes | yes |
-//! | [`InFlightLayer`] | yes | no |
-//! | [`RejectWhenDrainingLayer`] | no | yes |
+//! | layer | counts | rejects | tracks long-lived |
+//! |---|---|---|---|
+//! | [`ShutdownLayer`] (from [`Shutdown::layer`](crate::Shutdown::layer)) | yes | yes | SSE |
+//! | [`InFlightLayer`] | yes | no | no |
+//! | [`RejectWhenDrainingLayer`] | no | yes | no |
+//! | [`LongLivedLayer`](crate::LongLivedLayer) | no | no | SSE, or a whole route |
 //!
 //! Data flows one way: [`layer`] builds the [`service`], which admits the request (taking an
 //! [`InFlightGuard`](crate::InFlightGuard)) or answers it with a rejection; the [`future`]
 //! carries the guard until the response exists, and the [`body`] carries it until the last
-//! frame is sent or the body is dropped.
+//! frame is sent or the body is dropped. A response found long-lived gets a tracked body
+//! whose drain behaviour lives in [`long_lived`](crate::long_lived).
 
 pub mod body;
 pub mod future;
 pub mod layer;
 mod policy;
-mod rejection;
+pub(crate) mod rejection;
 pub mod service;
 
 pub use body::ResponseBody;

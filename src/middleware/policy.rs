@@ -4,6 +4,8 @@ use std::time::Duration;
 
 use http::Request;
 
+use crate::long_lived::Track;
+
 /// The per-layer choices. Kept `Copy` (no `Arc`, no allocation) because axum clones the
 /// service for every request.
 #[derive(Debug, Clone, Copy)]
@@ -18,6 +20,8 @@ pub(crate) struct Policy {
     pub(crate) message: &'static str,
     /// Exact request paths never counted nor rejected: health probes.
     pub(crate) bypass: &'static [&'static str],
+    /// Which responses are tracked as long-lived.
+    pub(crate) track: Track,
 }
 
 impl Policy {
@@ -28,6 +32,7 @@ impl Policy {
             retry_after_secs: 1,
             message: "service is shutting down\n",
             bypass: &[],
+            track: Track::Off,
         }
     }
 

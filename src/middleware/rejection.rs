@@ -46,6 +46,16 @@ fn unavailable(message: &'static str, http1: bool) -> Response<Rejection> {
     response
 }
 
+/// The answer given for a marked route whose handler was still waiting at the long-lived
+/// deadline: the handler is dropped, the client told to retry elsewhere.
+pub(crate) fn long_lived_cut() -> Response<Rejection> {
+    let mut response = unavailable("request cut short: the server is shutting down\n", false);
+    response
+        .headers_mut()
+        .insert(RETRY_AFTER, HeaderValue::from_static("1"));
+    response
+}
+
 fn is_grpc<B>(request: &Request<B>) -> bool {
     request
         .headers()

@@ -23,26 +23,26 @@ pub struct ShutdownReport {
         feature = "serde",
         serde(
             rename = "lame_duck_ms",
-            serialize_with = "crate::serde_millis::serialize"
+            serialize_with = "crate::serde_fields::millis"
         )
     )]
     pub lame_duck: Duration,
     /// Time from admission closing to the drain's outcome.
     #[cfg_attr(
         feature = "serde",
-        serde(rename = "drain_ms", serialize_with = "crate::serde_millis::serialize")
+        serde(rename = "drain_ms", serialize_with = "crate::serde_fields::millis")
     )]
     pub draining: Duration,
     /// Time spent running the hooks, all together.
     #[cfg_attr(
         feature = "serde",
-        serde(rename = "hooks_ms", serialize_with = "crate::serde_millis::serialize")
+        serde(rename = "hooks_ms", serialize_with = "crate::serde_fields::millis")
     )]
     pub hooks_elapsed: Duration,
     /// From the trigger to the end of the last hook.
     #[cfg_attr(
         feature = "serde",
-        serde(rename = "total_ms", serialize_with = "crate::serde_millis::serialize")
+        serde(rename = "total_ms", serialize_with = "crate::serde_fields::millis")
     )]
     pub total: Duration,
     /// The drain's own report.
@@ -75,10 +75,7 @@ pub struct HookReport {
     /// How long it ran.
     #[cfg_attr(
         feature = "serde",
-        serde(
-            rename = "elapsed_ms",
-            serialize_with = "crate::serde_millis::serialize"
-        )
+        serde(rename = "elapsed_ms", serialize_with = "crate::serde_fields::millis")
     )]
     pub elapsed: Duration,
 }
@@ -99,7 +96,7 @@ pub enum HookOutcome {
     TimedOut(
         #[cfg_attr(
             feature = "serde",
-            serde(serialize_with = "crate::serde_millis::serialize")
+            serde(serialize_with = "crate::serde_fields::millis")
         )]
         Duration,
     ),

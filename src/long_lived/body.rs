@@ -1,0 +1,176 @@
+//! What a tracked (long-lived) response body does beyond counting: end server-sent events at
+//! a frame boundary when the drain begins, abort the rest at the long-lived deadline.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use http_body::{Body, Frame};
+
+use super::{LongLivedKind, OnDrain, Registration, Tracking};
+use crate::guard::InFlightGuard;
+use crate::middleware::BoxError;
+use crate::shutdown::Core;
+use crate::{Aborted, Shutdown};
+
+type Wait = Pin<Box<dyn Future<Output = ()> + Send + Sync>>;
+
+/// The state of one tracked body. Boxed inside the response body, so short responses do not
+/// carry its size.
+pub(crate) struct TrackedState {
+    core: &'static Core,
+    /// Dropped when the body ends, errors or is dropped: the entry leaves the registry.
+    registration: Option<Registration>,
+    on_drain: OnDrain,
+    final_event: Option<&'static str>,
+    /// Registered only when the inner body is pending: wakes it at drain start (to finish) or
+    /// at the long-lived deadline (to abort).
+    wait: Option<(Target, Wait)>,
+    state: State,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Target {
+    Closing,
+    Expired,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum State {
+    Streaming,
+    /// The final event has been handed out; the next poll ends the stream.
+    Finishing,
+    Done,
+}
+
+/// What the body should do before asking the inner body for another frame.
+enum Step {
+    Continue,
+    Finish,
+    Abort,
+}
+
+impl TrackedState {
+    pub(crate) fn new(
+        core: &'static Core,
+        registration: Registration,
+        kind: LongLivedKind,
+        tracking: &Tracking,
+    ) -> Box<Self> {
+        let on_drain = tracking.on_drain.unwrap_or(match kind {
+            LongLivedKind::Sse => OnDrain::Finish,
+            _ => OnDrain::KeepUntilDeadline,
+        });
+        Box::new(TrackedState {
+            core,
+            registration: Some(registration),
+            on_drain,
+            // A final event is an SSE frame; other streams just end.
+            final_event: tracking.final_event.filter(|_| kind == LongLivedKind::Sse),
+            wait: None,
+            state: State::Streaming,
+        })
+    }
+
+    pub(crate) fn is_end_stream(&self) -> bool {
+        self.state == State::Done
+    }
+
+    /// Called only between frames: the only points at which a drain may end the body.
+    fn step(&self, guard: &Option<InFlightGuard>) -> Step {
+        if self.core.long_lived.is_expired()
+            || guard.as_ref().is_some_and(InFlightGuard::is_aborted)
+        {
+            Step::Abort
+        } else if self.on_drain == OnDrain::Finish && self.core.phase().admission_closed() {
+            Step::Finish
+        } else {
+            Step::Continue
+        }
+    }
+
+    fn end(&mut self, guard: &mut Option<InFlightGuard>) {
+        self.state = State::Done;
+        self.wait = None;
+        // The registration first: once the count reaches zero the report may be taken.
+        self.registration = None;
+        *guard = None;
+    }
+
+    /// Polls the wake-up for the next thing this body must react to. `Ready` means that
+    /// thing has happened; the caller steps again.
+    fn poll_wait(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        let target = if self.on_drain == OnDrain::Finish && !self.core.phase().admission_closed() {
+            Target::Closing
+        } else {
+            Target::Expired
+        };
+        if !matches!(&self.wait, Some((current, _)) if *current == target) {
+            let wait: Wait = match target {
+                Target::Closing => Box::pin(Shutdown { core: self.core }.closing()),
+                Target::Expired => Box::pin(self.core.long_lived.expired().cancelled()),
+            };
+            self.wait = Some((target, wait));
+        }
+        let (_, wait) = self.wait.as_mut().expect("set above");
+        wait.as_mut().poll(cx)
+    }
+}
+
+/// `poll_frame` of a tracked body.
+pub(crate) fn poll_tracked<B>(
+    mut inner: Pin<&mut B>,
+    guard: &mut Option<InFlightGuard>,
+    state: &mut TrackedState,
+    cx: &mut Context<'_>,
+) -> Poll<Option<Result<Frame<B::Data>, BoxError>>>
+where
+    B: Body,
+    B::Error: Into<BoxError>,
+    B::Data: From<&'static [u8]>,
+{
+    // Bounded: each pass either returns or saw its wake-up fire, after which `step` no
+    // longer answers `Continue` for that target.
+    loop {
+        match state.state {
+            State::Done => return Poll::Ready(None),
+            State::Finishing => {
+                // Released only now, after the final event was taken: the drain must not
+                // complete (and the server exit) before the stream's end is written.
+                state.end(guard);
+                return Poll::Ready(None);
+            }
+            State::Streaming => {}
+        }
+        match state.step(guard) {
+            Step::Continue => {}
+            Step::Finish => match state.final_event.take() {
+                Some(event) => {
+                    state.state = State::Finishing;
+                    return Poll::Ready(Some(Ok(Frame::data(event.as_bytes().into()))));
+                }
+                None => {
+                    state.end(guard);
+                    return Poll::Ready(None);
+                }
+            },
+            Step::Abort => {
+                state.end(guard);
+                return Poll::Ready(Some(Err(Box::new(Aborted))));
+            }
+        }
+        match inner.as_mut().poll_frame(cx) {
+            Poll::Ready(Some(Ok(frame))) => return Poll::Ready(Some(Ok(frame))),
+            Poll::Ready(other) => {
+                // End of stream or an error: the response is over either way.
+                state.end(guard);
+                return Poll::Ready(other.map(|result| result.map_err(Into::into)));
+            }
+            Poll::Pending => {
+                if state.poll_wait(cx).is_pending() {
+                    return Poll::Pending;
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,218 @@
+//! Long-lived responses: server-sent events, long-polls, streaming bodies and upgraded
+//! connections, which would otherwise hold a shutdown open until its timeout.
+//!
+//! [`Shutdown::layer`](crate::Shutdown::layer) already tracks every `text/event-stream`
+//! response. Per request it costs one lookup of the response's `Content-Type` header and a
+//! branch; only responses found long-lived pay for more (a registry entry under a lock, a
+//! wake-up registration). When the drain begins:
+//!
+//! * **Server-sent events** end at the next frame boundary, after an optional final event
+//!   (by default `event: shutdown`, `data: draining`, `retry: 1000`) so `EventSource` clients
+//!   reconnect, one second later, to another instance. The body is never ended inside a
+//!   frame, and only between frames; this assumes each frame holds whole events, as axum's
+//!   `Sse` (one frame per event) and any stream of `Bytes` per event do.
+//! * **Long-polls** on routes marked with [`LongLivedLayer::route`] find a [`DrainSignal`] in
+//!   their request extensions and answer early; any task can get one from
+//!   [`Shutdown::signal`](crate::Shutdown::signal).
+//! * **Other streaming bodies** on marked routes keep running until the long-lived deadline
+//!   (see [`Shutdown::set_long_lived_grace`](crate::Shutdown::set_long_lived_grace)), and are
+//!   then aborted with an error, so the client sees a cut body, not a clean end.
+//! * **Upgraded connections** (WebSockets) leave the server's view; hold a
+//!   [`LongLivedGuard`] in the connection's task and close when its signal fires.
+//!
+//! Whatever is still running at the long-lived deadline is aborted and listed in
+//! [`DrainReport::long_lived`](crate::DrainReport::long_lived) with its method, path, kind and
+//! age.
+
+mod body;
+mod guard;
+mod layer;
+mod registry;
+mod signal;
+mod watch;
+
+use std::fmt;
+use std::time::Duration;
+
+use http::Method;
+
+pub(crate) use body::{poll_tracked, TrackedState};
+pub use guard::LongLivedGuard;
+pub use layer::LongLivedLayer;
+pub(crate) use registry::{Registration, Registry};
+pub use signal::DrainSignal;
+pub(crate) use watch::Watch;
+
+/// What kind of long-lived response an entry is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[cfg_attr(
+    feature = "serde",
+    derive(serde::Serialize),
+    serde(rename_all = "snake_case")
+)]
+#[non_exhaustive]
+pub enum LongLivedKind {
+    /// A `text/event-stream` response.
+    Sse,
+    /// A marked route whose handler has not answered yet.
+    LongPoll,
+    /// A marked route sending its response body (other than server-sent events).
+    Stream,
+    /// An upgraded connection (WebSocket) held by a [`LongLivedGuard`].
+    Upgrade,
+}
+
+impl LongLivedKind {
+    /// `"sse"`, `"long_poll"`, `"stream"` or `"upgrade"`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LongLivedKind::Sse => "sse",
+            LongLivedKind::LongPoll => "long_poll",
+            LongLivedKind::Stream => "stream",
+            LongLivedKind::Upgrade => "upgrade",
+        }
+    }
+}
+
+impl fmt::Display for LongLivedKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// What a long-lived response body does when the drain begins.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum OnDrain {
+    /// End at the next frame boundary, after the final event if one is configured. The
+    /// default for server-sent events, whose clients reconnect and resume.
+    Finish,
+    /// Keep streaming until the long-lived deadline, then abort. The default for every other
+    /// kind: a stream the client cannot resume should get as long as possible to complete.
+    KeepUntilDeadline,
+}
+
+/// A long-lived response named in a [`DrainReport`](crate::DrainReport).
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
+#[non_exhaustive]
+pub struct LongLivedEntry {
+    /// The request method; `None` when the response was recognised by its content type alone
+    /// (the request is gone by then, and keeping its method and path for every request
+    /// would cost every request). Mark the route with [`LongLivedLayer::route`] to name it.
+    #[cfg_attr(
+        feature = "serde",
+        serde(serialize_with = "crate::serde_fields::method")
+    )]
+    pub method: Option<Method>,
+    /// The request path, under the same condition as `method`.
+    pub path: Option<String>,
+    /// What kind of response it was.
+    pub kind: LongLivedKind,
+    /// How long it had been running when it was cut.
+    #[cfg_attr(
+        feature = "serde",
+        serde(rename = "age_ms", serialize_with = "crate::serde_fields::millis")
+    )]
+    pub age: Duration,
+}
+
+impl fmt::Display for LongLivedEntry {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let method = self.method.as_ref().map_or("-", Method::as_str);
+        let path = self.path.as_deref().unwrap_or("-");
+        write!(f, "{} {method} {path} after {:?}", self.kind, self.age)
+    }
+}
+
+/// A user rule for what is long-lived, besides `text/event-stream`: given a response's status
+/// and headers, its kind, or `None` for "not long-lived by this rule".
+///
+/// Consulted only for responses whose body has no known length (a body of known length ends
+/// by itself), so short responses never pay for it. Responses it selects are tracked like
+/// server-sent events, but without method and path (see [`LongLivedEntry::method`]), and
+/// run until the long-lived deadline unless their kind is [`LongLivedKind::Sse`].
+pub type Predicate = fn(http::StatusCode, &http::HeaderMap) -> Option<LongLivedKind>;
+
+/// The final event sent by default before a server-sent event stream ends on drain.
+pub const DEFAULT_FINAL_EVENT: &str = "event: shutdown\ndata: draining\nretry: 1000\n\n";
+
+/// How a layer tracks long-lived responses. `Copy`: part of the layer's `Policy`.
+///
+/// The settings are held by a `'static` reference so that every response future carries
+/// one pointer, not the settings themselves (see [`Tracking::with`]).
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Track {
+    /// No tracking.
+    Off,
+    /// Track responses whose content type is `text/event-stream`.
+    Detect(&'static Tracking),
+    /// Every request is long-lived (a marked route).
+    Route(&'static Tracking),
+}
+
+impl Track {
+    /// The same kind of tracking with changed settings.
+    pub(crate) fn with(self, change: impl FnOnce(&mut Tracking)) -> Track {
+        match self {
+            Track::Off => Track::Off,
+            Track::Detect(tracking) => Track::Detect(tracking.with(change)),
+            Track::Route(tracking) => Track::Route(tracking.with(change)),
+        }
+    }
+}
+
+/// The per-layer settings of tracked responses.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Tracking {
+    /// Sent before a server-sent event stream ends on drain.
+    pub(crate) final_event: Option<&'static str>,
+    /// `None`: by kind (finish for SSE, keep for the rest).
+    pub(crate) on_drain: Option<OnDrain>,
+    /// `None`: decided from the response.
+    pub(crate) kind: Option<LongLivedKind>,
+    /// Decides what else is long-lived, from a response of unknown length.
+    pub(crate) predicate: Option<Predicate>,
+    /// The controller, for a layer that does not count: one that counts finds it in the
+    /// request's in-flight guard, so its response futures need not carry it.
+    pub(crate) shutdown: Option<crate::Shutdown>,
+    /// Set by `LongLivedLayer`, which sits inside `Shutdown::layer`: mark tracked responses
+    /// so the outer layer does not track them again.
+    pub(crate) inner: bool,
+}
+
+impl Tracking {
+    pub(crate) const DEFAULT: &'static Tracking = &Tracking {
+        final_event: Some(DEFAULT_FINAL_EVENT),
+        on_drain: None,
+        kind: None,
+        predicate: None,
+        shutdown: None,
+        inner: false,
+    };
+
+    /// A changed copy, allocated once and kept for the life of the process, like the
+    /// controller's state: builder methods run when the layer is built, at start-up, and the
+    /// per-request path then carries a plain reference instead of the whole struct.
+    pub(crate) fn with(&self, change: impl FnOnce(&mut Tracking)) -> &'static Tracking {
+        let mut changed = *self;
+        change(&mut changed);
+        Box::leak(Box::new(changed))
+    }
+}
+
+const EVENT_STREAM: &[u8] = b"text/event-stream";
+
+/// True for a `text/event-stream` response. The one check every tracked response pays.
+#[inline]
+pub(crate) fn is_event_stream(headers: &http::HeaderMap) -> bool {
+    headers
+        .get(http::header::CONTENT_TYPE)
+        .and_then(|value| value.as_bytes().get(..EVENT_STREAM.len()))
+        // Media types are case-insensitive; parameters (`; charset=utf-8`) may follow.
+        .is_some_and(|essence| essence.eq_ignore_ascii_case(EVENT_STREAM))
+}
+
+/// Set on a response's extensions by a marked route, so an outer layer does not track the
+/// same response twice.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct AlreadyTracked;

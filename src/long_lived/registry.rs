@@ -1,0 +1,200 @@
+//! The registry of long-lived responses: who they are, since when, and which were cut.
+//!
+//! Only long-lived responses ever touch it, so a plain `Mutex` around a slab is enough: the
+//! short-request path never sees this file.
+
+use std::fmt;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Mutex, MutexGuard, OnceLock, PoisonError};
+use std::time::Duration;
+
+use http::Method;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use super::{LongLivedEntry, LongLivedKind};
+
+/// Every long-lived response in progress, plus the long-lived deadline's state.
+pub(crate) struct Registry {
+    slab: Mutex<Slab>,
+    /// Mirrors the slab's occupancy so `Shutdown::long_lived` needs no lock.
+    count: AtomicUsize,
+    /// Cancelled at the long-lived deadline (or when the drain is cut short): long-lived
+    /// bodies still running abort.
+    expired: CancellationToken,
+    /// What was still registered when `expired` fired, for the report.
+    cut: OnceLock<Vec<LongLivedEntry>>,
+    /// The long-lived deadline, fixed when the drain starts.
+    deadline: OnceLock<Instant>,
+    /// The configured grace in nanoseconds, or `u64::MAX` for the default.
+    grace_nanos: AtomicU64,
+}
+
+#[derive(Default)]
+struct Slab {
+    records: Vec<Option<Record>>,
+    free: Vec<usize>,
+}
+
+struct Record {
+    method: Option<Method>,
+    path: Option<String>,
+    kind: LongLivedKind,
+    started: Instant,
+}
+
+impl Registry {
+    pub(crate) fn new() -> Self {
+        Registry {
+            slab: Mutex::new(Slab::default()),
+            count: AtomicUsize::new(0),
+            expired: CancellationToken::new(),
+            cut: OnceLock::new(),
+            deadline: OnceLock::new(),
+            grace_nanos: AtomicU64::new(u64::MAX),
+        }
+    }
+
+    fn slab(&self) -> MutexGuard<'_, Slab> {
+        // A panic while holding the lock leaves the slab consistent (every update is one push
+        // or one slot write), so a poisoned lock is still usable.
+        self.slab.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Adds a long-lived response; it is removed when the returned registration drops.
+    pub(crate) fn register(
+        &'static self,
+        kind: LongLivedKind,
+        method: Option<Method>,
+        path: Option<String>,
+    ) -> Registration {
+        let record = Record {
+            method,
+            path,
+            kind,
+            started: Instant::now(),
+        };
+        let mut slab = self.slab();
+        let index = match slab.free.pop() {
+            Some(index) => {
+                slab.records[index] = Some(record);
+                index
+            }
+            None => {
+                slab.records.push(Some(record));
+                slab.records.len() - 1
+            }
+        };
+        // Relaxed: a statistic; the slab under its lock is the source of truth.
+        self.count.fetch_add(1, Ordering::Relaxed);
+        Registration {
+            registry: self,
+            index,
+        }
+    }
+
+    /// Long-lived responses in progress now.
+    pub(crate) fn count(&self) -> usize {
+        // Relaxed: a statistic, see `register`.
+        self.count.load(Ordering::Relaxed)
+    }
+
+    /// The long-lived deadline for a drain starting now with `timeout`: the configured grace,
+    /// or half the timeout, and never later than the drain's own deadline. Fixed by the first
+    /// call.
+    pub(crate) fn deadline(&self, drain_deadline: Instant, timeout: Duration) -> Instant {
+        let deadline = *self.deadline.get_or_init(|| {
+            // Relaxed: a setting read once; setting it after the drain began has no effect.
+            let grace = match self.grace_nanos.load(Ordering::Relaxed) {
+                u64::MAX => timeout / 2,
+                nanos => Duration::from_nanos(nanos),
+            };
+            Instant::now() + grace.min(timeout)
+        });
+        deadline.min(drain_deadline)
+    }
+
+    pub(crate) fn set_grace(&self, grace: Duration) {
+        let nanos = u64::try_from(grace.as_nanos()).unwrap_or(u64::MAX - 1);
+        // Relaxed: read once when the drain starts (see `deadline`).
+        self.grace_nanos
+            .store(nanos.min(u64::MAX - 1), Ordering::Relaxed);
+    }
+
+    /// The long-lived deadline passed, or the drain was cut short: records what is still
+    /// running, then tells those bodies to abort. Only the first call does anything.
+    pub(crate) fn expire(&self) {
+        let cut = self.cut.get_or_init(|| self.snapshot(Instant::now()));
+        if !self.expired.is_cancelled() && !cut.is_empty() {
+            tracing::warn!(
+                count = cut.len(),
+                "long-lived deadline passed: aborting the long-lived responses still running"
+            );
+        }
+        self.expired.cancel();
+    }
+
+    pub(crate) fn is_expired(&self) -> bool {
+        self.expired.is_cancelled()
+    }
+
+    pub(crate) fn expired(&self) -> &CancellationToken {
+        &self.expired
+    }
+
+    /// The long-lived responses cut at the long-lived deadline (or at the drain's outcome).
+    pub(crate) fn cut(&self) -> Vec<LongLivedEntry> {
+        self.cut.get().cloned().unwrap_or_default()
+    }
+
+    fn snapshot(&self, now: Instant) -> Vec<LongLivedEntry> {
+        let slab = self.slab();
+        let mut entries: Vec<LongLivedEntry> = slab
+            .records
+            .iter()
+            .flatten()
+            .map(|record| LongLivedEntry {
+                method: record.method.clone(),
+                path: record.path.clone(),
+                kind: record.kind,
+                age: now.saturating_duration_since(record.started),
+            })
+            .collect();
+        // Oldest first: the ones most likely to be stuck lead the report.
+        entries.sort_by_key(|entry| std::cmp::Reverse(entry.age));
+        entries
+    }
+}
+
+/// One long-lived response's place in the registry; dropping it removes the entry.
+pub(crate) struct Registration {
+    registry: &'static Registry,
+    index: usize,
+}
+
+impl Registration {
+    /// Corrects the kind once the response shows what it is (a marked route answering SSE).
+    pub(crate) fn set_kind(&self, kind: LongLivedKind) {
+        if let Some(record) = self.registry.slab().records[self.index].as_mut() {
+            record.kind = kind;
+        }
+    }
+}
+
+impl Drop for Registration {
+    fn drop(&mut self) {
+        let mut slab = self.registry.slab();
+        slab.records[self.index] = None;
+        slab.free.push(self.index);
+        // Relaxed: a statistic, see `Registry::register`.
+        self.registry.count.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+impl fmt::Debug for Registration {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Registration")
+            .field("index", &self.index)
+            .finish_non_exhaustive()
+    }
+}

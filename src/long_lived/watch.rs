@@ -1,0 +1,205 @@
+//! The response future's part of tracking: register a marked route at the call, classify
+//! the response when it arrives.
+
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{ready, Context, Poll};
+
+use http::{Request, Response};
+use http_body::Body;
+
+use super::{
+    is_event_stream, AlreadyTracked, DrainSignal, LongLivedKind, Registration, Track, TrackedState,
+    Tracking,
+};
+use crate::middleware::rejection::{self, Rejection};
+use crate::shutdown::Core;
+use crate::Shutdown;
+
+/// Carried by a response future from the call until the response exists.
+pub(crate) enum Watch {
+    Off,
+    /// Look at the response's content type.
+    Detect(&'static Tracking),
+    /// A marked route: registered since the call. Boxed so the common variants stay small:
+    /// every response future carries a `Watch`.
+    Route(Box<RouteWatch>),
+}
+
+pub(crate) struct RouteWatch {
+    core: &'static Core,
+    registration: Registration,
+    tracking: &'static Tracking,
+    /// Registered the first time the handler is pending: wakes it at the long-lived deadline.
+    /// Behind `dyn` to keep `Watch`'s drop glue small: every response future has one.
+    deadline: Option<Pin<Box<dyn Future<Output = ()> + Send + Sync>>>,
+}
+
+impl Watch {
+    /// The watch of an ordinary request: a match on the policy, nothing else.
+    #[inline]
+    pub(crate) fn detect(track: Track) -> Watch {
+        match track {
+            Track::Detect(tracking) => Watch::Detect(tracking),
+            Track::Off | Track::Route(_) => Watch::Off,
+        }
+    }
+
+    /// Registers a request on a marked route, with its method and path, and hands its
+    /// handler a [`DrainSignal`].
+    ///
+    /// Never inlined: kept out of `DrainService::call`, whose common path then does not
+    /// copy the request aside for it.
+    #[cold]
+    #[inline(never)]
+    pub(crate) fn route<B>(
+        tracking: &'static Tracking,
+        core: &'static Core,
+        mut request: Request<B>,
+    ) -> (Request<B>, Watch) {
+        let kind = tracking.kind.unwrap_or(LongLivedKind::LongPoll);
+        let registration = core.long_lived.register(
+            kind,
+            Some(request.method().clone()),
+            Some(request.uri().path().to_owned()),
+        );
+        request
+            .extensions_mut()
+            .insert(DrainSignal::new(Shutdown { core }));
+        let watch = Watch::Route(Box::new(RouteWatch {
+            core,
+            registration,
+            tracking,
+            deadline: None,
+        }));
+        (request, watch)
+    }
+
+    /// Called while the handler is pending. A marked route's handler still waiting at the
+    /// long-lived deadline (it ignored its `DrainSignal`) is answered for it with a 503, and
+    /// then dropped with the response future; everything else stays pending.
+    #[inline]
+    pub(crate) fn poll_cut(&mut self, cx: &mut Context<'_>) -> Poll<Response<Rejection>> {
+        match self {
+            Watch::Route(route) => route.poll_cut(cx),
+            Watch::Off | Watch::Detect(_) => Poll::Pending,
+        }
+    }
+
+    /// Takes the watch out, leaving `Off`.
+    #[inline]
+    pub(crate) fn take(&mut self) -> Watch {
+        std::mem::replace(self, Watch::Off)
+    }
+
+    /// Decides whether `response`'s body is tracked; `counted_by` is the controller that
+    /// counts the request, if any.
+    ///
+    /// Cost for a short response under [`Shutdown::layer`]: a look at the body's size hint
+    /// and, only for a body of unknown length, the user's rule if there is one and one lookup
+    /// of a standard header. A body of known length ends by itself and is never long-lived.
+    #[inline]
+    pub(crate) fn classify<B: Body>(
+        &mut self,
+        response: &mut Response<B>,
+        counted_by: Option<&'static Core>,
+    ) -> Option<Box<TrackedState>> {
+        match *self {
+            Watch::Off => None,
+            Watch::Detect(tracking) => {
+                if response.body().size_hint().exact().is_some() {
+                    return None;
+                }
+                let kind = match tracking.predicate {
+                    None => None,
+                    Some(predicate) => predicate(response.status(), response.headers()),
+                };
+                let kind = match kind {
+                    Some(kind) => kind,
+                    None if is_event_stream(response.headers()) => LongLivedKind::Sse,
+                    None => return None,
+                };
+                let core = tracking.shutdown.map(|shutdown| shutdown.core);
+                Self::detected(core.or(counted_by)?, tracking, kind, response)
+            }
+            Watch::Route(_) => {
+                // Moved out only here: the common arms leave nothing behind to drop.
+                let Watch::Route(route) = self.take() else {
+                    unreachable!("matched above")
+                };
+                let RouteWatch {
+                    core,
+                    registration,
+                    tracking,
+                    ..
+                } = *route;
+                Some(Self::routed(core, registration, tracking, response))
+            }
+        }
+    }
+
+    #[cold]
+    fn detected<B>(
+        core: &'static Core,
+        tracking: &'static Tracking,
+        kind: LongLivedKind,
+        response: &mut Response<B>,
+    ) -> Option<Box<TrackedState>> {
+        // Another layer of this crate, further in, already tracks it (a marked route, or a
+        // `LongLivedLayer` under `Shutdown::layer`): one entry per response.
+        if response.extensions().get::<AlreadyTracked>().is_some() {
+            return None;
+        }
+        if tracking.inner {
+            // Only a layer meant to sit inside another marks the response: the insert
+            // allocates, and the outermost layer has nobody to tell.
+            response.extensions_mut().insert(AlreadyTracked);
+        }
+        let kind = tracking.kind.unwrap_or(kind);
+        let registration = core.long_lived.register(kind, None, None);
+        Some(TrackedState::new(core, registration, kind, tracking))
+    }
+
+    #[cold]
+    fn routed<B>(
+        core: &'static Core,
+        registration: Registration,
+        tracking: &'static Tracking,
+        response: &mut Response<B>,
+    ) -> Box<TrackedState> {
+        let kind = tracking
+            .kind
+            .unwrap_or(if is_event_stream(response.headers()) {
+                LongLivedKind::Sse
+            } else {
+                LongLivedKind::Stream
+            });
+        registration.set_kind(kind);
+        response.extensions_mut().insert(AlreadyTracked);
+        TrackedState::new(core, registration, kind, tracking)
+    }
+}
+
+impl RouteWatch {
+    #[cold]
+    fn poll_cut(&mut self, cx: &mut Context<'_>) -> Poll<Response<Rejection>> {
+        let expired = self.core.long_lived.expired();
+        let deadline = self
+            .deadline
+            .get_or_insert_with(|| Box::pin(expired.cancelled()) as Pin<Box<_>>);
+        ready!(deadline.as_mut().poll(cx));
+        Poll::Ready(rejection::long_lived_cut())
+    }
+}
+
+impl fmt::Debug for Watch {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let name = match self {
+            Watch::Off => "off",
+            Watch::Detect(_) => "detect",
+            Watch::Route(_) => "route",
+        };
+        f.write_str(name)
+    }
+}

@@ -1,0 +1,323 @@
+//! Long-polls answer early on drain; streams on marked routes run until the long-lived
+//! deadline and are then aborted and named in the report.
+
+mod long_lived_support;
+
+use std::convert::Infallible;
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::http::{Method, StatusCode};
+use axum::routing::get;
+use axum::{Extension, Router};
+use bytes::Bytes;
+use futures_util::stream::{self, StreamExt};
+use long_lived_support::{
+    decode_chunked, get as open, read_to_close, read_until, serve, split_head,
+};
+use tokio::sync::mpsc;
+use tokio::time::timeout;
+use tower_drain::{DrainOutcome, DrainSignal, LongLivedKind, LongLivedLayer, OnDrain, Shutdown};
+
+const LONG: Duration = Duration::from_secs(60);
+const BOUND: Duration = Duration::from_secs(30);
+
+/// Waits up to 60 s for something to report, or answers early once the drain begins.
+async fn long_poll(
+    State(entered): State<mpsc::Sender<()>>,
+    Extension(signal): Extension<DrainSignal>,
+) -> &'static str {
+    entered.send(()).await.unwrap();
+    tokio::select! {
+        _ = signal => "draining\n",
+        _ = tokio::time::sleep(LONG) => "timeout\n",
+    }
+}
+
+/// A short route: it must see no `DrainSignal` and no registration.
+async fn short(State(shutdown): State<Shutdown>, request: Request) -> StatusCode {
+    let untouched =
+        request.extensions().get::<DrainSignal>().is_none() && shutdown.long_lived() == 0;
+    if untouched {
+        StatusCode::OK
+    } else {
+        StatusCode::INTERNAL_SERVER_ERROR
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn long_poll_answers_early_on_drain_and_short_requests_get_no_signal() {
+    let shutdown = Shutdown::new();
+    let (entered_tx, mut entered) = mpsc::channel(1);
+    let app = Router::new()
+        .route(
+            "/poll",
+            get(long_poll)
+                .with_state(entered_tx)
+                .layer(LongLivedLayer::route(shutdown)),
+        )
+        .route("/", get(short).with_state(shutdown))
+        .layer(shutdown.layer());
+    let server = serve(app, shutdown).await;
+
+    let mut plain = open(server.addr, "/").await;
+    let mut raw = Vec::new();
+    assert!(
+        timeout(BOUND, read_until(&mut plain, &mut raw, b"\r\n\r\n"))
+            .await
+            .unwrap()
+    );
+    assert!(
+        raw.starts_with(b"HTTP/1.1 200"),
+        "short route saw no signal"
+    );
+
+    let mut client = open(server.addr, "/poll").await;
+    timeout(BOUND, entered.recv()).await.unwrap().unwrap();
+    assert_eq!(shutdown.long_lived(), 1, "the long-poll is registered");
+
+    let drain = shutdown.drain(LONG).unwrap();
+    let mut raw = Vec::new();
+    timeout(BOUND, read_to_close(&mut client, &mut raw))
+        .await
+        .unwrap();
+    let (head, body) = split_head(&raw);
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    assert_eq!(
+        body, b"draining\n",
+        "ended by the drain, not by its 60 s wait"
+    );
+
+    let report = timeout(BOUND, drain).await.unwrap();
+    assert_eq!(report.outcome, DrainOutcome::Drained);
+    assert!(report.is_drained(), "nothing cut: {report}");
+    assert_eq!(shutdown.long_lived(), 0);
+    timeout(BOUND, server.task).await.unwrap().unwrap();
+}
+
+/// `chunk i\n` every 20 ms, for far longer than any test runs.
+fn endless_chunks() -> Body {
+    let chunks = stream::iter(0u64..100_000).then(|i| async move {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        Ok::<_, Infallible>(Bytes::from(format!("chunk {i}\n")))
+    });
+    Body::from_stream(chunks)
+}
+
+fn expected_prefix(data: &[u8]) -> bool {
+    let text = String::from_utf8_lossy(data);
+    let whole: String = (0..)
+        .map(|i| format!("chunk {i}\n"))
+        .take(text.len() / 8 + 2)
+        .collect();
+    whole.starts_with(&*text)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stream_past_the_long_lived_deadline_is_aborted_and_reported() {
+    let shutdown = Shutdown::new();
+    let grace = Duration::from_millis(200);
+    shutdown.set_long_lived_grace(grace);
+    let app = Router::new()
+        .route(
+            "/stream",
+            get(|| async { endless_chunks() }).layer(LongLivedLayer::route(shutdown)),
+        )
+        .layer(shutdown.layer());
+    let server = serve(app, shutdown).await;
+
+    let mut client = open(server.addr, "/stream").await;
+    let mut raw = Vec::new();
+    assert!(
+        timeout(BOUND, read_until(&mut client, &mut raw, b"chunk 0\n"))
+            .await
+            .unwrap()
+    );
+
+    let drain = shutdown.drain(LONG).unwrap();
+    let reader = tokio::spawn(async move {
+        read_to_close(&mut client, &mut raw).await;
+        raw
+    });
+    let report = timeout(BOUND, drain).await.unwrap();
+    // The count reached zero long before the 60 s timeout: the abort released it.
+    assert_eq!(report.outcome, DrainOutcome::Drained);
+    assert!(!report.is_drained(), "a long-lived response was cut");
+    assert_eq!(report.long_lived.len(), 1, "{report}");
+    let entry = &report.long_lived[0];
+    assert_eq!(entry.path.as_deref(), Some("/stream"));
+    assert_eq!(entry.method, Some(Method::GET));
+    assert_eq!(entry.kind, LongLivedKind::Stream);
+    // Started before the drain, cut at drain start + grace.
+    assert!(entry.age >= grace, "{entry}");
+    assert_eq!(shutdown.long_lived(), 0);
+
+    let raw = timeout(BOUND, reader).await.unwrap().unwrap();
+    let (head, body) = split_head(&raw);
+    assert!(head.contains("transfer-encoding: chunked"), "{head}");
+    let decoded = decode_chunked(body);
+    assert!(!decoded.terminated, "an aborted body has no clean end");
+    assert!(decoded.chunks > 1, "it kept streaming after drain start");
+    assert!(expected_prefix(&decoded.data));
+    timeout(BOUND, server.task).await.unwrap().unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn route_policy_finish_ends_a_stream_cleanly_at_drain_start() {
+    let shutdown = Shutdown::new();
+    let app = Router::new()
+        .route(
+            "/stream",
+            get(|| async { endless_chunks() })
+                .layer(LongLivedLayer::route(shutdown).on_drain(OnDrain::Finish)),
+        )
+        .layer(shutdown.layer());
+    let server = serve(app, shutdown).await;
+
+    let mut client = open(server.addr, "/stream").await;
+    let mut raw = Vec::new();
+    assert!(
+        timeout(BOUND, read_until(&mut client, &mut raw, b"chunk 0\n"))
+            .await
+            .unwrap()
+    );
+    let report = timeout(BOUND, shutdown.drain(LONG).unwrap()).await.unwrap();
+    assert!(report.is_drained(), "{report}");
+    timeout(BOUND, read_to_close(&mut client, &mut raw))
+        .await
+        .unwrap();
+    let decoded = decode_chunked(split_head(&raw).1);
+    assert!(decoded.terminated, "finished cleanly at a chunk boundary");
+    assert!(expected_prefix(&decoded.data));
+    assert!(decoded.data.ends_with(b"\n"), "only whole chunks");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sse_route_kept_until_deadline_is_aborted_there() {
+    use axum::response::sse::{Event, Sse};
+    let shutdown = Shutdown::new();
+    shutdown.set_long_lived_grace(Duration::from_millis(100));
+    let app = Router::new()
+        .route(
+            "/feed",
+            get(|| async {
+                let hello =
+                    stream::once(async { Ok::<_, Infallible>(Event::default().data("hi")) });
+                Sse::new(hello.chain(stream::pending()))
+            })
+            .layer(LongLivedLayer::route(shutdown).on_drain(OnDrain::KeepUntilDeadline)),
+        )
+        .layer(shutdown.layer());
+    let server = serve(app, shutdown).await;
+    let mut client = open(server.addr, "/feed").await;
+    let mut raw = Vec::new();
+    assert!(
+        timeout(BOUND, read_until(&mut client, &mut raw, b"data: hi\n\n"))
+            .await
+            .unwrap()
+    );
+    let report = timeout(BOUND, shutdown.drain(LONG).unwrap()).await.unwrap();
+    assert_eq!(report.long_lived.len(), 1, "{report}");
+    assert_eq!(report.long_lived[0].kind, LongLivedKind::Sse);
+    assert_eq!(report.long_lived[0].path.as_deref(), Some("/feed"));
+    timeout(BOUND, read_to_close(&mut client, &mut raw))
+        .await
+        .unwrap();
+    let decoded = decode_chunked(split_head(&raw).1);
+    assert!(!decoded.terminated);
+    assert_eq!(
+        decoded.data, b"data: hi\n\n",
+        "no final event: it was not finished"
+    );
+}
+
+/// A user rule: NDJSON watch streams are long-lived too.
+fn ndjson_is_long_lived(
+    _status: StatusCode,
+    headers: &axum::http::HeaderMap,
+) -> Option<LongLivedKind> {
+    let ndjson = headers
+        .get(axum::http::header::CONTENT_TYPE)
+        .is_some_and(|value| value.as_bytes() == b"application/x-ndjson");
+    ndjson.then_some(LongLivedKind::Stream)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn predicate_makes_a_stream_long_lived_without_marking_the_route() {
+    let shutdown = Shutdown::new();
+    shutdown.set_long_lived_grace(Duration::from_millis(100));
+    let app = Router::new()
+        .route(
+            "/watch",
+            get(|| async {
+                let mut response = axum::response::Response::new(endless_chunks());
+                response.headers_mut().insert(
+                    axum::http::header::CONTENT_TYPE,
+                    axum::http::HeaderValue::from_static("application/x-ndjson"),
+                );
+                response
+            }),
+        )
+        .layer(shutdown.layer().long_lived_when(ndjson_is_long_lived));
+    let server = serve(app, shutdown).await;
+    let mut client = open(server.addr, "/watch").await;
+    let mut raw = Vec::new();
+    assert!(
+        timeout(BOUND, read_until(&mut client, &mut raw, b"chunk 0\n"))
+            .await
+            .unwrap()
+    );
+    assert_eq!(shutdown.long_lived(), 1);
+    let report = timeout(BOUND, shutdown.drain(LONG).unwrap()).await.unwrap();
+    assert_eq!(report.long_lived.len(), 1, "{report}");
+    assert_eq!(report.long_lived[0].kind, LongLivedKind::Stream);
+    assert_eq!(report.long_lived[0].path, None, "unmarked: not named");
+    timeout(BOUND, read_to_close(&mut client, &mut raw))
+        .await
+        .unwrap();
+    assert!(!decode_chunked(split_head(&raw).1).terminated);
+}
+
+/// A long-poll that ignores its signal and would wait the full 60 s.
+async fn stubborn_poll(State(entered): State<mpsc::Sender<()>>) -> &'static str {
+    entered.send(()).await.unwrap();
+    tokio::time::sleep(LONG).await;
+    "timeout\n"
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn long_poll_ignoring_the_signal_is_answered_503_at_the_long_lived_deadline() {
+    let shutdown = Shutdown::new();
+    let grace = Duration::from_millis(100);
+    shutdown.set_long_lived_grace(grace);
+    let (entered_tx, mut entered) = mpsc::channel(1);
+    let app = Router::new()
+        .route(
+            "/stubborn",
+            get(stubborn_poll)
+                .with_state(entered_tx)
+                .layer(LongLivedLayer::route(shutdown)),
+        )
+        .layer(shutdown.layer());
+    let server = serve(app, shutdown).await;
+    let mut client = open(server.addr, "/stubborn").await;
+    timeout(BOUND, entered.recv()).await.unwrap().unwrap();
+
+    let report = timeout(BOUND, shutdown.drain(LONG).unwrap()).await.unwrap();
+    assert_eq!(report.outcome, DrainOutcome::Drained, "{report}");
+    assert_eq!(report.long_lived.len(), 1, "{report}");
+    let entry = &report.long_lived[0];
+    assert_eq!(entry.kind, LongLivedKind::LongPoll);
+    assert_eq!(entry.path.as_deref(), Some("/stubborn"));
+    assert!(entry.age >= grace);
+
+    let mut raw = Vec::new();
+    timeout(BOUND, read_to_close(&mut client, &mut raw))
+        .await
+        .unwrap();
+    let (head, _) = split_head(&raw);
+    assert!(head.starts_with("HTTP/1.1 503"), "{head}");
+    assert!(head.contains("retry-after: 1"), "{head}");
+    timeout(BOUND, server.task).await.unwrap().unwrap();
+}

@@ -1,0 +1,253 @@
+//! Server-sent events end cleanly on drain: a final event with a retry hint, the chunked
+//! terminator, and never a cut event; the drain does not wait for its timeout.
+
+mod long_lived_support;
+
+use std::convert::Infallible;
+use std::time::Duration;
+
+use axum::response::sse::{Event, Sse};
+use axum::routing::get;
+use axum::Router;
+use futures_util::stream::{self, Stream, StreamExt};
+use long_lived_support::{
+    decode_chunked, get as open, parse_events, read_to_close, read_until, serve, split_head,
+    FINAL_EVENT,
+};
+use tokio::time::timeout;
+use tower_drain::{DrainOutcome, Shutdown};
+
+const LONG: Duration = Duration::from_secs(60);
+const BOUND: Duration = Duration::from_secs(30);
+
+/// Events as fast as the connection takes them, each spread over three lines, so a drain
+/// lands while frames are being produced; never ends on its own.
+fn ticks() -> impl Stream<Item = Result<Event, Infallible>> {
+    stream::unfold(0u64, |i| async move {
+        tokio::task::yield_now().await;
+        let event = Event::default()
+            .event("tick")
+            .data(format!("tick {i}\nsecond line of {i}"));
+        Some((Ok(event), i + 1))
+    })
+}
+
+fn app(shutdown: Shutdown) -> Router {
+    Router::new()
+        .route("/events", get(|| async { Sse::new(ticks()) }))
+        .layer(shutdown.layer())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sse_stream_gets_final_event_and_clean_end_and_drain_does_not_wait_for_timeout() {
+    let shutdown = Shutdown::new();
+    let server = serve(app(shutdown), shutdown).await;
+
+    let mut client = open(server.addr, "/events").await;
+    let mut raw = Vec::new();
+    // Synchronise on the stream being live: the first complete event has arrived.
+    assert!(
+        timeout(BOUND, read_until(&mut client, &mut raw, b"tick 0\n"))
+            .await
+            .unwrap()
+    );
+    assert_eq!(shutdown.long_lived(), 1, "the SSE response is tracked");
+
+    let drain = shutdown.drain(LONG).unwrap();
+    let reader = tokio::spawn(async move {
+        read_to_close(&mut client, &mut raw).await;
+        raw
+    });
+    let report = timeout(BOUND, drain).await.expect("drain resolved");
+    assert_eq!(report.outcome, DrainOutcome::Drained);
+    assert!(report.long_lived.is_empty(), "nothing was cut: {report}");
+    assert_eq!(shutdown.long_lived(), 0);
+    assert_eq!(shutdown.in_flight(), 0);
+
+    let raw = timeout(BOUND, reader).await.unwrap().unwrap();
+    let (head, body) = split_head(&raw);
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    assert!(head.contains("content-type: text/event-stream"), "{head}");
+    assert!(head.contains("transfer-encoding: chunked"), "{head}");
+    assert!(body.ends_with(b"0\r\n\r\n"), "clean chunked end");
+
+    let decoded = decode_chunked(body);
+    assert!(decoded.terminated);
+    let (events, rest) = parse_events(&decoded.data);
+    assert!(
+        rest.is_empty(),
+        "the stream ended inside an event: {rest:?}"
+    );
+    let (last, ticks) = events.split_last().unwrap();
+    assert_eq!(last, FINAL_EVENT);
+    assert!(!ticks.is_empty());
+    for (i, event) in ticks.iter().enumerate() {
+        assert_eq!(
+            event,
+            &format!("event: tick\ndata: tick {i}\ndata: second line of {i}"),
+            "every event before the final one is whole and in order"
+        );
+    }
+    timeout(BOUND, server.task).await.unwrap().unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sse_final_event_is_configurable_and_can_be_left_out() {
+    let shutdown = Shutdown::new();
+    let custom = "event: bye\ndata: moving\nretry: 250\n\n";
+    let app = Router::new()
+        .route("/events", get(|| async { Sse::new(ticks()) }))
+        .layer(shutdown.layer().final_event(Some(custom)));
+    let server = serve(app, shutdown).await;
+    let quiet = Shutdown::new();
+    let quiet_app = Router::new()
+        .route("/events", get(|| async { Sse::new(ticks()) }))
+        .layer(quiet.layer().final_event(None));
+    let quiet_server = serve(quiet_app, quiet).await;
+
+    for (shutdown, addr, expected_last) in [
+        (
+            shutdown,
+            server.addr,
+            Some("event: bye\ndata: moving\nretry: 250"),
+        ),
+        (quiet, quiet_server.addr, None),
+    ] {
+        let mut client = open(addr, "/events").await;
+        let mut raw = Vec::new();
+        assert!(
+            timeout(BOUND, read_until(&mut client, &mut raw, b"tick 0\n"))
+                .await
+                .unwrap()
+        );
+        let report = timeout(BOUND, shutdown.drain(LONG).unwrap()).await.unwrap();
+        assert_eq!(report.outcome, DrainOutcome::Drained);
+        timeout(BOUND, read_to_close(&mut client, &mut raw))
+            .await
+            .unwrap();
+        let decoded = decode_chunked(split_head(&raw).1);
+        assert!(decoded.terminated);
+        let (events, rest) = parse_events(&decoded.data);
+        assert!(rest.is_empty());
+        let last = events.last().unwrap();
+        match expected_last {
+            Some(expected) => assert_eq!(last, expected),
+            None => assert!(last.starts_with("event: tick\n"), "{last}"),
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_sse_stream_is_woken_at_drain_start() {
+    let shutdown = Shutdown::new();
+    // One event, then nothing: the body is pending when the drain begins.
+    let app = Router::new()
+        .route(
+            "/events",
+            get(|| async {
+                let hello =
+                    stream::once(async { Ok::<_, Infallible>(Event::default().data("hi")) });
+                Sse::new(hello.chain(stream::pending()))
+            }),
+        )
+        .layer(shutdown.layer());
+    let server = serve(app, shutdown).await;
+    let mut client = open(server.addr, "/events").await;
+    let mut raw = Vec::new();
+    assert!(
+        timeout(BOUND, read_until(&mut client, &mut raw, b"data: hi\n\n"))
+            .await
+            .unwrap()
+    );
+
+    let report = timeout(BOUND, shutdown.drain(LONG).unwrap()).await.unwrap();
+    assert_eq!(report.outcome, DrainOutcome::Drained);
+    timeout(BOUND, read_to_close(&mut client, &mut raw))
+        .await
+        .unwrap();
+    let decoded = decode_chunked(split_head(&raw).1);
+    assert!(decoded.terminated);
+    let (events, rest) = parse_events(&decoded.data);
+    assert!(rest.is_empty());
+    assert_eq!(events, ["data: hi", FINAL_EVENT]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nested_tracking_layers_register_one_entry_and_send_one_final_event() {
+    let shutdown = Shutdown::new();
+    let app = Router::new()
+        .route("/events", get(|| async { Sse::new(ticks()) }))
+        .layer(tower_drain::LongLivedLayer::new(shutdown))
+        .layer(shutdown.layer());
+    let server = serve(app, shutdown).await;
+    let mut client = open(server.addr, "/events").await;
+    let mut raw = Vec::new();
+    assert!(
+        timeout(BOUND, read_until(&mut client, &mut raw, b"tick 0\n"))
+            .await
+            .unwrap()
+    );
+    assert_eq!(shutdown.long_lived(), 1, "one entry for one response");
+    let report = timeout(BOUND, shutdown.drain(LONG).unwrap()).await.unwrap();
+    assert!(report.is_drained(), "{report}");
+    timeout(BOUND, read_to_close(&mut client, &mut raw))
+        .await
+        .unwrap();
+    let decoded = decode_chunked(split_head(&raw).1);
+    assert!(decoded.terminated);
+    let (events, rest) = parse_events(&decoded.data);
+    assert!(rest.is_empty());
+    assert_eq!(
+        events.iter().filter(|event| *event == FINAL_EVENT).count(),
+        1
+    );
+    assert_eq!(events.last().unwrap(), FINAL_EVENT);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sse_over_http2_ends_with_final_event_and_end_of_stream() {
+    use http_body_util::BodyExt;
+    use hyper_util::rt::{TokioExecutor, TokioIo};
+
+    let shutdown = Shutdown::new();
+    let server = serve(app(shutdown), shutdown).await;
+    let tcp = tokio::net::TcpStream::connect(server.addr).await.unwrap();
+    let (mut sender, connection) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tcp))
+            .await
+            .unwrap();
+    tokio::spawn(connection);
+    let request = http::Request::get(format!("http://{}/events", server.addr))
+        .body(http_body_util::Empty::<bytes::Bytes>::new())
+        .unwrap();
+    let response = timeout(BOUND, sender.send_request(request))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(response.version(), http::Version::HTTP_2);
+    let mut body = response.into_body();
+    let mut data = Vec::new();
+    // Synchronise on the first event before draining.
+    while !long_lived_support::contains(&data, b"\n\n") {
+        let frame = timeout(BOUND, body.frame())
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
+        data.extend_from_slice(&frame.into_data().unwrap());
+    }
+    let drain = shutdown.drain(LONG).unwrap();
+    // Every frame up to a clean end of stream: an error here would mean a reset stream.
+    for _ in 0..1_000_000 {
+        match timeout(BOUND, body.frame()).await.unwrap() {
+            Some(frame) => data.extend_from_slice(&frame.unwrap().into_data().unwrap()),
+            None => break,
+        }
+    }
+    assert!(http_body::Body::is_end_stream(&body));
+    let report = timeout(BOUND, drain).await.unwrap();
+    assert_eq!(report.outcome, DrainOutcome::Drained);
+    let (events, rest) = parse_events(&data);
+    assert!(rest.is_empty(), "the stream ended inside an event");
+    assert_eq!(events.last().unwrap(), FINAL_EVENT);
+}
