@@ -1,1 +1,3 @@
-fn main() { println!("demo: coming with the shutdown sequence"); }
+fn main() {
+    println!("demo: coming with the shutdown sequence");
+}

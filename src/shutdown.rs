@@ -102,10 +102,7 @@ impl Shutdown {
         // Armed before the drain can be decided, so the decision's wake-up cannot be missed.
         let decided = self.core.decided.notified();
         self.core.begin_drain();
-        let deadline = *self
-            .core
-            .deadline
-            .get_or_init(|| Instant::now() + timeout);
+        let deadline = *self.core.deadline.get_or_init(|| Instant::now() + timeout);
         Ok(Drain::new(self.core, decided, deadline))
     }
 
@@ -267,7 +264,10 @@ impl Core {
 
     /// Closes admission and sweeps the counter, once. Returns `true` for the call that did it.
     fn begin_drain(&'static self) -> bool {
-        let _serial = self.drain_lock.lock().unwrap_or_else(PoisonError::into_inner);
+        let _serial = self
+            .drain_lock
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
         if self.phase().admission_closed() {
             return false;
         }

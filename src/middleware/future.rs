@@ -85,7 +85,9 @@ where
                         .headers_mut()
                         .insert(CONNECTION, HeaderValue::from_static("close"));
                 }
-                Poll::Ready(Ok(response.map(|body| ResponseBody::new(body, guard.take()))))
+                Poll::Ready(Ok(
+                    response.map(|body| ResponseBody::new(body, guard.take()))
+                ))
             }
             KindProj::Rejected { response } => Poll::Ready(Ok(response
                 .take()

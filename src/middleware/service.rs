@@ -71,8 +71,8 @@ where
             return ResponseFuture::rejected(rejection::response(&request, &self.policy));
         }
         // Only HTTP/1 has a `Connection` header; on HTTP/2 the server's GOAWAY does this job.
-        let close_if_draining = (self.policy.reject && request.version() < Version::HTTP_2)
-            .then_some(core);
+        let close_if_draining =
+            (self.policy.reject && request.version() < Version::HTTP_2).then_some(core);
         ResponseFuture::called(self.inner.call(request), guard, close_if_draining)
     }
 }
