@@ -6,6 +6,8 @@
 //!   layered service, so whatever state the middleware shares is contended. The figure is the
 //!   wall time for N requests on each thread divided by N: with no contention at all it would
 //!   equal the one-thread figure.
+//!   `shutdown_layer_per_thread` is the control: each thread has a controller of its own, so
+//!   nothing is shared and what remains is the cost of running two threads on this machine.
 //! * `per_request_16_chunks`: one thread, a sixteen-frame body, to price body wrappers per
 //!   frame.
 //!
@@ -22,7 +24,11 @@ use common::Variants;
 
 /// Runs every variant for one body size and thread count as one criterion group.
 fn bench_variants(c: &mut Criterion, group_name: &str, frames: u8, threads: usize) {
-    let mut variants = Variants::new(frames);
+    let mut variants = if threads == 1 {
+        Variants::new(frames)
+    } else {
+        Variants::with_per_thread_control(frames)
+    };
     let mut group = c.benchmark_group(group_name);
     for (name, runner) in &mut variants.list {
         if threads == 1 {

@@ -35,7 +35,7 @@ use tower_http::metrics::InFlightRequestsLayer;
 /// A response body of `left` static frames: no allocation, so only wrappers add cost.
 #[derive(Debug, Clone, Copy)]
 pub struct Chunks {
-    left: u8,
+    pub left: u8,
 }
 
 impl Body for Chunks {
@@ -127,7 +127,7 @@ pub trait Target: Clone + Send + 'static {
 
 /// A service built from layers.
 #[derive(Clone)]
-pub struct Layered<S>(S);
+pub struct Layered<S>(pub S);
 
 impl<S, B> Target for Layered<S>
 where
@@ -184,6 +184,37 @@ where
         let guard = self.guard.clone();
         request_once(&mut self.inner, cx);
         drop(guard);
+    }
+}
+
+/// A control for the two-thread case: every clone gets a controller of its own, so the two
+/// threads share no state at all. What the shared version costs beyond this is contention;
+/// what this costs beyond its one-thread figure is the machine (two threads on two vCPUs).
+pub struct PerThread<S, F> {
+    service: S,
+    make: F,
+}
+
+impl<S, F: Fn() -> S + Clone> Clone for PerThread<S, F> {
+    fn clone(&self) -> Self {
+        PerThread {
+            service: (self.make)(),
+            make: self.make.clone(),
+        }
+    }
+}
+
+impl<S, B, F> Target for PerThread<S, F>
+where
+    S: Service<Request<()>, Response = Response<B>> + Send + 'static,
+    S::Error: Debug,
+    B: Body,
+    B::Error: Debug,
+    F: Fn() -> S + Clone + Send + 'static,
+{
+    #[inline]
+    fn request(&mut self, cx: &mut Context<'_>) {
+        request_once(&mut self.service, cx);
     }
 }
 
@@ -306,6 +337,16 @@ pub const NAMES: [&str; 9] = [
 impl Variants {
     /// Builds every variant with a response body of `frames` frames.
     pub fn new(frames: u8) -> Self {
+        Self::build(frames, false)
+    }
+
+    /// Every variant, then `shutdown_layer_per_thread`: [`PerThread`]'s control for the
+    /// two-thread case.
+    pub fn with_per_thread_control(frames: u8) -> Self {
+        Self::build(frames, true)
+    }
+
+    fn build(frames: u8, per_thread_control: bool) -> Self {
         let mut keep: Vec<Box<dyn Any>> = Vec::new();
         let mut list: Vec<(&'static str, Box<dyn Runner>)> = Vec::new();
 
@@ -361,6 +402,14 @@ impl Variants {
         list.push(("tokio_graceful_guard", Box::new(guarded)));
 
         debug_assert!(list.iter().map(|(name, _)| *name).eq(NAMES));
+        if per_thread_control {
+            let make = move || Shutdown::new().layer().layer(inner(frames));
+            let control = PerThread {
+                service: make(),
+                make,
+            };
+            list.push(("shutdown_layer_per_thread", Box::new(control)));
+        }
         for (_, runner) in &mut list {
             // One request outside any measurement: a thread's first use of its counter
             // slot, lazy statics in the peers.
