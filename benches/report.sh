@@ -4,7 +4,7 @@
 # in BENCHMARKS.md is typed by hand.
 #
 #   benches/report.sh                      # full run (about 10 minutes)
-#   MEASURE=1 WARMUP=0.5 LOAD_SECONDS=1 LOAD_ROUNDS=3 benches/report.sh   # quick check
+#   MEASURE=1 WARMUP=0.5 LOAD_SECONDS=1 LOAD_ROUNDS=3 INSTRUCTIONS=0 benches/report.sh  # quick
 #
 # Needs cargo, python3, and (optionally, for the instruction counts) valgrind.
 set -euo pipefail
@@ -12,8 +12,9 @@ cd "$(dirname "$0")/.."
 
 MEASURE=${MEASURE:-5}           # criterion measurement time per benchmark, seconds
 WARMUP=${WARMUP:-2}             # criterion warm-up time per benchmark, seconds
-LOAD_SECONDS=${LOAD_SECONDS:-3} # length of one end-to-end round, seconds
-LOAD_ROUNDS=${LOAD_ROUNDS:-7}   # end-to-end rounds per side
+LOAD_SECONDS=${LOAD_SECONDS:-2} # length of one end-to-end round, seconds
+LOAD_ROUNDS=${LOAD_ROUNDS:-11}  # end-to-end rounds per side
+INSTRUCTIONS=${INSTRUCTIONS:-1} # 0: skip the valgrind instruction counts
 OUT=${OUT:-BENCHMARKS.md}
 
 target_dir=${CARGO_TARGET_DIR:-target}
@@ -40,7 +41,7 @@ cargo run --release --example load -- --seconds "$LOAD_SECONDS" --rounds "$LOAD_
 # Instructions per request: total instructions at two request counts, differenced, so
 # start-up and set-up cancel out.
 instructions_cmd="valgrind --tool=cachegrind --cache-sim=no <instructions bench> VARIANT FRAMES N"
-if command -v valgrind >/dev/null; then
+if [ "$INSTRUCTIONS" != 0 ] && command -v valgrind >/dev/null; then
     cargo bench --bench instructions --no-run
     harness=$(cargo bench --bench instructions --no-run --message-format=json 2>/dev/null |
         python3 -c 'import json,sys

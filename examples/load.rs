@@ -16,7 +16,8 @@
 //! compete. Rounds alternate bare / layered so drifts in the machine's load hit both alike.
 //! Per round it records requests completed, wall time, and the CPU time the server thread
 //! used (`/proc/<pid>/task/<tid>/schedstat`, nanoseconds); it prints the medians, the
-//! server CPU per request, and the throughput ratio layered / bare.
+//! server CPU per request, and the ratios layered / bare (median over rounds of each round's
+//! ratio, since a round's two sides ran back to back under the same load).
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -353,14 +354,26 @@ fn main() {
     };
     let (bare_rps, bare_cpu, bare_total) = summarise(&bare);
     let (layered_rps, layered_cpu, layered_total) = summarise(&layered);
-    let throughput_ratio = layered_rps / bare_rps;
+    // Each round ran both sides back to back, under the same conditions on the machine, so
+    // the median of the per-round ratios is steadier than the ratio of the two medians.
+    let paired = |ratio: fn(&Sample, &Sample) -> f64| {
+        median(
+            bare.iter()
+                .zip(&layered)
+                .map(|(b, l)| ratio(b, l))
+                .collect(),
+        )
+    };
+    let throughput_ratio = paired(|b, l| l.per_second / b.per_second);
+    let cpu_ratio =
+        paired(|b, l| l.cpu_per_request.as_nanos() as f64 / b.cpu_per_request.as_nanos() as f64);
     println!(
         "median: bare {bare_rps:.0} req/s, {bare_cpu:.0} ns CPU/request; \
          layered {layered_rps:.0} req/s, {layered_cpu:.0} ns CPU/request"
     );
     println!(
-        "throughput layered/bare {throughput_ratio:.4}; server CPU added per request {:.0} ns",
-        layered_cpu - bare_cpu
+        "per-round medians, layered/bare: throughput {throughput_ratio:.4}, \
+         server CPU per request {cpu_ratio:.4}"
     );
     println!(
         "cpus {cpus}; server pinned {server_pinned}, load generator pinned {client_pinned} \
@@ -374,7 +387,7 @@ fn main() {
                 "\"seconds\":{},\"rounds\":{},\"connections\":{},",
                 "\"bare\":{{\"requests_per_second\":{:.1},\"cpu_ns_per_request\":{:.1},\"requests\":{}}},",
                 "\"layered\":{{\"requests_per_second\":{:.1},\"cpu_ns_per_request\":{:.1},\"requests\":{}}},",
-                "\"throughput_ratio\":{:.5}}}\n"
+                "\"throughput_ratio\":{:.5},\"cpu_ratio\":{:.5}}}\n"
             ),
             cpus,
             server_pinned,
@@ -388,7 +401,8 @@ fn main() {
             layered_rps,
             layered_cpu,
             layered_total,
-            throughput_ratio
+            throughput_ratio,
+            cpu_ratio
         );
         std::fs::write(&path, json).unwrap_or_else(|e| panic!("{path}: {e}"));
     }
