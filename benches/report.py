@@ -14,12 +14,17 @@ PEERS = [
     ("concurrency_limit", "tower `ConcurrencyLimit` (limit never reached)"),
     ("tokio_graceful_guard", "tokio-graceful `ShutdownGuard` clone/drop"),
 ]
+REFERENCES = [
+    ("reference_passthrough", "reference: wraps future and body, nothing else"),
+    ("reference_counting", "reference: one atomic add/sub, guard carried to body end"),
+    ("reference_counting_crate_guard", "reference: same, with this crate's `Shutdown::guard()`"),
+]
 VARIANTS = [
     ("bare", "bare `service_fn`"),
     ("shutdown_layer", "**`shutdown.layer()`**"),
     ("in_flight_layer", "`InFlightLayer` alone"),
     ("reject_when_draining_layer", "`RejectWhenDrainingLayer` alone"),
-] + PEERS
+] + PEERS + REFERENCES
 GROUPS = {
     "1t": "per_request_1_thread",
     "2t": "per_request_2_threads",

@@ -30,6 +30,10 @@ use tower::{service_fn, Layer, Service};
 use tower_drain::{InFlightLayer, RejectWhenDrainingLayer, Shutdown};
 use tower_http::metrics::InFlightRequestsLayer;
 
+use reference::{Counting, Passthrough, StaticCounter};
+
+mod reference;
+
 // === the inner service and its body ===
 
 /// A response body of `left` static frames: no allocation, so only wrappers add cost.
@@ -322,8 +326,11 @@ pub struct Variants {
 }
 
 /// The names of all variants, in report order.
-pub const NAMES: [&str; 9] = [
+pub const NAMES: [&str; 12] = [
     "bare",
+    "reference_passthrough",
+    "reference_counting",
+    "reference_counting_crate_guard",
     "shutdown_layer",
     "in_flight_layer",
     "reject_when_draining_layer",
@@ -348,9 +355,21 @@ impl Variants {
 
     fn build(frames: u8, per_thread_control: bool) -> Self {
         let mut keep: Vec<Box<dyn Any>> = Vec::new();
-        let mut list: Vec<(&'static str, Box<dyn Runner>)> = Vec::new();
-
-        list.push(("bare", Box::new(Layered(inner(frames)))));
+        let mut list: Vec<(&'static str, Box<dyn Runner>)> = vec![
+            ("bare", Box::new(Layered(inner(frames)))),
+            (
+                "reference_passthrough",
+                Box::new(Layered(Passthrough(inner(frames)))),
+            ),
+            (
+                "reference_counting",
+                Box::new(Layered(Counting::new(inner(frames), StaticCounter::new()))),
+            ),
+            (
+                "reference_counting_crate_guard",
+                Box::new(Layered(Counting::new(inner(frames), Shutdown::new()))),
+            ),
+        ];
 
         // One controller per variant, so no variant inherits another's counter state.
         let layered = Shutdown::new().layer().layer(inner(frames));
