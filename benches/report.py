@@ -41,7 +41,9 @@ def median_ns(group, bench):
 
 
 def ns(value):
-    if value >= 10_000:
+    if value >= 1_000_000:
+        return f"{value / 1_000_000:.2f} ms"
+    if value >= 1_000:
         return f"{value / 1000:.1f} µs"
     return f"{value:.1f} ns"
 
@@ -105,7 +107,9 @@ out(
     f"- Load average at start {load_start}, at end {load_end}: other work shared the machine, "
     "so wall times carry noise; the instruction counts do not."
 )
-out(f"- Run: {datetime.datetime.now(datetime.timezone.utc).strftime('%Y-%m-%d %H:%M UTC')}")
+ran_at = os.path.getmtime(os.path.join(WORK, "loadavg-end"))
+ran_at = datetime.datetime.fromtimestamp(ran_at, datetime.timezone.utc)
+out(f"- Run finished: {ran_at.strftime('%Y-%m-%d %H:%M UTC')}")
 out("")
 out("Commands (from the repository root):")
 out("")
@@ -283,15 +287,17 @@ out(
 )
 out("")
 server_busy = bare["requests_per_second"] * bare["cpu_ns_per_request"] / 1e9
-out(
-    f"The bare server thread was busy {server_busy * 100:.0f}% of the wall time, so "
-    + (
+if server_busy < 0.7:
+    bound = (
         "throughput is set by the load generator (a hyper client costs more per request than "
         "the server), and server CPU per request is the figure that shows the layer's cost."
-        if server_busy < 0.9
-        else "the server is the bottleneck and throughput shows the layer's cost directly."
     )
-)
+else:
+    bound = (
+        "the server was close to saturated: throughput and server CPU per request both show "
+        "the layer's cost."
+    )
+out(f"The bare server thread was busy {server_busy * 100:.0f}% of the wall time, so {bound}")
 out("")
 
 notes_path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "report-notes.md")

@@ -17,53 +17,57 @@ LOAD_ROUNDS=${LOAD_ROUNDS:-11}  # end-to-end rounds per side
 INSTRUCTIONS=${INSTRUCTIONS:-1} # 0: skip the valgrind instruction counts
 OUT=${OUT:-BENCHMARKS.md}
 
-target_dir=${CARGO_TARGET_DIR:-target}
+REPORT_ONLY=${REPORT_ONLY:-0}  # 1: rewrite $OUT from the last run's files, run nothing
+
 work=$PWD/target/bench-report
 export CRITERION_HOME=$work/criterion
-# Start empty, so that every figure in the report comes from this run.
-rm -rf "$work"
-mkdir -p "$work"
-cat /proc/loadavg >"$work/loadavg-start"
 
 criterion_args=(--warm-up-time "$WARMUP" --measurement-time "$MEASURE" --noplot)
 overhead_cmd="cargo bench --bench overhead -- ${criterion_args[*]}"
 drain_cmd="cargo bench --bench drain -- ${criterion_args[*]}"
 load_cmd="cargo run --release --example load -- --seconds $LOAD_SECONDS --rounds $LOAD_ROUNDS"
-
-echo "== $overhead_cmd" >&2
-cargo bench --bench overhead -- "${criterion_args[@]}"
-echo "== $drain_cmd" >&2
-cargo bench --bench drain -- "${criterion_args[@]}"
-echo "== $load_cmd" >&2
-cargo run --release --example load -- --seconds "$LOAD_SECONDS" --rounds "$LOAD_ROUNDS" \
-    --json "$work/load.json"
-
-# Instructions per request: total instructions at two request counts, differenced, so
-# start-up and set-up cancel out.
 instructions_cmd="valgrind --tool=cachegrind --cache-sim=no <instructions bench> VARIANT FRAMES N"
-if [ "$INSTRUCTIONS" != 0 ] && command -v valgrind >/dev/null; then
-    cargo bench --bench instructions --no-run
-    harness=$(cargo bench --bench instructions --no-run --message-format=json 2>/dev/null |
-        python3 -c 'import json,sys
+
+if [ "$REPORT_ONLY" = 0 ]; then
+    # Start empty, so that every figure in the report comes from this run.
+    rm -rf "$work"
+    mkdir -p "$work"
+    cat /proc/loadavg >"$work/loadavg-start"
+
+    echo "== $overhead_cmd" >&2
+    cargo bench --bench overhead -- "${criterion_args[@]}"
+    echo "== $drain_cmd" >&2
+    cargo bench --bench drain -- "${criterion_args[@]}"
+    echo "== $load_cmd" >&2
+    cargo run --release --example load -- --seconds "$LOAD_SECONDS" --rounds "$LOAD_ROUNDS" \
+        --json "$work/load.json"
+
+    # Instructions per request: total instructions at two request counts, differenced, so
+    # start-up and set-up cancel out.
+    if [ "$INSTRUCTIONS" != 0 ] && command -v valgrind >/dev/null; then
+        cargo bench --bench instructions --no-run
+        harness=$(cargo bench --bench instructions --no-run --message-format=json 2>/dev/null |
+            python3 -c 'import json,sys
 for line in sys.stdin:
     m = json.loads(line)
     if m.get("reason") == "compiler-artifact" and m["target"]["name"] == "instructions" and m.get("executable"):
         print(m["executable"])')
-    count() {
-        valgrind --tool=cachegrind --cache-sim=no --cachegrind-out-file=/dev/null "$@" 2>&1 |
-            sed -n 's/.*I *refs: *//p' | tr -d ,
-    }
-    variants=$(sed -n '/^pub const NAMES/,/];/p' benches/common/mod.rs | grep -o '"[a-z_0-9]*"' | tr -d '"')
-    for frames in 1 16; do
-        for variant in $variants; do
-            low=$(count "$harness" "$variant" "$frames" 10000)
-            high=$(count "$harness" "$variant" "$frames" 20000)
-            echo "$variant $frames $(((high - low) / 10000))" >>"$work/instructions.txt"
-            echo "instructions: $variant, $frames frames: $(((high - low) / 10000))" >&2
+        count() {
+            valgrind --tool=cachegrind --cache-sim=no --cachegrind-out-file=/dev/null "$@" 2>&1 |
+                sed -n 's/.*I *refs: *//p' | tr -d ,
+        }
+        variants=$(sed -n '/^pub const NAMES/,/];/p' benches/common/mod.rs | grep -o '"[a-z_0-9]*"' | tr -d '"')
+        for frames in 1 16; do
+            for variant in $variants; do
+                low=$(count "$harness" "$variant" "$frames" 10000)
+                high=$(count "$harness" "$variant" "$frames" 20000)
+                echo "$variant $frames $(((high - low) / 10000))" >>"$work/instructions.txt"
+                echo "instructions: $variant, $frames frames: $(((high - low) / 10000))" >&2
+            done
         done
-    done
+    fi
+    cat /proc/loadavg >"$work/loadavg-end"
 fi
-cat /proc/loadavg >"$work/loadavg-end"
 
 export WORK=$work OUT OVERHEAD_CMD=$overhead_cmd DRAIN_CMD=$drain_cmd LOAD_CMD=$load_cmd \
     INSTRUCTIONS_CMD=$instructions_cmd
