@@ -39,7 +39,7 @@ mod reference;
 /// A response body of `left` static frames: no allocation, so only wrappers add cost.
 #[derive(Debug, Clone, Copy)]
 pub struct Chunks {
-    pub left: u8,
+    left: u8,
 }
 
 impl Body for Chunks {
@@ -140,7 +140,7 @@ pub trait Target: Clone + Send + 'static {
 
 /// A service built from layers.
 #[derive(Clone)]
-pub struct Layered<S>(pub S);
+pub struct Layered<S>(S);
 
 impl<S, B> Target for Layered<S>
 where
