@@ -81,6 +81,8 @@ where
 {
     type Output = Result<Response<ResponseBody<B>>, E>;
 
+    // Inlined so the response is re-wrapped in place rather than copied through a call.
+    #[inline]
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         match self.project().kind.project() {
             KindProj::Called {

@@ -56,6 +56,9 @@ where
         self.inner.poll_ready(cx)
     }
 
+    // Inlined so the request and the future are built in place rather than copied through a
+    // call.
+    #[inline]
     fn call(&mut self, request: Request<ReqBody>) -> Self::Future {
         if self.policy.bypasses(&request) {
             return ResponseFuture::called(self.inner.call(request), None, None, Watch::Off);

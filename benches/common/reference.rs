@@ -1,0 +1,196 @@
+//! Reference middlewares that exist only to measure against: what wrapping costs, and what the
+//! least a counting middleware can do costs. None of them is a usable middleware.
+//!
+//! * [`Passthrough`] wraps the response future and the response body and does nothing else.
+//! * [`Counting`] counts a request from `call` to the end of its body with a guard carried from
+//!   the future into the body, the shape of this crate's layers without their admission
+//!   policy, rejection, abort or bypass: with a [`StaticCounter`] it is one relaxed add and one
+//!   release subtract on a single atomic; with a `Shutdown` it takes the crate's own
+//!   [`InFlightGuard`](tower_drain::InFlightGuard) through `Shutdown::guard`.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::task::{ready, Context, Poll};
+
+use http::{Request, Response};
+use http_body::{Body, Frame};
+use pin_project_lite::pin_project;
+use tower::Service;
+use tower_drain::{InFlightGuard, Shutdown};
+
+// === Passthrough ===
+
+/// Wraps the future and the body, adds nothing.
+#[derive(Clone)]
+pub struct Passthrough<S>(pub S);
+
+impl<S, B> Service<Request<()>> for Passthrough<S>
+where
+    S: Service<Request<()>, Response = Response<B>>,
+{
+    type Response = Response<Carried<B, ()>>;
+    type Error = S::Error;
+    type Future = CarryingFuture<S::Future, ()>;
+
+    #[inline]
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
+        self.0.poll_ready(cx)
+    }
+
+    #[inline]
+    fn call(&mut self, request: Request<()>) -> Self::Future {
+        CarryingFuture {
+            future: self.0.call(request),
+            guard: None,
+        }
+    }
+}
+
+// === Counting ===
+
+/// Where a [`Counting`] middleware takes its guards from.
+pub trait Admit: Clone {
+    /// Held from `call` until the body ends.
+    type Guard;
+    /// A guard, or `None` to pass the request uncounted.
+    fn admit(&self) -> Option<Self::Guard>;
+}
+
+/// One counter on one cache line, shared by every thread: the simplest possible count.
+#[derive(Clone, Copy)]
+pub struct StaticCounter(&'static AtomicUsize);
+
+impl StaticCounter {
+    /// A fresh counter (leaked: a handful per bench run).
+    pub fn new() -> Self {
+        StaticCounter(Box::leak(Box::new(AtomicUsize::new(0))))
+    }
+}
+
+/// Releases one count of a [`StaticCounter`].
+pub struct StaticGuard(&'static AtomicUsize);
+
+impl Drop for StaticGuard {
+    #[inline]
+    fn drop(&mut self) {
+        // Release: what the request did happens-before a reader seeing the count drop.
+        self.0.fetch_sub(1, Ordering::Release);
+    }
+}
+
+impl Admit for StaticCounter {
+    type Guard = StaticGuard;
+
+    #[inline]
+    fn admit(&self) -> Option<StaticGuard> {
+        // Relaxed: a count, published to readers by the matching Release subtract.
+        self.0.fetch_add(1, Ordering::Relaxed);
+        Some(StaticGuard(self.0))
+    }
+}
+
+impl Admit for Shutdown {
+    type Guard = InFlightGuard;
+
+    #[inline]
+    fn admit(&self) -> Option<InFlightGuard> {
+        self.guard()
+    }
+}
+
+/// Counts each request from `call` until its body ends.
+#[derive(Clone)]
+pub struct Counting<S, A> {
+    inner: S,
+    admit: A,
+}
+
+impl<S, A> Counting<S, A> {
+    /// Wraps `inner`, taking guards from `admit`.
+    pub fn new(inner: S, admit: A) -> Self {
+        Counting { inner, admit }
+    }
+}
+
+impl<S, B, A> Service<Request<()>> for Counting<S, A>
+where
+    S: Service<Request<()>, Response = Response<B>>,
+    A: Admit,
+{
+    type Response = Response<Carried<B, A::Guard>>;
+    type Error = S::Error;
+    type Future = CarryingFuture<S::Future, A::Guard>;
+
+    #[inline]
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    #[inline]
+    fn call(&mut self, request: Request<()>) -> Self::Future {
+        let guard = self.admit.admit();
+        CarryingFuture {
+            future: self.inner.call(request),
+            guard,
+        }
+    }
+}
+
+// === the future and the body they share ===
+
+pin_project! {
+    /// Carries `guard` until the response exists.
+    pub struct CarryingFuture<F, G> {
+        #[pin]
+        future: F,
+        guard: Option<G>,
+    }
+}
+
+pin_project! {
+    /// Carries `guard` until the body's last frame.
+    pub struct Carried<B, G> {
+        #[pin]
+        inner: B,
+        guard: Option<G>,
+    }
+}
+
+impl<F, B, E, G> Future for CarryingFuture<F, G>
+where
+    F: Future<Output = Result<Response<B>, E>>,
+{
+    type Output = Result<Response<Carried<B, G>>, E>;
+
+    #[inline]
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        let response = ready!(this.future.poll(cx))?;
+        let guard = this.guard.take();
+        Poll::Ready(Ok(response.map(|inner| Carried { inner, guard })))
+    }
+}
+
+impl<B: Body, G> Body for Carried<B, G> {
+    type Data = B::Data;
+    type Error = B::Error;
+
+    #[inline]
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<B::Data>, B::Error>>> {
+        let this = self.project();
+        let frame = ready!(this.inner.poll_frame(cx));
+        if !matches!(frame, Some(Ok(_))) {
+            // End of stream or an error: the request is over.
+            *this.guard = None;
+        }
+        Poll::Ready(frame)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+}
