@@ -18,13 +18,15 @@ use crate::shutdown::Core;
 use crate::Shutdown;
 
 /// Carried by a response future from the call until the response exists.
-pub(crate) enum Watch {
-    Off,
-    /// Look at the response's content type.
-    Detect(&'static Tracking),
-    /// A marked route: registered since the call. Boxed so the common variants stay small:
-    /// every response future carries a `Watch`.
-    Route(Box<RouteWatch>),
+///
+/// Two words, and dropping it is a null check: every response future carries one, so the
+/// rare state (a marked route, registered since the call) is boxed behind an `Option`.
+#[derive(Default)]
+pub(crate) struct Watch {
+    /// Look at the response's content type with these settings.
+    detect: Option<&'static Tracking>,
+    /// A marked route: registered since the call.
+    route: Option<Box<RouteWatch>>,
 }
 
 pub(crate) struct RouteWatch {
@@ -41,8 +43,11 @@ impl Watch {
     #[inline]
     pub(crate) fn detect(track: Track) -> Watch {
         match track {
-            Track::Detect(tracking) => Watch::Detect(tracking),
-            Track::Off | Track::Route(_) => Watch::Off,
+            Track::Detect(tracking) => Watch {
+                detect: Some(tracking),
+                route: None,
+            },
+            Track::Off | Track::Route(_) => Watch::default(),
         }
     }
 
@@ -67,12 +72,15 @@ impl Watch {
         request
             .extensions_mut()
             .insert(DrainSignal::new(Shutdown { core }));
-        let watch = Watch::Route(Box::new(RouteWatch {
-            core,
-            registration,
-            tracking,
-            deadline: None,
-        }));
+        let watch = Watch {
+            detect: None,
+            route: Some(Box::new(RouteWatch {
+                core,
+                registration,
+                tracking,
+                deadline: None,
+            })),
+        };
         (request, watch)
     }
 
@@ -81,16 +89,10 @@ impl Watch {
     /// then dropped with the response future; everything else stays pending.
     #[inline]
     pub(crate) fn poll_cut(&mut self, cx: &mut Context<'_>) -> Poll<Response<Rejection>> {
-        match self {
-            Watch::Route(route) => route.poll_cut(cx),
-            Watch::Off | Watch::Detect(_) => Poll::Pending,
+        match &mut self.route {
+            Some(route) => route.poll_cut(cx),
+            None => Poll::Pending,
         }
-    }
-
-    /// Takes the watch out, leaving `Off`.
-    #[inline]
-    pub(crate) fn take(&mut self) -> Watch {
-        std::mem::replace(self, Watch::Off)
     }
 
     /// Decides whether `response`'s body is tracked; `counted_by` is the controller that
@@ -105,38 +107,30 @@ impl Watch {
         response: &mut Response<B>,
         counted_by: Option<&'static Core>,
     ) -> Option<Box<TrackedState>> {
-        match *self {
-            Watch::Off => None,
-            Watch::Detect(tracking) => {
-                if response.body().size_hint().exact().is_some() {
-                    return None;
-                }
-                let kind = match tracking.predicate {
-                    None => None,
-                    Some(predicate) => predicate(response.status(), response.headers()),
-                };
-                let kind = match kind {
-                    Some(kind) => kind,
-                    None if is_event_stream(response.headers()) => LongLivedKind::Sse,
-                    None => return None,
-                };
-                let core = tracking.shutdown.map(|shutdown| shutdown.core);
-                Self::detected(core.or(counted_by)?, tracking, kind, response)
-            }
-            Watch::Route(_) => {
-                // Moved out only here: the common arms leave nothing behind to drop.
-                let Watch::Route(route) = self.take() else {
-                    unreachable!("matched above")
-                };
-                let RouteWatch {
-                    core,
-                    registration,
-                    tracking,
-                    ..
-                } = *route;
-                Some(Self::routed(core, registration, tracking, response))
-            }
+        if let Some(route) = self.route.take() {
+            let RouteWatch {
+                core,
+                registration,
+                tracking,
+                ..
+            } = *route;
+            return Some(Self::routed(core, registration, tracking, response));
         }
+        let tracking = self.detect?;
+        if response.body().size_hint().exact().is_some() {
+            return None;
+        }
+        let kind = match tracking.predicate {
+            None => None,
+            Some(predicate) => predicate(response.status(), response.headers()),
+        };
+        let kind = match kind {
+            Some(kind) => kind,
+            None if is_event_stream(response.headers()) => LongLivedKind::Sse,
+            None => return None,
+        };
+        let core = tracking.shutdown.map(|shutdown| shutdown.core);
+        Self::detected(core.or(counted_by)?, tracking, kind, response)
     }
 
     #[cold]
@@ -195,10 +189,10 @@ impl RouteWatch {
 
 impl fmt::Debug for Watch {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let name = match self {
-            Watch::Off => "off",
-            Watch::Detect(_) => "detect",
-            Watch::Route(_) => "route",
+        let name = match (self.route.is_some(), self.detect.is_some()) {
+            (true, _) => "route",
+            (false, true) => "detect",
+            (false, false) => "off",
         };
         f.write_str(name)
     }

@@ -34,14 +34,9 @@ pin_project! {
             inner: B,
             guard: Option<InFlightGuard>,
             aborted: bool,
-        },
-        // A long-lived response (see `crate::long_lived`): ends or aborts on drain by its own
-        // rules. Its state is boxed so that short responses do not carry its size.
-        Tracked {
-            #[pin]
-            inner: B,
-            guard: Option<InFlightGuard>,
-            state: Box<TrackedState>,
+            // Set for a long-lived response (see `crate::long_lived`), which ends or aborts on
+            // drain by its own rules. Boxed so that short responses carry one null pointer.
+            tracked: Option<Box<TrackedState>>,
         },
         Rejected {
             rejection: Rejection,
@@ -56,6 +51,7 @@ impl<B> ResponseBody<B> {
                 inner,
                 guard,
                 aborted: false,
+                tracked: None,
             },
         }
     }
@@ -66,10 +62,11 @@ impl<B> ResponseBody<B> {
         state: Box<TrackedState>,
     ) -> Self {
         ResponseBody {
-            kind: Kind::Tracked {
+            kind: Kind::Passed {
                 inner,
                 guard,
-                state,
+                aborted: false,
+                tracked: Some(state),
             },
         }
     }
@@ -102,7 +99,11 @@ where
                 inner,
                 guard,
                 aborted,
+                tracked,
             } => {
+                if let Some(state) = tracked {
+                    return poll_tracked(inner, guard, state, cx);
+                }
                 if *aborted {
                     return Poll::Ready(None);
                 }
@@ -117,11 +118,6 @@ where
                 }
                 Poll::Ready(frame.map(|result| result.map_err(Into::into)))
             }
-            KindProj::Tracked {
-                inner,
-                guard,
-                state,
-            } => poll_tracked(inner, guard, state, cx),
             KindProj::Rejected { rejection } => {
                 Poll::Ready(rejection.take().map(|data| Ok(Frame::data(data.into()))))
             }
@@ -130,15 +126,23 @@ where
 
     fn is_end_stream(&self) -> bool {
         match &self.kind {
-            Kind::Passed { inner, aborted, .. } => *aborted || inner.is_end_stream(),
-            Kind::Tracked { inner, state, .. } => state.is_end_stream() || inner.is_end_stream(),
+            Kind::Passed {
+                inner,
+                aborted,
+                tracked,
+                ..
+            } => {
+                *aborted
+                    || tracked.as_ref().is_some_and(|state| state.is_end_stream())
+                    || inner.is_end_stream()
+            }
             Kind::Rejected { rejection } => rejection.is_end_stream(),
         }
     }
 
     fn size_hint(&self) -> SizeHint {
         match &self.kind {
-            Kind::Passed { inner, .. } | Kind::Tracked { inner, .. } => inner.size_hint(),
+            Kind::Passed { inner, .. } => inner.size_hint(),
             Kind::Rejected { rejection } => rejection.size_hint(),
         }
     }
@@ -157,9 +161,11 @@ fn abort<D>(
 impl<B> fmt::Debug for ResponseBody<B> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let kind = match &self.kind {
+            Kind::Passed {
+                tracked: Some(_), ..
+            } => "long-lived",
             Kind::Passed { guard, .. } if guard.is_some() => "counted",
             Kind::Passed { .. } => "passed",
-            Kind::Tracked { .. } => "long-lived",
             Kind::Rejected { .. } => "rejected",
         };
         f.debug_struct("ResponseBody")

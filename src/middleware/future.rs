@@ -8,7 +8,7 @@ use http::header::{HeaderValue, CONNECTION};
 use http::Response;
 use pin_project_lite::pin_project;
 
-use super::rejection::{self, Rejection};
+use super::rejection::{self, Reply};
 use super::ResponseBody;
 use crate::guard::InFlightGuard;
 use crate::long_lived::Watch;
@@ -43,7 +43,7 @@ pin_project! {
             watch: Watch,
         },
         Rejected {
-            response: Option<Response<Rejection>>,
+            reply: Reply,
         },
     }
 }
@@ -65,11 +65,9 @@ impl<F> ResponseFuture<F> {
         }
     }
 
-    pub(crate) fn rejected(response: Response<Rejection>) -> Self {
+    pub(crate) fn rejected(reply: Reply) -> Self {
         ResponseFuture {
-            kind: Kind::Rejected {
-                response: Some(response),
-            },
+            kind: Kind::Rejected { reply },
         }
     }
 }
@@ -120,10 +118,9 @@ where
                     Some(state) => ResponseBody::tracked(body, guard, state),
                 })))
             }
-            KindProj::Rejected { response } => Poll::Ready(Ok(response
-                .take()
-                .expect("ResponseFuture polled after completion")
-                .map(ResponseBody::rejected))),
+            KindProj::Rejected { reply } => {
+                Poll::Ready(Ok(reply.into_response().map(ResponseBody::rejected)))
+            }
         }
     }
 }

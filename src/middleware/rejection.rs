@@ -11,19 +11,57 @@ pub(crate) use crate::static_body::StaticBody as Rejection;
 /// `grpc-status` for UNAVAILABLE: the client may retry elsewhere.
 const GRPC_UNAVAILABLE: &str = "14";
 
-/// Builds the rejection for `request`: gRPC's UNAVAILABLE for gRPC calls, 503 otherwise.
-pub(crate) fn response<B>(request: &Request<B>, policy: &Policy) -> Response<Rejection> {
-    if is_grpc(request) {
-        return grpc_unavailable();
+/// How a request turned away is answered: decided at the call, and built into a response only
+/// when the future is polled. A few words instead of a whole response keep every response
+/// future small, and the futures of admitted requests are the ones that matter.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Reply {
+    /// gRPC's trailers-only UNAVAILABLE.
+    Grpc,
+    /// A plain-text 503 with `Retry-After`.
+    Http {
+        http1: bool,
+        retry_after_secs: u64,
+        message: &'static str,
+    },
+}
+
+impl Reply {
+    /// The reply for `request` under `policy`: UNAVAILABLE for gRPC calls, 503 otherwise.
+    pub(crate) fn for_request<B>(request: &Request<B>, policy: &Policy) -> Reply {
+        if is_grpc(request) {
+            return Reply::Grpc;
+        }
+        Reply::Http {
+            http1: request.version() < Version::HTTP_2,
+            retry_after_secs: policy.retry_after_secs,
+            message: policy.message,
+        }
     }
-    let mut response = unavailable(policy.message, request.version() < Version::HTTP_2);
-    response
-        .headers_mut()
-        .insert(RETRY_AFTER, HeaderValue::from(policy.retry_after_secs));
-    response
+
+    #[cold]
+    #[inline(never)]
+    pub(crate) fn into_response(self) -> Response<Rejection> {
+        match self {
+            Reply::Grpc => grpc_unavailable(),
+            Reply::Http {
+                http1,
+                retry_after_secs,
+                message,
+            } => {
+                let mut response = unavailable(message, http1);
+                response
+                    .headers_mut()
+                    .insert(RETRY_AFTER, HeaderValue::from(retry_after_secs));
+                response
+            }
+        }
+    }
 }
 
 /// The answer to a request whose handler was still running at the drain deadline.
+#[cold]
+#[inline(never)]
 pub(crate) fn aborted(http1: bool) -> Response<Rejection> {
     unavailable(
         "request aborted: the server's shutdown deadline passed\n",
@@ -48,6 +86,8 @@ fn unavailable(message: &'static str, http1: bool) -> Response<Rejection> {
 
 /// The answer given for a marked route whose handler was still waiting at the long-lived
 /// deadline: the handler is dropped, the client told to retry elsewhere.
+#[cold]
+#[inline(never)]
 pub(crate) fn long_lived_cut() -> Response<Rejection> {
     let mut response = unavailable("request cut short: the server is shutting down\n", false);
     response

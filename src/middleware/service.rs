@@ -5,7 +5,8 @@ use std::task::{Context, Poll};
 use http::{Request, Response, Version};
 use tower_service::Service;
 
-use super::{rejection, Policy, ResponseBody, ResponseFuture};
+use super::rejection::Reply;
+use super::{Policy, ResponseBody, ResponseFuture};
 use crate::long_lived::{Track, Watch};
 use crate::Shutdown;
 
@@ -61,7 +62,7 @@ where
     #[inline]
     fn call(&mut self, request: Request<ReqBody>) -> Self::Future {
         if self.policy.bypasses(&request) {
-            return ResponseFuture::called(self.inner.call(request), None, None, Watch::Off);
+            return ResponseFuture::called(self.inner.call(request), None, None, Watch::default());
         }
         if let Track::Route(tracking) = self.policy.track {
             // A marked route, under `LongLivedLayer::route`, which neither counts nor rejects.
@@ -79,7 +80,7 @@ where
         };
         if closed && self.policy.reject {
             core.note_rejected();
-            return ResponseFuture::rejected(rejection::response(&request, &self.policy));
+            return ResponseFuture::rejected(Reply::for_request(&request, &self.policy));
         }
         // Only HTTP/1 has a `Connection` header; on HTTP/2 the server's GOAWAY does this job.
         let close_if_draining =
