@@ -118,6 +118,12 @@ impl TrackedState {
 }
 
 /// `poll_frame` of a tracked body.
+///
+/// Kept out of line: inlined, it would make the middleware's `poll_frame` too large to be
+/// inlined into the server's loop, and every frame of every short response would then make a
+/// round trip through memory.
+#[cold]
+#[inline(never)]
 pub(crate) fn poll_tracked<B>(
     mut inner: Pin<&mut B>,
     guard: &mut Option<InFlightGuard>,
