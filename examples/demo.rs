@@ -28,7 +28,7 @@ use futures_util::stream;
 use serde::Deserialize;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
-use tower_drain::{Shutdown, ShutdownSequence};
+use tower_drain::{LongLivedLayer, Shutdown, ShutdownSequence};
 
 /// Kubernetes' default `terminationGracePeriodSeconds` less the 5 s `preStop` sleep of
 /// `examples/kubernetes.yaml`: what the sequence must fit in.
@@ -134,8 +134,15 @@ fn app(shutdown: Shutdown) -> Router {
         .route("/", get(|| async { "ok\n" }))
         .route("/slow", get(slow))
         .route("/stream", get(chunks))
-        .route("/events", get(move || long_lived::events(shutdown)))
-        .route("/poll", get(move |query| long_lived::poll(shutdown, query)))
+        // Server-sent events are found by their content type: on drain the layer sends the
+        // final `event: shutdown` with a `retry:` hint and ends the stream between events.
+        .route("/events", get(long_lived::events))
+        // A long-poll route is marked, so its handler gets a `DrainSignal` and the report
+        // names it if it is still waiting at the long-lived deadline.
+        .route(
+            "/poll",
+            get(long_lived::poll).layer(LongLivedLayer::route(shutdown)),
+        )
         .route_service("/readyz", shutdown.readiness())
         .route_service("/livez", shutdown.liveness())
         // Probes bypass the layer: never counted, never turned away while draining.
@@ -199,44 +206,28 @@ async fn chunks(Query(query): Query<StreamQuery>) -> Body {
 
 // === long-lived routes ===
 
-/// SSE and long-poll, ended by hand on `shutdown.closing()` for now. Once the crate's
-/// long-lived tracking lands, these become a `LongLivedLayer` on the two routes (the final
-/// `event: shutdown` and the `DrainSignal` come from it), and this module shrinks to the
-/// handlers' happy path.
+/// The long-lived routes: neither ends itself on shutdown; `shutdown.layer()` does that.
 mod long_lived {
     use std::convert::Infallible;
     use std::time::Duration;
 
     use axum::extract::Query;
     use axum::response::sse::{Event, Sse};
+    use axum::Extension;
     use futures_util::{stream, Stream};
     use serde::Deserialize;
-    use tower_drain::Shutdown;
+    use tower_drain::DrainSignal;
 
     const TICK: Duration = Duration::from_millis(100);
 
-    /// `data: tick i` every 100 ms; on drain a final `event: shutdown` with a `retry:` hint,
-    /// so an `EventSource` reconnects (elsewhere) a second later, then the stream ends.
-    pub(super) async fn events(
-        shutdown: Shutdown,
-    ) -> Sse<impl Stream<Item = Result<Event, Infallible>>> {
-        let closing = Box::pin(shutdown.closing());
-        let events = stream::unfold((0u64, Some(closing)), |(i, closing)| async move {
-            let mut closing = closing?;
-            tokio::select! {
-                () = &mut closing => {
-                    let last = Event::default()
-                        .event("shutdown")
-                        .data("draining")
-                        .retry(Duration::from_secs(1));
-                    Some((Ok(last), (i, None)))
-                }
-                () = tokio::time::sleep(TICK) => {
-                    Some((Ok(Event::default().data(format!("tick {i}"))), (i + 1, Some(closing))))
-                }
-            }
+    /// `data: tick i` every 100 ms, for ever. On drain the layer ends it after a final
+    /// `event: shutdown` with a `retry:` hint, so an `EventSource` reconnects elsewhere.
+    pub(super) async fn events() -> Sse<impl Stream<Item = Result<Event, Infallible>>> {
+        let ticks = stream::unfold(0u64, |i| async move {
+            tokio::time::sleep(TICK).await;
+            Some((Ok(Event::default().data(format!("tick {i}"))), i + 1))
         });
-        Sse::new(events)
+        Sse::new(ticks)
     }
 
     #[derive(Deserialize)]
@@ -244,13 +235,13 @@ mod long_lived {
         ms: u64,
     }
 
-    /// Answers `timeout` after `ms`, or `draining` as soon as admission closes.
+    /// Answers `timeout` after `ms`, or `draining` as soon as the drain begins.
     pub(super) async fn poll(
-        shutdown: Shutdown,
+        Extension(signal): Extension<DrainSignal>,
         Query(PollQuery { ms }): Query<PollQuery>,
     ) -> &'static str {
         tokio::select! {
-            () = shutdown.closing() => "draining\n",
+            () = signal => "draining\n",
             () = tokio::time::sleep(Duration::from_millis(ms)) => "timeout\n",
         }
     }
