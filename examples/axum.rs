@@ -2,7 +2,7 @@
 //!
 //! ```sh
 //! cargo run --example axum                # serves on 127.0.0.1:3000; Ctrl-C or SIGTERM to stop
-//! curl -N localhost:3000/events           # an SSE stream: cut at the drain deadline
+//! curl -N localhost:3000/events           # an SSE stream: ends with `event: shutdown`
 //! curl -i 'localhost:3000/slow?ms=5000'   # in flight at the signal: still answered
 //! ```
 
@@ -13,29 +13,32 @@ use std::future::IntoFuture;
 use std::time::Duration;
 
 use axum::extract::Query;
-use axum::http::StatusCode;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::routing::get;
 use axum::Router;
 use futures_util::stream::{self, Stream};
 use tokio::net::TcpListener;
-use tower_drain::Shutdown;
-
-const LAME_DUCK: Duration = Duration::from_secs(2);
-const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
+use tower_drain::{Shutdown, ShutdownSequence};
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn Error>> {
     let shutdown = Shutdown::new();
+    // SIGTERM or Ctrl-C starts it: lame duck 2 s, drain up to 10 s; a second signal forces.
+    let sequence = ShutdownSequence::builder(shutdown)
+        .lame_duck(Duration::from_secs(2))
+        .drain_timeout(Duration::from_secs(10))
+        .budget(Duration::from_secs(15))
+        .build()?;
 
     let app = Router::new()
         .route("/", get(|| async { "ok\n" }))
         .route("/slow", get(slow))
         .route("/events", get(events))
-        .route("/readyz", get(move || ready(shutdown)))
-        .route("/livez", get(|| async { "ok\n" }))
-        // Counts every request until its response body ends; 503 once draining.
-        // Probes pass through: never counted, never rejected.
+        // 200 while serving, 503 from the lame duck on: load balancers move away first.
+        .route_service("/readyz", shutdown.readiness())
+        .route_service("/livez", shutdown.liveness())
+        // Counts every request until its response body ends; 503 once draining; ends SSE
+        // streams with a final event when the drain begins. Probes pass through untouched.
         .layer(shutdown.layer().bypass(&["/readyz", "/livez"]));
 
     let listener = TcpListener::bind("127.0.0.1:3000").await?;
@@ -46,35 +49,18 @@ async fn main() -> Result<(), Box<dyn Error>> {
         .into_future();
     let server = tokio::spawn(server);
 
-    terminate().await;
-    shutdown.begin_lame_duck();
-    println!("lame duck: /readyz answers 503, requests still served");
-    tokio::time::sleep(LAME_DUCK).await;
-
-    // Closes admission and waits for the requests in flight, up to the timeout; past it,
-    // what still runs (an SSE stream) is aborted.
-    let report = shutdown.drain(DRAIN_TIMEOUT)?.await;
+    let report = sequence.run().await;
     println!("{report}");
 
-    // axum returns once its last connection has closed: at once when everything drained,
-    // just after the abort otherwise. axum cannot close a connection itself, so the bound
-    // covers one that nothing wakes (an SSE stream with nothing to send). Serving the same
-    // router with `tower_drain::server::serve` (feature `hyper-server`) needs no bound.
+    // axum returns once its last connection has closed: at once when everything drained.
+    // axum cannot close a connection itself, so bound the wait for one that nothing wakes
+    // at the deadline (a stalled handler). `tower_drain::server::serve` (feature
+    // `hyper-server`) closes those itself.
     match tokio::time::timeout(Duration::from_secs(1), server).await {
         Ok(served) => served??,
         Err(_) => println!("connections still open after the drain; exiting anyway"),
     }
-    // Clean-up (pools, telemetry) goes here: no request needs them any more.
-    std::process::exit(if report.is_drained() { 0 } else { 1 })
-}
-
-/// 200 while serving, 503 from lame duck on, so load balancers stop sending traffic here.
-async fn ready(shutdown: Shutdown) -> (StatusCode, &'static str) {
-    if shutdown.phase().shutting_down() {
-        (StatusCode::SERVICE_UNAVAILABLE, "shutting down\n")
-    } else {
-        (StatusCode::OK, "ok\n")
-    }
+    std::process::exit(if report.drain.is_drained() { 0 } else { 1 })
 }
 
 /// `/slow?ms=N`: answers after N milliseconds.
@@ -94,22 +80,4 @@ async fn events() -> Sse<impl Stream<Item = Result<Event, Infallible>>> {
         Some((Ok(Event::default().data(format!("tick {i}"))), i + 1))
     });
     Sse::new(ticks).keep_alive(KeepAlive::default())
-}
-
-/// Ctrl-C, or SIGTERM (what Kubernetes sends).
-async fn terminate() {
-    #[cfg(unix)]
-    let sigterm = async {
-        use tokio::signal::unix::{signal, SignalKind};
-        signal(SignalKind::terminate())
-            .expect("SIGTERM handler")
-            .recv()
-            .await;
-    };
-    #[cfg(not(unix))]
-    let sigterm = std::future::pending::<()>();
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        () = sigterm => {}
-    }
 }

@@ -21,14 +21,17 @@ use http_body_util::Full;
 use hyper::body::Incoming;
 use tokio::net::TcpListener;
 use tower::{service_fn, Layer};
-use tower_drain::Shutdown;
-
-const LAME_DUCK: Duration = Duration::from_secs(2);
-const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
+use tower_drain::{Shutdown, ShutdownSequence};
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn Error>> {
     let shutdown = Shutdown::new();
+    // SIGTERM or Ctrl-C starts it: lame duck 2 s, drain up to 10 s; a second signal forces.
+    let sequence = ShutdownSequence::builder(shutdown)
+        .lame_duck(Duration::from_secs(2))
+        .drain_timeout(Duration::from_secs(10))
+        .budget(Duration::from_secs(15))
+        .build()?;
     let routes = service_fn(move |request| route(shutdown, request));
     // Counts every request until its body is sent; 503 once draining. Probes pass through.
     let service = shutdown
@@ -40,18 +43,12 @@ async fn main() -> Result<(), Box<dyn Error>> {
     println!("listening on http://{}", listener.local_addr()?);
     let server = tokio::spawn(tower_drain::server::serve(listener, service, shutdown));
 
-    terminate().await;
-    shutdown.begin_lame_duck();
-    println!("lame duck: /readyz answers 503, requests still served");
-    tokio::time::sleep(LAME_DUCK).await;
-
-    // Closes admission: the server stops accepting and winds its connections down while
-    // the drain waits for the requests in flight. Its deadline closes what is left.
-    let report = shutdown.drain(DRAIN_TIMEOUT)?.await;
+    // When the drain closes admission, the server stops accepting and winds its
+    // connections down; at the drain deadline it closes what is left.
+    let report = sequence.run().await;
     server.await?;
     println!("{report}");
-    // Clean-up (pools, telemetry) goes here: no request needs them any more.
-    std::process::exit(if report.is_drained() { 0 } else { 1 })
+    std::process::exit(if report.drain.is_drained() { 0 } else { 1 })
 }
 
 async fn route(
@@ -82,22 +79,4 @@ fn query_number<B>(request: &Request<B>, name: &str) -> Option<u64> {
         .query()?
         .split('&')
         .find_map(|pair| pair.strip_prefix(name)?.strip_prefix('=')?.parse().ok())
-}
-
-/// Ctrl-C, or SIGTERM (what Kubernetes sends).
-async fn terminate() {
-    #[cfg(unix)]
-    let sigterm = async {
-        use tokio::signal::unix::{signal, SignalKind};
-        signal(SignalKind::terminate())
-            .expect("SIGTERM handler")
-            .recv()
-            .await;
-    };
-    #[cfg(not(unix))]
-    let sigterm = std::future::pending::<()>();
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        () = sigterm => {}
-    }
 }

@@ -22,10 +22,7 @@ use tonic::codegen::BoxStream;
 use tonic::transport::Server;
 use tonic::Status;
 use tonic_health::ServingStatus;
-use tower_drain::Shutdown;
-
-const LAME_DUCK: Duration = Duration::from_secs(2);
-const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
+use tower_drain::{Shutdown, ShutdownSequence};
 
 /// `Say` answers after half a second; `Count` streams one reply every 100 ms.
 struct Service;
@@ -47,6 +44,12 @@ impl Echo for Service {
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn Error>> {
     let shutdown = Shutdown::new();
+    // SIGTERM or Ctrl-C starts it: lame duck 2 s, drain up to 10 s; a second signal forces.
+    let sequence = ShutdownSequence::builder(shutdown)
+        .lame_duck(Duration::from_secs(2))
+        .drain_timeout(Duration::from_secs(10))
+        .budget(Duration::from_secs(15))
+        .build()?;
 
     // gRPC health follows readiness: NOT_SERVING from lame duck on.
     let (health, health_service) = tonic_health::server::health_reporter();
@@ -71,13 +74,9 @@ async fn main() -> Result<(), Box<dyn Error>> {
     let server = tokio::spawn(server);
     println!("serving gRPC on {addr}");
 
-    terminate().await;
-    shutdown.begin_lame_duck();
-    println!("lame duck: health is NOT_SERVING, calls still served");
-    tokio::time::sleep(LAME_DUCK).await;
-
-    // Closes admission (which fires `closing()` above) and waits for the calls in flight.
-    let report = shutdown.drain(DRAIN_TIMEOUT)?.await;
+    // Lame duck (health NOT_SERVING, calls still served), then the drain, which closes
+    // admission (firing `closing()` above) and waits for the calls in flight.
+    let report = sequence.run().await;
     println!("{report}");
 
     // tonic returns once its last connection has closed. Calls the drain cut short end at
@@ -86,24 +85,5 @@ async fn main() -> Result<(), Box<dyn Error>> {
         Ok(served) => served??,
         Err(_) => println!("connections still open after the drain; exiting anyway"),
     }
-    // Clean-up (pools, telemetry) goes here: no call needs them any more.
-    std::process::exit(if report.is_drained() { 0 } else { 1 })
-}
-
-/// Ctrl-C, or SIGTERM (what Kubernetes sends).
-async fn terminate() {
-    #[cfg(unix)]
-    let sigterm = async {
-        use tokio::signal::unix::{signal, SignalKind};
-        signal(SignalKind::terminate())
-            .expect("SIGTERM handler")
-            .recv()
-            .await;
-    };
-    #[cfg(not(unix))]
-    let sigterm = std::future::pending::<()>();
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        () = sigterm => {}
-    }
+    std::process::exit(if report.drain.is_drained() { 0 } else { 1 })
 }

@@ -50,24 +50,6 @@ fn env_u64(name: &str, default: u64) -> u64 {
     }
 }
 
-/// splitmix64: small, fast and good enough to pick cancellation points.
-#[derive(Clone)]
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-}
-
 // === the inner service ===
 
 /// What the backend is asked to do for one request: yield to the scheduler `yields` times
@@ -158,18 +140,18 @@ impl Tally {
 }
 
 /// Sends one request and ends it one of several ways, picked by `rng`.
-async fn one_request<S>(mut service: S, shutdown: Shutdown, rng: &mut Rng) -> Ended
+async fn one_request<S>(mut service: S, shutdown: Shutdown, rng: &mut fastrand::Rng) -> Ended
 where
     S: Service<Request<Plan>, Response = Served, Error = Infallible> + Send + 'static,
     S::Future: Send + 'static,
 {
     let plan = Plan {
-        yields: rng.below(3) as u8,
-        chunks: rng.below(5) as u8,
+        yields: rng.u64(..3) as u8,
+        chunks: rng.u64(..5) as u8,
     };
-    let way = rng.below(10);
-    let frames_before_drop = rng.below(u64::from(plan.chunks) + 1);
-    let polls_before_abort = rng.below(6);
+    let way = rng.u64(..10);
+    let frames_before_drop = rng.u64(..u64::from(plan.chunks) + 1);
+    let polls_before_abort = rng.u64(..6);
     if way == 4 {
         // The whole request runs in its own task, aborted after a few turns (perhaps before
         // it was even sent). A rejection is ready at its first poll, so an abort can never
@@ -272,14 +254,14 @@ async fn soak_random_cancellation_with_drain_restart_cycles_leaves_counts_at_zer
     let cycles = env_u64("SOAK_CYCLES", (total / 10_000).clamp(20, 1_000)).clamp(1, total);
     let seed = env_u64("SOAK_SEED", 0x00c0_ffee);
     eprintln!("soak: {total} requests over {cycles} drain/restart cycles, seed {seed:#x}");
-    let mut rng = Rng(seed);
+    let mut rng = fastrand::Rng::with_seed(seed);
     let mut sums = (0, 0, 0);
 
     for cycle in 0..cycles {
         let budget = total / cycles + u64::from(cycle < total % cycles);
         // Drain somewhere in the second half, so it lands on requests at every stage.
-        let drain_at = budget / 2 + rng.below(budget / 2 + 1);
-        let lame_duck_first = rng.below(2) == 0;
+        let drain_at = budget / 2 + rng.u64(..budget / 2 + 1);
+        let lame_duck_first = rng.u64(..2) == 0;
 
         let shutdown = Shutdown::new();
         let service = shutdown.layer().layer(tower::service_fn(backend));
@@ -293,7 +275,7 @@ async fn soak_random_cancellation_with_drain_restart_cycles_leaves_counts_at_zer
                 let tally = tally.clone();
                 let issued = issued.clone();
                 let reached = reached.clone();
-                let mut rng = Rng(rng.next() ^ worker);
+                let mut rng = fastrand::Rng::with_seed(rng.u64(..) ^ worker);
                 tokio::spawn(async move {
                     loop {
                         // Relaxed: hands out distinct request numbers; nothing else is

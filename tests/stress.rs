@@ -17,18 +17,6 @@ use tower_drain::{DrainOutcome, Shutdown};
 const REQUESTS: u64 = 100_000;
 const TASKS: u64 = 8;
 
-/// A small deterministic generator (xorshift64*), seeded per task.
-struct Rng(u64);
-
-impl Rng {
-    fn below(&mut self, n: u64) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D) % n
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn requests_with_random_cancellation_leave_nothing_in_flight() {
     let shutdown = Shutdown::new();
@@ -53,13 +41,13 @@ async fn requests_with_random_cancellation_leave_nothing_in_flight() {
     let tasks = (0..TASKS).map(|task| {
         let service = service.clone();
         tokio::spawn(async move {
-            let mut rng = Rng(0x9E37_79B9_7F4A_7C15 ^ (task + 1));
+            let mut rng = fastrand::Rng::with_seed(0x9E37_79B9_7F4A_7C15 ^ (task + 1));
             let mut finished = 0u64;
             for _ in 0..REQUESTS / TASKS {
-                let call = service.clone().oneshot(Request::new(rng.below(3)));
+                let call = service.clone().oneshot(Request::new(rng.u64(..3)));
                 // Poll the call and then the body for a random number of steps; whatever is
                 // left unfinished is dropped, which is the cancellation.
-                let mut budget = rng.below(12);
+                let mut budget = rng.u64(..12);
                 let mut call = pin!(call);
                 let response = poll_fn(|cx| match call.as_mut().poll(cx) {
                     Poll::Pending if budget == 0 => Poll::Ready(None),
