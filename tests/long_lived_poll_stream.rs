@@ -14,7 +14,7 @@ use axum::{Extension, Router};
 use bytes::Bytes;
 use futures_util::stream::{self, StreamExt};
 use long_lived_support::{
-    decode_chunked, get as open, read_to_close, read_until, serve, split_head,
+    decode_chunked, get as open, open_until, read_to_close, read_until, serve, split_head,
 };
 use tokio::sync::mpsc;
 use tokio::time::timeout;
@@ -127,19 +127,10 @@ async fn stream_past_the_long_lived_deadline_is_aborted_and_reported() {
         .layer(shutdown.layer());
     let server = serve(app, shutdown).await;
 
-    let mut client = open(server.addr, "/stream").await;
-    let mut raw = Vec::new();
-    assert!(
-        timeout(BOUND, read_until(&mut client, &mut raw, b"chunk 0\n"))
-            .await
-            .unwrap()
-    );
+    let reading = open_until(server.addr, "/stream", b"chunk 0\n").await;
 
     let drain = shutdown.drain(LONG).unwrap();
-    let reader = tokio::spawn(async move {
-        read_to_close(&mut client, &mut raw).await;
-        raw
-    });
+    let reader = tokio::spawn(reading.finish_raw());
     let report = timeout(BOUND, drain).await.unwrap();
     // The count reached zero long before the 60 s timeout: the abort released it.
     assert_eq!(report.outcome, DrainOutcome::Drained);
@@ -153,7 +144,7 @@ async fn stream_past_the_long_lived_deadline_is_aborted_and_reported() {
     assert!(entry.age >= grace, "{entry}");
     assert_eq!(shutdown.long_lived(), 0);
 
-    let raw = timeout(BOUND, reader).await.unwrap().unwrap();
+    let raw = reader.await.unwrap();
     let (head, body) = split_head(&raw);
     assert!(head.contains("transfer-encoding: chunked"), "{head}");
     let decoded = decode_chunked(body);
@@ -175,19 +166,10 @@ async fn route_policy_finish_ends_a_stream_cleanly_at_drain_start() {
         .layer(shutdown.layer());
     let server = serve(app, shutdown).await;
 
-    let mut client = open(server.addr, "/stream").await;
-    let mut raw = Vec::new();
-    assert!(
-        timeout(BOUND, read_until(&mut client, &mut raw, b"chunk 0\n"))
-            .await
-            .unwrap()
-    );
+    let reading = open_until(server.addr, "/stream", b"chunk 0\n").await;
     let report = timeout(BOUND, shutdown.drain(LONG).unwrap()).await.unwrap();
     assert!(report.is_drained(), "{report}");
-    timeout(BOUND, read_to_close(&mut client, &mut raw))
-        .await
-        .unwrap();
-    let decoded = decode_chunked(split_head(&raw).1);
+    let decoded = reading.finish().await;
     assert!(decoded.terminated, "finished cleanly at a chunk boundary");
     assert!(expected_prefix(&decoded.data));
     assert!(decoded.data.ends_with(b"\n"), "only whole chunks");
@@ -210,21 +192,12 @@ async fn sse_route_kept_until_deadline_is_aborted_there() {
         )
         .layer(shutdown.layer());
     let server = serve(app, shutdown).await;
-    let mut client = open(server.addr, "/feed").await;
-    let mut raw = Vec::new();
-    assert!(
-        timeout(BOUND, read_until(&mut client, &mut raw, b"data: hi\n\n"))
-            .await
-            .unwrap()
-    );
+    let reading = open_until(server.addr, "/feed", b"data: hi\n\n").await;
     let report = timeout(BOUND, shutdown.drain(LONG).unwrap()).await.unwrap();
     assert_eq!(report.long_lived.len(), 1, "{report}");
     assert_eq!(report.long_lived[0].kind, LongLivedKind::Sse);
     assert_eq!(report.long_lived[0].path.as_deref(), Some("/feed"));
-    timeout(BOUND, read_to_close(&mut client, &mut raw))
-        .await
-        .unwrap();
-    let decoded = decode_chunked(split_head(&raw).1);
+    let decoded = reading.finish().await;
     assert!(!decoded.terminated);
     assert_eq!(
         decoded.data, b"data: hi\n\n",
@@ -261,22 +234,13 @@ async fn predicate_makes_a_stream_long_lived_without_marking_the_route() {
         )
         .layer(shutdown.layer().long_lived_when(ndjson_is_long_lived));
     let server = serve(app, shutdown).await;
-    let mut client = open(server.addr, "/watch").await;
-    let mut raw = Vec::new();
-    assert!(
-        timeout(BOUND, read_until(&mut client, &mut raw, b"chunk 0\n"))
-            .await
-            .unwrap()
-    );
+    let reading = open_until(server.addr, "/watch", b"chunk 0\n").await;
     assert_eq!(shutdown.long_lived(), 1);
     let report = timeout(BOUND, shutdown.drain(LONG).unwrap()).await.unwrap();
     assert_eq!(report.long_lived.len(), 1, "{report}");
     assert_eq!(report.long_lived[0].kind, LongLivedKind::Stream);
     assert_eq!(report.long_lived[0].path, None, "unmarked: not named");
-    timeout(BOUND, read_to_close(&mut client, &mut raw))
-        .await
-        .unwrap();
-    assert!(!decode_chunked(split_head(&raw).1).terminated);
+    assert!(!reading.finish().await.terminated);
 }
 
 /// A long-poll that ignores its signal and would wait the full 60 s.

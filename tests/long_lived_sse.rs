@@ -11,8 +11,7 @@ use axum::routing::get;
 use axum::Router;
 use futures_util::stream::{self, Stream, StreamExt};
 use long_lived_support::{
-    decode_chunked, get as open, parse_events, read_to_close, read_until, serve, split_head,
-    FINAL_EVENT,
+    decode_chunked, open_until, parse_events, serve, split_head, FINAL_EVENT,
 };
 use tokio::time::timeout;
 use tower_drain::{DrainOutcome, Shutdown};
@@ -43,28 +42,19 @@ async fn sse_stream_gets_final_event_and_clean_end_and_drain_does_not_wait_for_t
     let shutdown = Shutdown::new();
     let server = serve(app(shutdown), shutdown).await;
 
-    let mut client = open(server.addr, "/events").await;
-    let mut raw = Vec::new();
     // Synchronise on the stream being live: the first complete event has arrived.
-    assert!(
-        timeout(BOUND, read_until(&mut client, &mut raw, b"tick 0\n"))
-            .await
-            .unwrap()
-    );
+    let reading = open_until(server.addr, "/events", b"tick 0\n").await;
     assert_eq!(shutdown.long_lived(), 1, "the SSE response is tracked");
 
     let drain = shutdown.drain(LONG).unwrap();
-    let reader = tokio::spawn(async move {
-        read_to_close(&mut client, &mut raw).await;
-        raw
-    });
+    let reader = tokio::spawn(reading.finish_raw());
     let report = timeout(BOUND, drain).await.expect("drain resolved");
     assert_eq!(report.outcome, DrainOutcome::Drained);
     assert!(report.long_lived.is_empty(), "nothing was cut: {report}");
     assert_eq!(shutdown.long_lived(), 0);
     assert_eq!(shutdown.in_flight(), 0);
 
-    let raw = timeout(BOUND, reader).await.unwrap().unwrap();
+    let raw = reader.await.unwrap();
     let (head, body) = split_head(&raw);
     assert!(head.starts_with("HTTP/1.1 200"), "{head}");
     assert!(head.contains("content-type: text/event-stream"), "{head}");
@@ -113,19 +103,10 @@ async fn sse_final_event_is_configurable_and_can_be_left_out() {
         ),
         (quiet, quiet_server.addr, None),
     ] {
-        let mut client = open(addr, "/events").await;
-        let mut raw = Vec::new();
-        assert!(
-            timeout(BOUND, read_until(&mut client, &mut raw, b"tick 0\n"))
-                .await
-                .unwrap()
-        );
+        let reading = open_until(addr, "/events", b"tick 0\n").await;
         let report = timeout(BOUND, shutdown.drain(LONG).unwrap()).await.unwrap();
         assert_eq!(report.outcome, DrainOutcome::Drained);
-        timeout(BOUND, read_to_close(&mut client, &mut raw))
-            .await
-            .unwrap();
-        let decoded = decode_chunked(split_head(&raw).1);
+        let decoded = reading.finish().await;
         assert!(decoded.terminated);
         let (events, rest) = parse_events(&decoded.data);
         assert!(rest.is_empty());
@@ -152,20 +133,11 @@ async fn idle_sse_stream_is_woken_at_drain_start() {
         )
         .layer(shutdown.layer());
     let server = serve(app, shutdown).await;
-    let mut client = open(server.addr, "/events").await;
-    let mut raw = Vec::new();
-    assert!(
-        timeout(BOUND, read_until(&mut client, &mut raw, b"data: hi\n\n"))
-            .await
-            .unwrap()
-    );
+    let reading = open_until(server.addr, "/events", b"data: hi\n\n").await;
 
     let report = timeout(BOUND, shutdown.drain(LONG).unwrap()).await.unwrap();
     assert_eq!(report.outcome, DrainOutcome::Drained);
-    timeout(BOUND, read_to_close(&mut client, &mut raw))
-        .await
-        .unwrap();
-    let decoded = decode_chunked(split_head(&raw).1);
+    let decoded = reading.finish().await;
     assert!(decoded.terminated);
     let (events, rest) = parse_events(&decoded.data);
     assert!(rest.is_empty());
@@ -180,20 +152,11 @@ async fn nested_tracking_layers_register_one_entry_and_send_one_final_event() {
         .layer(tower_drain::LongLivedLayer::new(shutdown))
         .layer(shutdown.layer());
     let server = serve(app, shutdown).await;
-    let mut client = open(server.addr, "/events").await;
-    let mut raw = Vec::new();
-    assert!(
-        timeout(BOUND, read_until(&mut client, &mut raw, b"tick 0\n"))
-            .await
-            .unwrap()
-    );
+    let reading = open_until(server.addr, "/events", b"tick 0\n").await;
     assert_eq!(shutdown.long_lived(), 1, "one entry for one response");
     let report = timeout(BOUND, shutdown.drain(LONG).unwrap()).await.unwrap();
     assert!(report.is_drained(), "{report}");
-    timeout(BOUND, read_to_close(&mut client, &mut raw))
-        .await
-        .unwrap();
-    let decoded = decode_chunked(split_head(&raw).1);
+    let decoded = reading.finish().await;
     assert!(decoded.terminated);
     let (events, rest) = parse_events(&decoded.data);
     assert!(rest.is_empty());

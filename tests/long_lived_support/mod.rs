@@ -11,6 +11,9 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinHandle;
 use tower_drain::Shutdown;
 
+/// The bound on every wait: generous, it only turns a hang into a failure.
+pub const BOUND: std::time::Duration = std::time::Duration::from_secs(20);
+
 /// The default final event, as it appears in a parsed event list (without the blank line).
 pub const FINAL_EVENT: &str = "event: shutdown\ndata: draining\nretry: 1000";
 
@@ -192,4 +195,41 @@ pub async fn open_idle_clients(addr: SocketAddr, count: usize) -> Vec<JoinHandle
         ready_rx.recv().await.unwrap();
     }
     clients
+}
+
+/// One raw HTTP/1 response being read, from a request made by [`open_until`].
+pub struct Reading {
+    client: TcpStream,
+    raw: Vec<u8>,
+}
+
+/// Sends `GET path` and reads until `marker` has arrived, so the response is known to be live
+/// (streaming, and tracked) before the test goes on.
+pub async fn open_until(addr: SocketAddr, path: &str, marker: &[u8]) -> Reading {
+    let mut client = get(addr, path).await;
+    let mut raw = Vec::new();
+    let arrived = tokio::time::timeout(BOUND, read_until(&mut client, &mut raw, marker))
+        .await
+        .expect("the response's first bytes within the bound");
+    assert!(
+        arrived,
+        "the stream ended before {:?}",
+        String::from_utf8_lossy(marker)
+    );
+    Reading { client, raw }
+}
+
+impl Reading {
+    /// Reads until the server closes the connection; returns every byte of the response.
+    pub async fn finish_raw(mut self) -> Vec<u8> {
+        tokio::time::timeout(BOUND, read_to_close(&mut self.client, &mut self.raw))
+            .await
+            .expect("the server closes the connection within the bound");
+        self.raw
+    }
+
+    /// Reads until the server closes the connection and decodes the chunked body.
+    pub async fn finish(self) -> Chunked {
+        decode_chunked(split_head(&self.finish_raw().await).1)
+    }
 }
