@@ -70,57 +70,49 @@ fn check_end(counter: &Counter, witness: &Witness, in_flight_at_close: usize) {
     assert!(in_flight_at_close <= witness.admitted.load(SeqCst));
 }
 
+/// Explores every interleaving of `model` with up to three preemptions, which covers each
+/// race here and keeps the run to seconds.
+fn check(model: impl Fn() + Sync + Send + 'static) {
+    let mut builder = loom::model::Builder::new();
+    builder.preemption_bound = Some(3);
+    builder.check(model);
+}
+
+/// Spawns `requests` on the given slots, closes the counter meanwhile, and checks the end.
+fn race_close(slots: usize, request_slots: &'static [usize]) {
+    let counter = Arc::new(Counter::new(slots));
+    let witness = Arc::new(Witness::default());
+    let workers: Vec<_> = request_slots
+        .iter()
+        .map(|&slot| {
+            let (counter, witness) = (counter.clone(), witness.clone());
+            thread::spawn(move || request(&counter, &witness, slot))
+        })
+        .collect();
+    let in_flight = close(&counter, &witness);
+    for worker in workers {
+        worker.join().unwrap();
+    }
+    check_end(&counter, &witness, in_flight);
+}
+
 /// Two requests on different slots race the close.
 #[test]
 fn admissions_on_two_slots_race_the_close() {
-    let mut model = loom::model::Builder::new();
-    model.preemption_bound = Some(3);
-    model.check(|| {
-        let counter = Arc::new(Counter::new(2));
-        let witness = Arc::new(Witness::default());
-        let workers: Vec<_> = (0..2)
-            .map(|slot| {
-                let (counter, witness) = (counter.clone(), witness.clone());
-                thread::spawn(move || request(&counter, &witness, slot))
-            })
-            .collect();
-        let in_flight = close(&counter, &witness);
-        for worker in workers {
-            worker.join().unwrap();
-        }
-        check_end(&counter, &witness, in_flight);
-    });
+    check(|| race_close(2, &[0, 1]));
 }
 
 /// Two requests contend for one slot (its compare-and-swap retries) while it closes.
 #[test]
 fn admissions_on_one_slot_race_the_close() {
-    let mut model = loom::model::Builder::new();
-    model.preemption_bound = Some(3);
-    model.check(|| {
-        let counter = Arc::new(Counter::new(1));
-        let witness = Arc::new(Witness::default());
-        let workers: Vec<_> = (0..2)
-            .map(|_| {
-                let (counter, witness) = (counter.clone(), witness.clone());
-                thread::spawn(move || request(&counter, &witness, 0))
-            })
-            .collect();
-        let in_flight = close(&counter, &witness);
-        for worker in workers {
-            worker.join().unwrap();
-        }
-        check_end(&counter, &witness, in_flight);
-    });
+    check(|| race_close(1, &[0, 0]));
 }
 
 /// Requests admitted before the close are released on other threads while it sweeps: the
 /// last release and the closer's own hold race for the zero edge.
 #[test]
 fn last_release_races_the_sweep() {
-    let mut model = loom::model::Builder::new();
-    model.preemption_bound = Some(3);
-    model.check(|| {
+    check(|| {
         let counter = Arc::new(Counter::new(2));
         let witness = Arc::new(Witness::default());
         assert!(counter.try_acquire(0));
