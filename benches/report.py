@@ -18,6 +18,7 @@ REFERENCES = [
     ("reference_passthrough", "reference: wraps future and body, nothing else"),
     ("reference_counting", "reference: one atomic add/sub, guard carried to body end"),
     ("reference_counting_crate_guard", "reference: same, with this crate's `Shutdown::guard()`"),
+    ("reference_counting_crate_guard_on_drop", "reference: same, guard released when the body is dropped"),
 ]
 VARIANTS = [
     ("bare", "bare `service_fn`"),

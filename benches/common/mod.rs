@@ -30,7 +30,7 @@ use tower::{service_fn, Layer, Service};
 use tower_drain::{InFlightLayer, RejectWhenDrainingLayer, Shutdown};
 use tower_http::metrics::InFlightRequestsLayer;
 
-use reference::{Counting, Passthrough, StaticCounter};
+use reference::{AtEnd, Counting, OnDrop, Passthrough, StaticCounter};
 
 mod reference;
 
@@ -335,11 +335,12 @@ pub struct Variants {
 }
 
 /// The names of all variants, in report order.
-pub const NAMES: [&str; 12] = [
+pub const NAMES: [&str; 13] = [
     "bare",
     "reference_passthrough",
     "reference_counting",
     "reference_counting_crate_guard",
+    "reference_counting_crate_guard_on_drop",
     "shutdown_layer",
     "in_flight_layer",
     "reject_when_draining_layer",
@@ -372,11 +373,24 @@ impl Variants {
             ),
             (
                 "reference_counting",
-                Box::new(Layered(Counting::new(inner(frames), StaticCounter::new()))),
+                Box::new(Layered(Counting::<_, _, AtEnd>::new(
+                    inner(frames),
+                    StaticCounter::new(),
+                ))),
             ),
             (
                 "reference_counting_crate_guard",
-                Box::new(Layered(Counting::new(inner(frames), Shutdown::new()))),
+                Box::new(Layered(Counting::<_, _, AtEnd>::new(
+                    inner(frames),
+                    Shutdown::new(),
+                ))),
+            ),
+            (
+                "reference_counting_crate_guard_on_drop",
+                Box::new(Layered(Counting::<_, _, OnDrop>::new(
+                    inner(frames),
+                    Shutdown::new(),
+                ))),
             ),
         ];
 

@@ -6,9 +6,12 @@
 //!   the future into the body, the shape of this crate's layers without their admission
 //!   policy, rejection, abort or bypass: with a [`StaticCounter`] it is one relaxed add and one
 //!   release subtract on a single atomic; with a `Shutdown` it takes the crate's own
-//!   [`InFlightGuard`](tower_drain::InFlightGuard) through `Shutdown::guard`.
+//!   [`InFlightGuard`](tower_drain::InFlightGuard) through `Shutdown::guard`. With
+//!   `AtEnd` the body drops its guard as it yields its last frame (as this crate's
+//!   layers do); with `OnDrop` the guard goes when the body is dropped (as tower-http's does).
 
 use std::future::Future;
+use std::marker::PhantomData;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::task::{ready, Context, Poll};
@@ -29,9 +32,9 @@ impl<S, B> Service<Request<()>> for Passthrough<S>
 where
     S: Service<Request<()>, Response = Response<B>>,
 {
-    type Response = Response<Carried<B, ()>>;
+    type Response = Response<Carried<B, (), OnDrop>>;
     type Error = S::Error;
-    type Future = CarryingFuture<S::Future, ()>;
+    type Future = CarryingFuture<S::Future, (), OnDrop>;
 
     #[inline]
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
@@ -43,6 +46,7 @@ where
         CarryingFuture {
             future: self.0.call(request),
             guard: None,
+            release: PhantomData,
         }
     }
 }
@@ -99,28 +103,33 @@ impl Admit for Shutdown {
     }
 }
 
-/// Counts each request from `call` until its body ends.
+/// Counts each request from `call` until its body ends ([`AtEnd`]) or is dropped ([`OnDrop`]).
 #[derive(Clone)]
-pub struct Counting<S, A> {
+pub struct Counting<S, A, R: Release = AtEnd> {
     inner: S,
     admit: A,
+    release: PhantomData<R>,
 }
 
-impl<S, A> Counting<S, A> {
+impl<S, A, R: Release> Counting<S, A, R> {
     /// Wraps `inner`, taking guards from `admit`.
     pub fn new(inner: S, admit: A) -> Self {
-        Counting { inner, admit }
+        Counting {
+            inner,
+            admit,
+            release: PhantomData,
+        }
     }
 }
 
-impl<S, B, A> Service<Request<()>> for Counting<S, A>
+impl<S, B, A, R: Release> Service<Request<()>> for Counting<S, A, R>
 where
     S: Service<Request<()>, Response = Response<B>>,
     A: Admit,
 {
-    type Response = Response<Carried<B, A::Guard>>;
+    type Response = Response<Carried<B, A::Guard, R>>;
     type Error = S::Error;
-    type Future = CarryingFuture<S::Future, A::Guard>;
+    type Future = CarryingFuture<S::Future, A::Guard, R>;
 
     #[inline]
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
@@ -133,46 +142,75 @@ where
         CarryingFuture {
             future: self.inner.call(request),
             guard,
+            release: PhantomData,
         }
     }
+}
+
+/// When a [`Carried`] body lets its guard go.
+pub trait Release: Clone {
+    /// `true`: as it yields its last frame; `false`: when it is dropped.
+    const AT_END: bool;
+}
+
+/// Releases as the body yields its last frame, as this crate's layers do.
+#[derive(Clone)]
+pub struct AtEnd;
+
+impl Release for AtEnd {
+    const AT_END: bool = true;
+}
+
+/// Releases when the body is dropped, as tower-http's `InFlightRequests` does.
+#[derive(Clone)]
+pub struct OnDrop;
+
+impl Release for OnDrop {
+    const AT_END: bool = false;
 }
 
 // === the future and the body they share ===
 
 pin_project! {
     /// Carries `guard` until the response exists.
-    pub struct CarryingFuture<F, G> {
+    pub struct CarryingFuture<F, G, R: Release> {
         #[pin]
         future: F,
         guard: Option<G>,
+        release: PhantomData<R>,
     }
 }
 
 pin_project! {
-    /// Carries `guard` until the body's last frame.
-    pub struct Carried<B, G> {
+    /// Carries `guard` until the body's last frame ([`AtEnd`]) or until it is dropped ([`OnDrop`]).
+    pub struct Carried<B, G, R: Release> {
         #[pin]
         inner: B,
         guard: Option<G>,
+        release: PhantomData<R>,
     }
 }
 
-impl<F, B, E, G> Future for CarryingFuture<F, G>
+impl<F, B, E, G, R: Release> Future for CarryingFuture<F, G, R>
 where
     F: Future<Output = Result<Response<B>, E>>,
 {
-    type Output = Result<Response<Carried<B, G>>, E>;
+    type Output = Result<Response<Carried<B, G, R>>, E>;
 
     #[inline]
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
         let response = ready!(this.future.poll(cx))?;
         let guard = this.guard.take();
-        Poll::Ready(Ok(response.map(|inner| Carried { inner, guard })))
+        Poll::Ready(Ok(response.map(|inner| Carried {
+            inner,
+            guard,
+            release: PhantomData,
+        })))
     }
 }
 
-impl<B: Body, G> Body for Carried<B, G> {
+impl<B: Body, G, R: Release> Body for Carried<B, G, R> {
     type Data = B::Data;
     type Error = B::Error;
 
@@ -182,6 +220,9 @@ impl<B: Body, G> Body for Carried<B, G> {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<B::Data>, B::Error>>> {
         let this = self.project();
+        if !R::AT_END {
+            return this.inner.poll_frame(cx);
+        }
         let frame = ready!(this.inner.poll_frame(cx));
         if !matches!(frame, Some(Ok(_))) {
             // End of stream or an error: the request is over.
