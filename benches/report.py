@@ -54,6 +54,12 @@ def signed(value):
 
 
 times = {key: {v: median_ns(g, v) for v, _ in VARIANTS} for key, g in GROUPS.items()}
+# The bare service ran first and last in each group; what every variant is compared with is
+# the mean of the two, and the gap between them is how far the machine drifted meanwhile.
+bare_first = {key: row["bare"] for key, row in times.items()}
+bare_last = {key: median_ns(g, "bare_last") for key, g in GROUPS.items()}
+for key, row in times.items():
+    row["bare"] = (bare_first[key] + bare_last[key]) / 2
 added = {key: {v: t - row["bare"] for v, t in row.items()} for key, row in times.items()}
 # The two-thread control: a controller per thread, nothing shared.
 control2 = median_ns(GROUPS["2t"], "shutdown_layer_per_thread")
@@ -188,7 +194,8 @@ out(
     "contended); the figure is wall time for N requests per thread ÷ N, so perfect scaling "
     "would equal the 1-thread figure. *16 frames*: one thread, a 16-frame body, pricing body "
     "wrappers per frame. *added* is the median minus the bare service's median in the same "
-    "group."
+    "group. The bare service runs first and again last in each group; its figure here is the "
+    "mean of the two, and the two are given below the table."
 )
 out("")
 out("| variant | 1 thread | added | 2 threads | added | 16 frames | added | added per frame |")
@@ -206,6 +213,16 @@ for v, label in VARIANTS:
 out(
     f"| `shutdown.layer()`, one controller per thread (control: nothing shared) | — | — "
     f"| {ns(control2)} | {signed(control2_added)} | — | — | — |"
+)
+out("")
+out(
+    "Bare service, first and last run of each group: "
+    + "; ".join(
+        f"{name} {ns(bare_first[key])} and {ns(bare_last[key])}"
+        for key, name in (("1t", "1 thread"), ("2t", "2 threads"), ("16", "16 frames"))
+    )
+    + ". A gap of more than a nanosecond or two means the machine's speed changed during the "
+    "group, and every *added* figure in that column carries that much uncertainty."
 )
 out("")
 out("### `shutdown.layer()` against each peer")
