@@ -8,6 +8,7 @@ use std::time::Duration;
 use tokio::signal::unix::SignalKind;
 
 use super::hook::Hook;
+use super::plan::Plan;
 use super::trigger::{SignalChoice, Triggers};
 use super::{SequenceError, ShutdownSequence};
 use crate::{Drain, Shutdown};
@@ -17,11 +18,7 @@ use crate::{Drain, Shutdown};
 /// Defaults: 5 s lame duck, 20 s drain timeout, a 30 s budget (Kubernetes' default
 /// `terminationGracePeriodSeconds`), no hooks, SIGTERM and SIGINT.
 pub struct SequenceBuilder {
-    shutdown: Shutdown,
-    lame_duck: Duration,
-    drain_timeout: Duration,
-    budget: Duration,
-    hooks: Vec<Hook>,
+    plan: Plan,
     signals: SignalChoice,
     futures: Vec<std::pin::Pin<Box<dyn Future<Output = ()> + Send>>>,
 }
@@ -29,11 +26,13 @@ pub struct SequenceBuilder {
 impl SequenceBuilder {
     pub(crate) fn new(shutdown: Shutdown) -> Self {
         SequenceBuilder {
-            shutdown,
-            lame_duck: Duration::from_secs(5),
-            drain_timeout: Duration::from_secs(20),
-            budget: Duration::from_secs(30),
-            hooks: Vec::new(),
+            plan: Plan {
+                shutdown,
+                lame_duck: Duration::from_secs(5),
+                drain_timeout: Duration::from_secs(20),
+                budget: Duration::from_secs(30),
+                hooks: Vec::new(),
+            },
             signals: SignalChoice::Default,
             futures: Vec::new(),
         }
@@ -43,14 +42,14 @@ impl SequenceBuilder {
     /// routing here before anything is refused. Make it at least the readiness probe's
     /// period × failure threshold. Zero skips the lame-duck phase.
     pub fn lame_duck(mut self, delay: Duration) -> Self {
-        self.lame_duck = delay;
+        self.plan.lame_duck = delay;
         self
     }
 
     /// The longest wait for in-flight requests once admission closes; what is still running
     /// then is aborted. Zero means "do not wait" (see [`Shutdown::drain`]).
     pub fn drain_timeout(mut self, timeout: Duration) -> Self {
-        self.drain_timeout = timeout;
+        self.plan.drain_timeout = timeout;
         self
     }
 
@@ -58,7 +57,7 @@ impl SequenceBuilder {
     /// orchestrator's grace period (Kubernetes `terminationGracePeriodSeconds`, minus any
     /// `preStop` sleep), less a margin for the process to exit.
     pub fn budget(mut self, budget: Duration) -> Self {
-        self.budget = budget;
+        self.plan.budget = budget;
         self
     }
 
@@ -72,7 +71,7 @@ impl SequenceBuilder {
         Fut: Future<Output = Result<(), E>> + Send + 'static,
         E: Display + 'static,
     {
-        self.hooks.push(Hook::new(name.into(), timeout, hook));
+        self.plan.hooks.push(Hook::new(name.into(), timeout, hook));
         self
     }
 
@@ -108,69 +107,64 @@ impl SequenceBuilder {
     /// * [`SequenceError::NoRuntime`] when signals are on and this runs outside a Tokio
     ///   runtime, [`SequenceError::Signal`] when a handler cannot be installed.
     pub fn build(self) -> Result<ShutdownSequence, SequenceError> {
-        let needed = self.check_durations()?;
-        if needed > self.budget {
+        let plan = self.plan;
+        check_durations(&plan)?;
+        let needed = plan.planned();
+        if needed > plan.budget {
             return Err(SequenceError::OverBudget {
-                lame_duck: self.lame_duck,
-                drain_timeout: self.drain_timeout,
-                hooks: self
+                lame_duck: plan.lame_duck,
+                drain_timeout: plan.drain_timeout,
+                hooks: plan
                     .hooks
                     .iter()
                     .map(|hook| (hook.name.clone(), hook.timeout))
                     .collect(),
                 needed,
-                budget: self.budget,
+                budget: plan.budget,
             });
         }
         let (triggers, trigger) = Triggers::install(&self.signals, self.futures)?;
         Ok(ShutdownSequence {
-            shutdown: self.shutdown,
-            lame_duck: self.lame_duck,
-            drain_timeout: self.drain_timeout,
-            budget: self.budget,
-            hooks: self.hooks,
+            plan,
             triggers,
             trigger,
         })
     }
+}
 
-    /// Validates each duration and returns their sum.
-    fn check_durations(&self) -> Result<Duration, SequenceError> {
-        let bounded = |what: String, value: Duration, zero_ok: bool| {
-            if value.is_zero() && !zero_ok {
-                Err(SequenceError::Zero { what })
-            } else if value > Drain::MAX_TIMEOUT {
-                Err(SequenceError::TooLong {
-                    what,
-                    value,
-                    max: Drain::MAX_TIMEOUT,
-                })
-            } else {
-                Ok(value)
-            }
-        };
-        bounded("the shutdown budget".into(), self.budget, false)?;
-        let mut needed = bounded("the lame-duck delay".into(), self.lame_duck, true)?;
-        needed += bounded("the drain timeout".into(), self.drain_timeout, true)?;
-        for hook in &self.hooks {
-            // Each term is at most a day, so the sum cannot overflow a `Duration`.
-            needed += bounded(
-                format!("the timeout of hook `{}`", hook.name),
-                hook.timeout,
-                false,
-            )?;
+/// Checks each duration of `plan` on its own: nonzero where zero means nothing, and never
+/// over [`Drain::MAX_TIMEOUT`], which also keeps their sum from overflowing.
+fn check_durations(plan: &Plan) -> Result<(), SequenceError> {
+    let bounded = |what: String, value: Duration, zero_ok: bool| {
+        if value.is_zero() && !zero_ok {
+            Err(SequenceError::Zero { what })
+        } else if value > Drain::MAX_TIMEOUT {
+            Err(SequenceError::TooLong {
+                what,
+                value,
+                max: Drain::MAX_TIMEOUT,
+            })
+        } else {
+            Ok(())
         }
-        Ok(needed)
+    };
+    bounded("the shutdown budget".into(), plan.budget, false)?;
+    bounded("the lame-duck delay".into(), plan.lame_duck, true)?;
+    bounded("the drain timeout".into(), plan.drain_timeout, true)?;
+    for hook in &plan.hooks {
+        bounded(
+            format!("the timeout of hook `{}`", hook.name),
+            hook.timeout,
+            false,
+        )?;
     }
+    Ok(())
 }
 
 impl fmt::Debug for SequenceBuilder {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("SequenceBuilder")
-            .field("lame_duck", &self.lame_duck)
-            .field("drain_timeout", &self.drain_timeout)
-            .field("budget", &self.budget)
-            .field("hooks", &self.hooks.len())
+            .field("plan", &self.plan)
             .finish_non_exhaustive()
     }
 }

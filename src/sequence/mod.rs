@@ -38,6 +38,7 @@
 mod builder;
 mod error;
 mod hook;
+mod plan;
 mod report;
 mod trigger;
 
@@ -49,7 +50,8 @@ use tokio::time::Instant;
 
 pub use builder::SequenceBuilder;
 pub use error::SequenceError;
-use hook::{millis, Hook};
+use hook::millis;
+use plan::Plan;
 pub use report::{HookOutcome, HookReport, ShutdownReport};
 pub use trigger::ShutdownTrigger;
 use trigger::Triggers;
@@ -71,11 +73,7 @@ use crate::Shutdown;
 /// timeout), and the hooks still run. Later triggers change nothing; the sequence never runs
 /// twice, since `run` consumes it.
 pub struct ShutdownSequence {
-    shutdown: Shutdown,
-    lame_duck: Duration,
-    drain_timeout: Duration,
-    budget: Duration,
-    hooks: Vec<Hook>,
+    plan: Plan,
     triggers: Triggers,
     trigger: ShutdownTrigger,
 }
@@ -94,14 +92,12 @@ impl ShutdownSequence {
     /// The lame-duck delay, drain timeout and hook timeouts added up: the longest the
     /// sequence can take once triggered (within scheduling noise). Never over the budget.
     pub fn planned(&self) -> Duration {
-        self.lame_duck
-            + self.drain_timeout
-            + self.hooks.iter().map(|hook| hook.timeout).sum::<Duration>()
+        self.plan.planned()
     }
 
     /// The budget the plan was checked against.
     pub fn budget(&self) -> Duration {
-        self.budget
+        self.plan.budget
     }
 
     /// Waits for the first trigger, runs the sequence and returns its report.
@@ -111,11 +107,14 @@ impl ShutdownSequence {
     /// this is awaited starts the sequence at once.
     pub async fn run(self) -> ShutdownReport {
         let ShutdownSequence {
-            shutdown,
-            lame_duck,
-            drain_timeout,
-            budget: _,
-            hooks,
+            plan:
+                Plan {
+                    shutdown,
+                    lame_duck,
+                    drain_timeout,
+                    budget: _,
+                    hooks,
+                },
             mut triggers,
             trigger,
         } = self;
@@ -217,10 +216,7 @@ impl ShutdownSequence {
 impl fmt::Debug for ShutdownSequence {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("ShutdownSequence")
-            .field("lame_duck", &self.lame_duck)
-            .field("drain_timeout", &self.drain_timeout)
-            .field("budget", &self.budget)
-            .field("hooks", &self.hooks.len())
+            .field("plan", &self.plan)
             .finish_non_exhaustive()
     }
 }
