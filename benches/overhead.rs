@@ -33,9 +33,13 @@ fn bench_variants(c: &mut Criterion, group_name: &str, frames: u8, threads: usiz
     // The bare service runs first and once more last, as `bare_last`: every added cost is
     // relative to it, so a drift of the machine across the group shows as a gap between the
     // two, and the report subtracts their mean.
-    let bare_last = ("bare_last", 0);
-    let order = (0..variants.list.len()).map(|i| (variants.list[i].0, i));
-    for (name, index) in order.chain([bare_last]).collect::<Vec<_>>() {
+    let names: Vec<&'static str> = variants.list.iter().map(|(name, _)| *name).collect();
+    let bare = names
+        .iter()
+        .position(|name| *name == "bare")
+        .expect("listed");
+    let runs = names.into_iter().enumerate().chain([(bare, "bare_last")]);
+    for (index, name) in runs {
         let runner = &mut variants.list[index].1;
         if threads == 1 {
             group.bench_function(name, |b| b.iter_custom(|iters| runner.run_here(iters)));

@@ -20,7 +20,9 @@ use tokio::task::JoinHandle;
 use tower::{service_fn, Layer};
 use tower_drain::{DrainOutcome, Phase, Shutdown};
 
-use support::{has_connection_close, read_response, read_to_eof, within, write_get, Gate, WAIT};
+use support::{
+    has_connection_close, kept_alive_connection, read_to_eof, within, write_get, Gate, WAIT,
+};
 
 /// Serves, until the drain: `/held` waits at the gate, `/stuck` never answers (and bypasses
 /// the layer, so nothing counts it), anything else answers at once.
@@ -141,13 +143,7 @@ async fn http1_response_during_drain_says_connection_close_and_the_server_closes
     let gate = Gate::new();
     let (addr, server) = start(shutdown, &gate).await;
 
-    let mut stream = TcpStream::connect(addr).await.unwrap();
-    write_get(&mut stream, "/").await;
-    let before = read_response(&mut stream).await;
-    assert!(
-        !has_connection_close(&before),
-        "kept alive while serving: {before}"
-    );
+    let mut stream = kept_alive_connection(addr).await;
 
     // Reuse the kept-alive connection for a request that is in flight when draining begins.
     write_get(&mut stream, "/held").await;
@@ -180,13 +176,7 @@ async fn http1_idle_keep_alive_connection_is_closed_when_draining_begins() {
     let gate = Gate::new();
     let (addr, server) = start(shutdown, &gate).await;
 
-    let mut idle = TcpStream::connect(addr).await.unwrap();
-    write_get(&mut idle, "/").await;
-    let response = read_response(&mut idle).await;
-    assert!(
-        !has_connection_close(&response),
-        "kept alive while serving: {response}"
-    );
+    let mut idle = kept_alive_connection(addr).await;
 
     // A request held in flight keeps the drain going, so the close below happens at drain
     // start and not at its end.

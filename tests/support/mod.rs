@@ -3,6 +3,7 @@
 #![allow(dead_code)] // Each test crate uses its own part of this module.
 
 use std::future::Future;
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -101,6 +102,19 @@ pub async fn read_response(stream: &mut TcpStream) -> String {
         bytes.extend_from_slice(&chunk[..read]);
     }
     panic!("response never completed: {bytes:?}");
+}
+
+/// Opens a connection to `addr`, has `GET /` answered on it, and checks the server kept it
+/// open for more: the connection a client would reuse.
+pub async fn kept_alive_connection(addr: SocketAddr) -> TcpStream {
+    let mut stream = TcpStream::connect(addr).await.unwrap();
+    write_get(&mut stream, "/").await;
+    let response = read_response(&mut stream).await;
+    assert!(
+        !has_connection_close(&response),
+        "kept alive while serving: {response}"
+    );
+    stream
 }
 
 /// Reads until the server closes the connection, returning everything read.
