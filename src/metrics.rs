@@ -7,7 +7,7 @@
 //! | name | kind | meaning |
 //! |---|---|---|
 //! | `tower_drain_in_flight` | gauge | requests and guards in flight |
-//! | `tower_drain_long_lived` | gauge | long-lived responses in flight (0 until they are tracked) |
+//! | `tower_drain_long_lived` | gauge | long-lived responses (and long-lived guards) in flight |
 //! | `tower_drain_phase` | gauge | 0 serving, 1 lame duck, 2 draining, 3 drained, 4 timed out |
 //! | `tower_drain_rejected_total` | counter | requests rejected because admission was closed |
 //! | `tower_drain_forced_total` | counter | shutdowns forced by a second trigger |
@@ -20,7 +20,7 @@ pub(crate) fn record(shutdown: &Shutdown) {
     #[cfg(feature = "metrics")]
     {
         ::metrics::gauge!("tower_drain_in_flight").set(shutdown.in_flight() as f64);
-        ::metrics::gauge!("tower_drain_long_lived").set(0.0);
+        ::metrics::gauge!("tower_drain_long_lived").set(shutdown.long_lived() as f64);
         ::metrics::gauge!("tower_drain_phase").set(f64::from(shutdown.phase() as u8));
         ::metrics::counter!("tower_drain_rejected_total").absolute(shutdown.rejected());
     }
@@ -42,7 +42,7 @@ impl Shutdown {
     /// | name | kind | meaning |
     /// |---|---|---|
     /// | `tower_drain_in_flight` | gauge | requests and guards in flight |
-    /// | `tower_drain_long_lived` | gauge | long-lived responses in flight (0 until tracked) |
+    /// | `tower_drain_long_lived` | gauge | long-lived responses and guards in flight |
     /// | `tower_drain_phase` | gauge | 0 serving, 1 lame duck, 2 draining, 3 drained, 4 timed out |
     /// | `tower_drain_rejected_total` | counter | requests rejected once admission closed |
     /// | `tower_drain_forced_total` | counter | shutdowns forced by a second trigger |

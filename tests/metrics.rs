@@ -6,14 +6,14 @@ use std::convert::Infallible;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use http::{Request, Response, StatusCode};
+use http::{Method, Request, Response, StatusCode};
 use metrics::{
     Counter, CounterFn, Gauge, GaugeFn, Histogram, Key, KeyName, Metadata, Recorder, SharedString,
     Unit,
 };
 use tokio::time::timeout;
 use tower::{service_fn, Layer, ServiceExt};
-use tower_drain::{Shutdown, ShutdownSequence};
+use tower_drain::{LongLivedKind, Shutdown, ShutdownSequence};
 
 /// The last value of every counter and gauge, by name.
 #[derive(Default, Clone)]
@@ -95,6 +95,17 @@ async fn figures_follow_the_phases_and_count_rejections_and_forced_shutdowns() {
     shutdown.record_metrics();
     assert_eq!(figures.get("tower_drain_in_flight"), Some(1.0));
     assert_eq!(figures.get("tower_drain_phase"), Some(0.0), "serving");
+    assert_eq!(figures.get("tower_drain_long_lived"), Some(0.0));
+
+    // An upgraded connection is long-lived, and in flight too.
+    let connection = shutdown
+        .long_lived_guard(LongLivedKind::Upgrade, Method::GET, "/ws")
+        .unwrap();
+    shutdown.record_metrics();
+    assert_eq!(figures.get("tower_drain_long_lived"), Some(1.0));
+    assert_eq!(figures.get("tower_drain_in_flight"), Some(2.0));
+    drop(connection);
+    shutdown.record_metrics();
     assert_eq!(figures.get("tower_drain_long_lived"), Some(0.0));
 
     let sequence = ShutdownSequence::builder(shutdown)
