@@ -373,7 +373,15 @@ impl Core {
                 completed: in_flight_at_start.saturating_sub(decision.still_running),
                 rejected: decision.rejected,
                 still_running: decision.still_running,
-                long_lived: self.long_lived.cut(),
+                long_lived: {
+                    // A report taken between the decision and `decide`'s own call to
+                    // `expire` must still list what the timeout cut: take the snapshot now
+                    // (only the first call takes it).
+                    if decision.outcome == DrainOutcome::TimedOut {
+                        self.long_lived.expire();
+                    }
+                    self.long_lived.cut()
+                },
             }
         });
         Some(report.clone())
