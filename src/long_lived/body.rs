@@ -100,7 +100,11 @@ impl TrackedState {
     /// Polls the wake-up for the next thing this body must react to. `Ready` means that
     /// thing has happened; the caller steps again.
     fn poll_wait(&mut self, cx: &mut Context<'_>) -> Poll<()> {
-        let target = if self.on_drain == OnDrain::Finish && !self.core.phase().admission_closed() {
+        // Decided by the setting alone, not by the phase: a body that read "serving" in
+        // `step` and then waits here must still be woken by the drain's start, which may have
+        // happened in between. Once `closing` has fired this is ready at once, and `step`
+        // then answers `Finish`, so the caller's loop ends.
+        let target = if self.on_drain == OnDrain::Finish {
             Target::Closing
         } else {
             Target::Expired
