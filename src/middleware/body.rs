@@ -29,14 +29,16 @@ pin_project! {
 pin_project! {
     #[project = KindProj]
     enum Kind<B> {
+        // Fields drop in declaration order: a long-lived response leaves the registry before
+        // its count drops, so a report taken at the zero edge never lists finished work.
         Passed {
             #[pin]
             inner: B,
-            guard: Option<InFlightGuard>,
-            aborted: bool,
             // Set for a long-lived response (see `crate::long_lived`), which ends or aborts on
             // drain by its own rules. Boxed so that short responses carry one null pointer.
             tracked: Option<Box<TrackedState>>,
+            guard: Option<InFlightGuard>,
+            aborted: bool,
         },
         Rejected {
             rejection: Rejection,

@@ -95,7 +95,8 @@ where
                     let response = rejection::aborted(close_if_draining.is_some());
                     return Poll::Ready(Ok(response.map(ResponseBody::rejected)));
                 }
-                // An error drops the guard here: there is no body left to wait for.
+                // An error leaves no body to wait for: the guard goes with this future, which
+                // the server drops as soon as it has the error.
                 let mut response = match future.poll(cx) {
                     Poll::Ready(result) => result?,
                     // Only a marked route's watch ever answers here (`Watch::poll_cut`).
