@@ -18,29 +18,33 @@ use crate::Shutdown;
 /// task, close the connection when [`signal`](LongLivedGuard::signal) fires (for a WebSocket:
 /// close code 1001, going away), and drop the guard when the task ends.
 pub struct LongLivedGuard {
-    signal: DrainSignal,
-    expired: &'static tokio_util::sync::CancellationToken,
     // Dropped in declaration order: the entry leaves the registry before the count drops,
     // so a report taken at the zero edge never lists finished work.
     _registration: Registration,
-    _in_flight: InFlightGuard,
+    in_flight: InFlightGuard,
 }
 
 impl LongLivedGuard {
+    fn shutdown(&self) -> Shutdown {
+        Shutdown {
+            core: self.in_flight.core(),
+        }
+    }
+
     /// Resolves when the drain begins: time to close the connection.
     pub fn signal(&self) -> DrainSignal {
-        self.signal.clone()
+        self.shutdown().signal()
     }
 
     /// True once the drain has begun.
     pub fn is_draining(&self) -> bool {
-        self.signal.is_draining()
+        self.shutdown().phase().admission_closed()
     }
 
     /// Resolves at the long-lived deadline (or when the drain is cut short): the connection
     /// is now listed in the report as cut, and should be dropped without further ceremony.
     pub fn deadline(&self) -> impl Future<Output = ()> + Send + Sync + 'static {
-        self.expired.cancelled()
+        self.in_flight.core().long_lived.expired().cancelled()
     }
 }
 
@@ -91,10 +95,8 @@ impl Shutdown {
         let in_flight = self.guard()?;
         let registry = &self.core.long_lived;
         Some(LongLivedGuard {
-            signal: self.signal(),
-            expired: registry.expired(),
             _registration: registry.register(kind, Some(method), Some(path.into())),
-            _in_flight: in_flight,
+            in_flight,
         })
     }
 }

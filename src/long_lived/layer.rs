@@ -51,10 +51,7 @@ impl LongLivedLayer {
     /// Tracks the `text/event-stream` responses of the service it wraps.
     pub fn new(shutdown: Shutdown) -> Self {
         // It does not count, so there is no guard to find the controller in: keep it here.
-        let tracking = Tracking::DEFAULT.with(|tracking| {
-            tracking.shutdown = Some(shutdown);
-            tracking.inner = true;
-        });
+        let tracking = Tracking::DEFAULT.with(|tracking| tracking.shutdown = Some(shutdown));
         Self::with(shutdown, Track::Detect(tracking))
     }
 

@@ -173,11 +173,10 @@ pub(crate) struct Tracking {
     /// Decides what else is long-lived, from a response of unknown length.
     pub(crate) predicate: Option<Predicate>,
     /// The controller, for a layer that does not count: one that counts finds it in the
-    /// request's in-flight guard, so its response futures need not carry it.
+    /// request's in-flight guard, so its response futures need not carry it. Set only by
+    /// `LongLivedLayer`, which sits inside `Shutdown::layer`, so it also means: mark tracked
+    /// responses, so that the outer layer does not track them again.
     pub(crate) shutdown: Option<crate::Shutdown>,
-    /// Set by `LongLivedLayer`, which sits inside `Shutdown::layer`: mark tracked responses
-    /// so the outer layer does not track them again.
-    pub(crate) inner: bool,
 }
 
 impl Tracking {
@@ -187,7 +186,6 @@ impl Tracking {
         kind: None,
         predicate: None,
         shutdown: None,
-        inner: false,
     };
 
     /// A changed copy, allocated once and kept for the life of the process, like the

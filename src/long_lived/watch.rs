@@ -145,7 +145,7 @@ impl Watch {
         if response.extensions().get::<AlreadyTracked>().is_some() {
             return None;
         }
-        if tracking.inner {
+        if tracking.shutdown.is_some() {
             // Only a layer meant to sit inside another marks the response: the insert
             // allocates, and the outermost layer has nobody to tell.
             response.extensions_mut().insert(AlreadyTracked);
