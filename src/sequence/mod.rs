@@ -150,9 +150,6 @@ impl ShutdownSequence {
             .drain(drain_timeout)
             .expect("drain timeout checked against Drain::MAX_TIMEOUT when built");
         crate::metrics::record(&shutdown);
-        if run.forced_by.is_some() {
-            shutdown.force();
-        }
         let drain = run.finish(drain).await;
         let draining = drain_began.elapsed();
         crate::metrics::record(&shutdown);
@@ -270,11 +267,9 @@ impl Run<'_> {
             in_flight = self.shutdown.in_flight(),
             "second trigger: forcing shutdown, aborting what is still running; hooks still run"
         );
-        if self.shutdown.phase().admission_closed() {
-            // Decides the drain as timed out now; no effect once it is decided. Before the
-            // drain began, `run` forces right after starting it instead.
-            self.shutdown.force();
-        }
+        // Closes admission if the drain has not begun, and decides it as timed out; no
+        // effect once it is decided. The `drain` call that follows then joins that outcome.
+        self.shutdown.force();
         crate::metrics::forced();
         true
     }
