@@ -4,7 +4,7 @@ use std::cell::Cell;
 use std::fmt;
 use std::future::Future;
 use std::sync::atomic::{AtomicU64, AtomicU8, AtomicUsize, Ordering};
-use std::sync::{Mutex, OnceLock, PoisonError};
+use std::sync::OnceLock;
 use std::time::Duration;
 
 use tokio::sync::Notify;
@@ -181,10 +181,9 @@ pub(crate) struct Core {
     /// Read on every admission and written only at phase changes, so it gets its own line.
     phase: PaddedPhase,
     rejected: AtomicU64,
-    in_flight_at_start: AtomicUsize,
-    /// Serialises the start of the drain, so every `drain` call returns after the sweep.
-    drain_lock: Mutex<()>,
-    drain_started: OnceLock<Instant>,
+    /// Set once, by the call that closes admission. Concurrent `drain` calls wait inside
+    /// `get_or_init` until its sweep is done, so every one returns after the sweep.
+    drain_start: OnceLock<DrainStart>,
     deadline: OnceLock<Instant>,
     decision: OnceLock<Decision>,
     report: OnceLock<DrainReport>,
@@ -200,6 +199,12 @@ pub(crate) struct Core {
 #[repr(align(128))]
 struct PaddedPhase(AtomicU8);
 
+/// When admission closed, and how much was in flight at that instant.
+struct DrainStart {
+    at: Instant,
+    in_flight: usize,
+}
+
 impl Core {
     fn new(slots: usize) -> Self {
         Core {
@@ -207,9 +212,7 @@ impl Core {
             long_lived: Registry::new(),
             phase: PaddedPhase(AtomicU8::new(Phase::Serving as u8)),
             rejected: AtomicU64::new(0),
-            in_flight_at_start: AtomicUsize::new(0),
-            drain_lock: Mutex::new(()),
-            drain_started: OnceLock::new(),
+            drain_start: OnceLock::new(),
             deadline: OnceLock::new(),
             decision: OnceLock::new(),
             report: OnceLock::new(),
@@ -280,29 +283,31 @@ impl Core {
 
     /// Closes admission and sweeps the counter, once. Returns `true` for the call that did it.
     fn begin_drain(&'static self) -> bool {
-        let _serial = self
-            .drain_lock
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
-        if self.phase().admission_closed() {
+        let mut first = false;
+        let start = self.drain_start.get_or_init(|| {
+            first = true;
+            let at = Instant::now();
+            // SeqCst: see `begin_lame_duck`.
+            self.phase.0.store(Phase::Draining as u8, Ordering::SeqCst);
+            DrainStart {
+                at,
+                in_flight: self.counter.close(),
+            }
+        });
+        if !first {
             return false;
         }
-        let _ = self.drain_started.set(Instant::now());
-        // SeqCst: see `begin_lame_duck`.
-        self.phase.0.store(Phase::Draining as u8, Ordering::SeqCst);
-        let in_flight = self.counter.close();
-        // Relaxed: published to the last releaser by `pending`'s SeqCst chain in the counter
-        // (`finish_close` below comes after this store), and to drainers by `drain_lock`.
-        self.in_flight_at_start.store(in_flight, Ordering::Relaxed);
         // Only after the sweep: what these wake (long-lived bodies ending on drain) releases
         // requests at once, and a release racing the sweep would be missing from the figure.
         self.started.cancel();
         self.closing.cancel();
         tracing::info!(
             phase = %Phase::Draining,
-            in_flight,
+            in_flight = start.in_flight,
             "admission closed: rejecting new requests, waiting for those in flight"
         );
+        // After the figure is set above: the call that completes the drain (this one, or
+        // the last release) may take the report at once.
         if self.counter.finish_close() {
             self.on_drained();
         }
@@ -362,9 +367,11 @@ impl Core {
     pub(crate) fn report(&self) -> Option<DrainReport> {
         let decision = self.decision.get()?;
         let report = self.report.get_or_init(|| {
-            let started = self.drain_started.get().copied().unwrap_or(decision.at);
-            // Relaxed: written before the decision could be made (see `begin_drain`).
-            let in_flight_at_start = self.in_flight_at_start.load(Ordering::Relaxed);
+            // Set before any decision can be made: a drain is decided only once begun.
+            let (started, in_flight_at_start) = self
+                .drain_start
+                .get()
+                .map_or((decision.at, 0), |start| (start.at, start.in_flight));
             DrainReport {
                 outcome: decision.outcome,
                 forced: decision.forced,
