@@ -1,19 +1,16 @@
 //! What a tracked (long-lived) response body does beyond counting: end server-sent events at
 //! a frame boundary when the drain begins, abort the rest at the long-lived deadline.
 
-use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
 use http_body::{Body, Frame};
 
-use super::{LongLivedKind, OnDrain, Registration, Tracking};
+use super::{LongLivedKind, OnDrain, Registration, Tracking, Wait};
 use crate::guard::InFlightGuard;
 use crate::middleware::BoxError;
 use crate::shutdown::Core;
 use crate::{Aborted, Shutdown};
-
-type Wait = Pin<Box<dyn Future<Output = ()> + Send + Sync>>;
 
 /// The state of one tracked body. Boxed inside the response body, so short responses do not
 /// carry its size.

@@ -32,6 +32,8 @@ mod signal;
 mod watch;
 
 use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
 use std::time::Duration;
 
 use http::Method;
@@ -42,6 +44,11 @@ pub use layer::LongLivedLayer;
 pub(crate) use registry::{Registration, Registry};
 pub use signal::DrainSignal;
 pub(crate) use watch::Watch;
+
+/// A boxed wake-up (the drain's start, the long-lived deadline), registered only by a long-lived
+/// response or signal that is actually waiting. Behind `dyn` so that the types holding one
+/// stay small and their drop glue is one call.
+pub(crate) type Wait = Pin<Box<dyn Future<Output = ()> + Send + Sync>>;
 
 /// What kind of long-lived response an entry is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

@@ -5,9 +5,8 @@ use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
+use super::Wait;
 use crate::Shutdown;
-
-type Wait = Pin<Box<dyn Future<Output = ()> + Send + Sync>>;
 
 /// Resolves when the drain begins (admission closes): a long-poll should answer now, an
 /// upgraded connection should say goodbye.

@@ -2,7 +2,6 @@
 //! the response when it arrives.
 
 use std::fmt;
-use std::future::Future;
 use std::pin::Pin;
 use std::task::{ready, Context, Poll};
 
@@ -11,7 +10,7 @@ use http_body::Body;
 
 use super::{
     is_event_stream, AlreadyTracked, DrainSignal, LongLivedKind, Registration, Track, TrackedState,
-    Tracking,
+    Tracking, Wait,
 };
 use crate::middleware::rejection::{self, Rejection};
 use crate::shutdown::Core;
@@ -35,7 +34,7 @@ pub(crate) struct RouteWatch {
     tracking: &'static Tracking,
     /// Registered the first time the handler is pending: wakes it at the long-lived deadline.
     /// Behind `dyn` to keep `Watch`'s drop glue small: every response future has one.
-    deadline: Option<Pin<Box<dyn Future<Output = ()> + Send + Sync>>>,
+    deadline: Option<Wait>,
 }
 
 impl Watch {
