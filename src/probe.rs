@@ -23,11 +23,11 @@ use std::future::{ready, Ready};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::task::{Context, Poll};
 
-use http::header::{HeaderValue, CACHE_CONTROL, CONTENT_TYPE};
+use http::header::{HeaderValue, CACHE_CONTROL};
 use http::{Request, Response, StatusCode};
 use tower_service::Service;
 
-use crate::static_body::StaticBody;
+use crate::static_body::{plain_text, StaticBody};
 use crate::Shutdown;
 
 /// The readiness flags the application sets by hand; the phase is the other input.
@@ -110,15 +110,11 @@ impl Shutdown {
 }
 
 fn answer(status: StatusCode, body: &'static str) -> Response<StaticBody> {
-    let mut response = Response::new(StaticBody::new(body.as_bytes()));
-    *response.status_mut() = status;
-    let headers = response.headers_mut();
-    headers.insert(
-        CONTENT_TYPE,
-        HeaderValue::from_static("text/plain; charset=utf-8"),
-    );
+    let mut response = plain_text(status, body);
     // A probe answer is only true now; no cache in between may replay it.
-    headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    response
+        .headers_mut()
+        .insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
     response
 }
 

@@ -5,6 +5,8 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
+use http::header::{HeaderValue, CONTENT_TYPE};
+use http::{Response, StatusCode};
 use http_body::{Body, Frame, SizeHint};
 
 /// A response body holding one `&'static` chunk, or nothing.
@@ -43,6 +45,17 @@ impl StaticBody {
     pub(crate) fn size_hint(&self) -> SizeHint {
         SizeHint::with_exact(self.data.map_or(0, |data| data.len() as u64))
     }
+}
+
+/// A `text/plain` response of `text` with `status`: what probes and rejections answer.
+pub(crate) fn plain_text(status: StatusCode, text: &'static str) -> Response<StaticBody> {
+    let mut response = Response::new(StaticBody::new(text.as_bytes()));
+    *response.status_mut() = status;
+    response.headers_mut().insert(
+        CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    response
 }
 
 impl Body for StaticBody {

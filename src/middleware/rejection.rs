@@ -4,6 +4,7 @@ use http::header::{HeaderValue, CONNECTION, CONTENT_TYPE, RETRY_AFTER};
 use http::{Request, Response, StatusCode, Version};
 
 use super::Policy;
+use crate::static_body::plain_text;
 
 /// The body of a rejection: one static chunk, or nothing (gRPC's trailers-only form).
 pub(crate) use crate::static_body::StaticBody as Rejection;
@@ -71,15 +72,11 @@ pub(crate) fn aborted(http1: bool) -> Response<Rejection> {
 
 /// A plain-text 503, closing HTTP/1 connections.
 fn unavailable(message: &'static str, http1: bool) -> Response<Rejection> {
-    let mut response = Response::new(Rejection::new(message.as_bytes()));
-    *response.status_mut() = StatusCode::SERVICE_UNAVAILABLE;
-    let headers = response.headers_mut();
-    headers.insert(
-        CONTENT_TYPE,
-        HeaderValue::from_static("text/plain; charset=utf-8"),
-    );
+    let mut response = plain_text(StatusCode::SERVICE_UNAVAILABLE, message);
     if http1 {
-        headers.insert(CONNECTION, HeaderValue::from_static("close"));
+        response
+            .headers_mut()
+            .insert(CONNECTION, HeaderValue::from_static("close"));
     }
     response
 }
