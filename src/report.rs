@@ -74,6 +74,17 @@ impl DrainReport {
     }
 }
 
+impl DrainReport {
+    /// The figures every text form of a report shows, in one wording.
+    pub(crate) fn write_counts(&self, out: &mut impl fmt::Write) -> fmt::Result {
+        write!(
+            out,
+            "{} in flight at start, {} completed, {} still running, {} rejected",
+            self.in_flight_at_start, self.completed, self.still_running, self.rejected
+        )
+    }
+}
+
 impl fmt::Display for DrainReport {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self.outcome {
@@ -81,11 +92,8 @@ impl fmt::Display for DrainReport {
             DrainOutcome::TimedOut if self.forced => write!(f, "forced after {:?}", self.elapsed)?,
             DrainOutcome::TimedOut => write!(f, "timed out after {:?}", self.elapsed)?,
         }
-        write!(
-            f,
-            ": {} in flight at start, {} completed, {} still running, {} rejected",
-            self.in_flight_at_start, self.completed, self.still_running, self.rejected
-        )?;
+        f.write_str(": ")?;
+        self.write_counts(f)?;
         if !self.long_lived.is_empty() {
             write!(f, "; {} long-lived cut:", self.long_lived.len())?;
             for entry in &self.long_lived {

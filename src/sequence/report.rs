@@ -151,15 +151,12 @@ impl fmt::Display for ShutdownReport {
             self.lame_duck,
             &"readiness failed, requests admitted",
         )?;
-        let drain = format!(
-            "{}{}: {} in flight at start, {} completed, {} still running, {} rejected",
+        let mut drain = format!(
+            "{}{}: ",
             self.drain.outcome,
             if self.drain.forced { " (forced)" } else { "" },
-            self.drain.in_flight_at_start,
-            self.drain.completed,
-            self.drain.still_running,
-            self.drain.rejected,
         );
+        self.drain.write_counts(&mut drain)?;
         row(f, "drain", self.draining, &drain)?;
         for hook in &self.hooks {
             row(
