@@ -214,3 +214,63 @@ async fn sse_over_http2_ends_with_final_event_and_end_of_stream() {
     assert!(rest.is_empty(), "the stream ended inside an event");
     assert_eq!(events.last().unwrap(), FINAL_EVENT);
 }
+
+/// An event stream whose first poll starts the drain and then finds nothing to send.
+struct StartsDrainWhenPolled {
+    shutdown: Shutdown,
+}
+
+impl http_body::Body for StartsDrainWhenPolled {
+    type Data = bytes::Bytes;
+    type Error = Infallible;
+
+    fn poll_frame(
+        self: std::pin::Pin<&mut Self>,
+        _cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<bytes::Bytes>, Infallible>>> {
+        let _drain = self.shutdown.drain(Duration::from_secs(600)).unwrap();
+        std::task::Poll::Pending
+    }
+}
+
+#[tokio::test]
+async fn sse_body_that_goes_idle_as_the_drain_begins_ends_in_the_same_poll() {
+    use futures_util::FutureExt;
+    use http_body_util::BodyExt;
+    use tower::{Layer, ServiceExt};
+
+    // The body reads "serving" before polling the stream, and finds it pending once the
+    // drain has begun. What it then waits on must still be the drain's start (already
+    // past, so ready at once), not the long-lived deadline five minutes away. A server
+    // usually re-polls a body for its own reasons, which would hide the difference, so the
+    // body is polled here directly.
+    let shutdown = Shutdown::new();
+    let service = shutdown
+        .layer()
+        .layer(tower::service_fn(move |_| async move {
+            let response = http::Response::builder()
+                .header(http::header::CONTENT_TYPE, "text/event-stream")
+                .body(StartsDrainWhenPolled { shutdown })
+                .unwrap();
+            Ok::<_, Infallible>(response)
+        }));
+    let response = service.oneshot(http::Request::new(())).await.unwrap();
+    assert_eq!(shutdown.long_lived(), 1, "the SSE response is tracked");
+    let mut body = response.into_body();
+
+    // One poll, no waiting: a body left waiting for the long-lived deadline would only end
+    // when something polled it again.
+    let frame = body
+        .frame()
+        .now_or_never()
+        .expect("the final event comes in the poll that saw the drain begin")
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        frame.into_data().unwrap(),
+        tower_drain::long_lived::DEFAULT_FINAL_EVENT.as_bytes()
+    );
+    assert!(timeout(BOUND, body.frame()).await.unwrap().is_none());
+    let report = timeout(BOUND, shutdown.drain(LONG).unwrap()).await.unwrap();
+    assert!(report.is_drained(), "{report}");
+}
