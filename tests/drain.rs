@@ -105,6 +105,12 @@ async fn request_polled_after_the_deadline_is_answered_as_aborted() {
     let response = call.await.unwrap();
     assert_eq!(response.status(), 503);
     assert_eq!(shutdown.in_flight(), 0);
+    // The aborted answer, not the ordinary rejection: this request was admitted.
+    let body = http_body_util::BodyExt::collect(response.into_body())
+        .await
+        .unwrap()
+        .to_bytes();
+    assert!(body.starts_with(b"request aborted"), "{body:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -121,7 +127,21 @@ async fn zero_timeout_does_not_wait() {
     assert_eq!(report.outcome, DrainOutcome::Drained, "nothing to wait for");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+// On a paused clock time moves only when everything waits, and then only to the next
+// deadline: the report's elapsed time is what the drain waited for, exactly.
+#[tokio::test(start_paused = true)]
+async fn zero_timeout_waits_for_no_deadline() {
+    let shutdown = Shutdown::new();
+    let _work = shutdown.guard().unwrap();
+    let report = shutdown.drain(Duration::ZERO).unwrap().await;
+    assert_eq!(report.outcome, DrainOutcome::TimedOut);
+    assert_eq!(report.still_running, 1);
+    // Timer resolution is one millisecond; a real wait would show as its whole length.
+    assert!(report.elapsed <= Duration::from_millis(1), "{report}");
+}
+
+// A paused clock, so that "after the second call's own deadline" is a fact, not a race.
+#[tokio::test(start_paused = true)]
 async fn drain_called_twice_resolves_to_the_same_report() {
     let shutdown = Shutdown::new();
     let guard = shutdown.guard().unwrap();
@@ -129,6 +149,14 @@ async fn drain_called_twice_resolves_to_the_same_report() {
     // The second call joins the first drain; its own (shorter) timeout does not cut it.
     let second = shutdown.drain(Duration::ZERO).unwrap();
     let waiter = tokio::spawn(second);
+    // Past the second call's zero timeout, with the second drain polled there.
+    tokio::time::advance(Duration::from_secs(1)).await;
+    tokio::task::yield_now().await;
+    assert_eq!(
+        shutdown.phase(),
+        Phase::Draining,
+        "the zero timeout cut the drain"
+    );
     drop(guard);
 
     let first = bounded("first drain", first).await;
