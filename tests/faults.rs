@@ -784,6 +784,15 @@ async fn requests_racing_lame_duck_and_drain_are_served_or_cleanly_rejected() {
     assert!(served >= 400, "the load was served before draining");
     assert_eq!(shutdown.rejected(), rejected, "{report}");
     assert!(report.rejected <= rejected, "{report}");
+    // The racing clients may all have stopped at a served `Connection: close` before any
+    // was turned away; one request now is certainly late, and is rejected cleanly.
+    let late = bounded("a late request", fetch(server.addr, "/"))
+        .await
+        .unwrap();
+    assert_eq!(late.status, StatusCode::SERVICE_UNAVAILABLE);
+    assert!(late.headers.contains_key(RETRY_AFTER));
+    assert_eq!(late.headers[CONNECTION], "close");
+    assert_eq!(shutdown.rejected(), rejected + 1);
     let shutdown = server.close().await;
     assert_eq!(shutdown.in_flight(), 0);
     // After a resolved drain nothing is admitted, on any connection.

@@ -18,6 +18,10 @@ const BOUND: Duration = Duration::from_secs(120);
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn thousand_idle_sse_connections_all_get_final_event_and_drain_completes() {
     let count = connections_allowed(1_000);
+    assert!(
+        count >= 100,
+        "the open-files limit leaves room for only {count} connections"
+    );
     let shutdown = Shutdown::new();
     let server = serve(idle_sse_app(shutdown), shutdown).await;
     let clients = timeout(BOUND, open_idle_clients(server.addr, count))

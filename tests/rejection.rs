@@ -30,7 +30,7 @@ async fn http1_rejection_is_503_with_retry_after_and_connection_close() {
         "{head}"
     );
     assert!(
-        head.contains("\r\nretry-after: 3"),
+        head.contains("\r\nretry-after: 3\r\n"),
         "rounded up to whole seconds: {head}"
     );
     assert!(head.contains("\r\nconnection: close"), "{head}");
