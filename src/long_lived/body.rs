@@ -1,16 +1,12 @@
 //! What a tracked (long-lived) response body does beyond counting: end server-sent events at
 //! a frame boundary when the drain begins, abort the rest at the long-lived deadline.
 
-use std::pin::Pin;
 use std::task::{Context, Poll};
-
-use http_body::{Body, Frame};
 
 use super::{LongLivedKind, OnDrain, Registration, Tracking, Wait};
 use crate::guard::InFlightGuard;
-use crate::middleware::BoxError;
 use crate::shutdown::Core;
-use crate::{Aborted, Shutdown};
+use crate::Shutdown;
 
 /// The state of one tracked body. Boxed inside the response body, so short responses do not
 /// carry its size.
@@ -44,6 +40,18 @@ enum State {
 enum Step {
     Continue,
     Finish,
+    Abort,
+}
+
+/// What a response body does before it asks the inner body for a frame.
+pub(crate) enum Next {
+    /// Ask the inner body.
+    Poll,
+    /// Hand out this chunk.
+    Yield(&'static [u8]),
+    /// The stream is over; nothing is held any more.
+    End,
+    /// Cut the stream with [`Aborted`](crate::Aborted); nothing is held any more.
     Abort,
 }
 
@@ -86,7 +94,46 @@ impl TrackedState {
         }
     }
 
-    fn end(&mut self, guard: &mut Option<InFlightGuard>) {
+    /// Decides what the body does next: finish with the final event when the drain begins,
+    /// abort at the long-lived deadline, or go on. Returns a small decision rather than a
+    /// frame, so that frames only ever pass through the caller's inlined code.
+    #[cold]
+    #[inline(never)]
+    pub(crate) fn next(&mut self, guard: &mut Option<InFlightGuard>) -> Next {
+        match self.state {
+            State::Done => return Next::End,
+            State::Finishing => {
+                // Released only now, after the final event was taken: the drain must not
+                // complete (and the server exit) before the stream's end is written.
+                self.end(guard);
+                return Next::End;
+            }
+            State::Streaming => {}
+        }
+        match self.step(guard) {
+            Step::Continue => Next::Poll,
+            Step::Finish => match self.final_event.take() {
+                Some(event) => {
+                    self.state = State::Finishing;
+                    Next::Yield(event.as_bytes())
+                }
+                None => {
+                    self.end(guard);
+                    Next::End
+                }
+            },
+            Step::Abort => {
+                self.end(guard);
+                Next::Abort
+            }
+        }
+    }
+
+    /// Ends the stream: the inner body ended or failed, or the drain ended it. Nothing is held
+    /// afterwards.
+    #[cold]
+    #[inline(never)]
+    pub(crate) fn end(&mut self, guard: &mut Option<InFlightGuard>) {
         self.state = State::Done;
         self.wait = None;
         // The registration first: once the count reaches zero the report may be taken.
@@ -94,9 +141,11 @@ impl TrackedState {
         *guard = None;
     }
 
-    /// Polls the wake-up for the next thing this body must react to. `Ready` means that
-    /// thing has happened; the caller steps again.
-    fn poll_wait(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+    /// Called when the inner body is pending: polls the wake-up for the next thing this body
+    /// must react to. `Ready` means that thing has happened; the caller decides again.
+    #[cold]
+    #[inline(never)]
+    pub(crate) fn poll_wait(&mut self, cx: &mut Context<'_>) -> Poll<()> {
         // Decided by the setting alone, not by the phase: a body that read "serving" in
         // `step` and then waits here must still be woken by the drain's start, which may have
         // happened in between. Once `closing` has fired this is ready at once, and `step`
@@ -115,69 +164,5 @@ impl TrackedState {
         }
         let (_, wait) = self.wait.as_mut().expect("set above");
         wait.as_mut().poll(cx)
-    }
-}
-
-/// `poll_frame` of a tracked body.
-///
-/// Kept out of line: inlined, it would make the middleware's `poll_frame` too large to be
-/// inlined into the server's loop, and every frame of every short response would then make a
-/// round trip through memory.
-#[cold]
-#[inline(never)]
-pub(crate) fn poll_tracked<B>(
-    mut inner: Pin<&mut B>,
-    guard: &mut Option<InFlightGuard>,
-    state: &mut TrackedState,
-    cx: &mut Context<'_>,
-) -> Poll<Option<Result<Frame<B::Data>, BoxError>>>
-where
-    B: Body,
-    B::Error: Into<BoxError>,
-    B::Data: From<&'static [u8]>,
-{
-    // Bounded: each pass either returns or saw its wake-up fire, after which `step` no
-    // longer answers `Continue` for that target.
-    loop {
-        match state.state {
-            State::Done => return Poll::Ready(None),
-            State::Finishing => {
-                // Released only now, after the final event was taken: the drain must not
-                // complete (and the server exit) before the stream's end is written.
-                state.end(guard);
-                return Poll::Ready(None);
-            }
-            State::Streaming => {}
-        }
-        match state.step(guard) {
-            Step::Continue => {}
-            Step::Finish => match state.final_event.take() {
-                Some(event) => {
-                    state.state = State::Finishing;
-                    return Poll::Ready(Some(Ok(Frame::data(event.as_bytes().into()))));
-                }
-                None => {
-                    state.end(guard);
-                    return Poll::Ready(None);
-                }
-            },
-            Step::Abort => {
-                state.end(guard);
-                return Poll::Ready(Some(Err(Box::new(Aborted))));
-            }
-        }
-        match inner.as_mut().poll_frame(cx) {
-            Poll::Ready(Some(Ok(frame))) => return Poll::Ready(Some(Ok(frame))),
-            Poll::Ready(other) => {
-                // End of stream or an error: the response is over either way.
-                state.end(guard);
-                return Poll::Ready(other.map(|result| result.map_err(Into::into)));
-            }
-            Poll::Pending => {
-                if state.poll_wait(cx).is_pending() {
-                    return Poll::Pending;
-                }
-            }
-        }
     }
 }

@@ -38,7 +38,7 @@ use std::time::Duration;
 
 use http::Method;
 
-pub(crate) use body::{poll_tracked, TrackedState};
+pub(crate) use body::{Next, TrackedState};
 pub use guard::LongLivedGuard;
 pub use layer::LongLivedLayer;
 pub(crate) use registry::{Registration, Registry};
