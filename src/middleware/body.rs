@@ -142,7 +142,7 @@ where
                         return Poll::Ready(None);
                     }
                     Poll::Pending => match tracked {
-                        // Woken already: decide again.
+                        // Arms its wake-up; if that has already fired, decide again.
                         Some(state) => ready!(state.poll_wait(cx)),
                         None => return Poll::Pending,
                     },
