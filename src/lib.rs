@@ -9,7 +9,7 @@
 //! * [`Shutdown`] is the controller: one per server, cheap to copy.
 //! * [`Shutdown::layer`] is the middleware. It counts each request from admission until its
 //!   response body has been sent or dropped, and answers 503 (gRPC: UNAVAILABLE) once
-//!   admission has closed. Per request it costs one flag check and one atomic add on a
+//!   admission has closed. Per request it costs one flag check and one compare-and-swap on a
 //!   per-thread counter slot, and one atomic subtract when the body ends: no `Arc` clone, no
 //!   lock, no allocation.
 //! * [`Shutdown::closing`] resolves when admission closes; hand it to the server's own graceful
