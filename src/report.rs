@@ -72,9 +72,7 @@ impl DrainReport {
     pub fn is_drained(&self) -> bool {
         self.outcome == DrainOutcome::Drained && self.long_lived.is_empty()
     }
-}
 
-impl DrainReport {
     /// The figures every text form of a report shows, in one wording.
     pub(crate) fn write_counts(&self, out: &mut impl fmt::Write) -> fmt::Result {
         write!(
