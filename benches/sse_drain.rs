@@ -4,13 +4,14 @@
 //! Only the drain is timed; opening the connections is set-up. Fewer connections are used,
 //! with a message, if the open-files limit is too low for 1,000.
 
-#[path = "../tests/long_lived_support/mod.rs"]
-mod long_lived_support;
+#[path = "../tests/support/mod.rs"]
+mod support;
 
 use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, Criterion};
-use long_lived_support::{connections_allowed, idle_sse_app, open_idle_clients, serve};
+use support::http::serve_until_closing;
+use support::sse::{connections_allowed, idle_sse_app, open_idle_clients};
 use tower_drain::{DrainOutcome, Shutdown};
 
 fn sse_drain(c: &mut Criterion) {
@@ -32,7 +33,7 @@ fn sse_drain(c: &mut Criterion) {
                 for _ in 0..iterations {
                     // A controller per round: a drain happens once per controller.
                     let shutdown = Shutdown::new();
-                    let server = serve(idle_sse_app(shutdown), shutdown).await;
+                    let server = serve_until_closing(idle_sse_app(shutdown), shutdown).await;
                     let clients = open_idle_clients(server.addr, count).await;
                     let started = Instant::now();
                     let report = shutdown.drain(Duration::from_secs(60)).unwrap().await;

@@ -1,7 +1,7 @@
 //! Admission races the start of the drain: every request is either counted and awaited, or
 //! rejected; none is counted after the drain resolved.
 
-mod common;
+mod support;
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -9,8 +9,9 @@ use std::time::Duration;
 
 use axum::routing::get;
 use axum::Router;
-use common::{bounded, http1_client, serve};
 use futures_util::future::join_all;
+use support::bounded;
+use support::http::{http1_client, serve};
 use tokio::sync::Barrier;
 use tower_drain::{DrainOutcome, Shutdown};
 
@@ -64,7 +65,7 @@ async fn every_request_is_either_awaited_or_rejected() {
                 if i == REQUESTS_PER_CLIENT / 4 {
                     halfway.wait().await;
                 }
-                let (status, _, body) = common::get(&client, addr, "/work").await;
+                let (status, _, body) = support::http::get(&client, addr, "/work").await;
                 match status.as_u16() {
                     200 => {
                         assert_eq!(body, "done\n", "a counted request is served in full");

@@ -25,7 +25,9 @@ use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tower_drain::{DrainOutcome, Phase, Shutdown};
 
-use support::{has_connection_close, read_to_eof, within, write_get, Gate, WAIT};
+use support::gate::Gate;
+use support::raw::{has_connection_close, read_to_eof, write_get};
+use support::{bounded, BOUND};
 
 /// `/held` waits at the gate; `/events` (server-sent events) and `/ticks` (a plain chunked
 /// stream) tick every few milliseconds for ever.
@@ -90,7 +92,7 @@ async fn serve_returns_after_the_drain_with_an_sse_client_connected() {
     let (addr, server) = start(shutdown, &Gate::new()).await;
     let client = Client::builder(TokioExecutor::new()).build_http::<Empty<Bytes>>();
 
-    let response = within(
+    let response = bounded(
         "the SSE response",
         client.request(get_request(addr, "/events")),
     )
@@ -98,19 +100,19 @@ async fn serve_returns_after_the_drain_with_an_sse_client_connected() {
     .unwrap();
     assert_eq!(response.status(), StatusCode::OK);
     let mut events = response.into_body();
-    let first = within("the first event", events.frame())
+    let first = bounded("the first event", events.frame())
         .await
         .unwrap()
         .unwrap();
     assert!(first.into_data().unwrap().starts_with(b"data: tick 0"));
 
     // The stream is ended when draining begins, so the drain does not wait for its deadline.
-    let report = within("the drain", shutdown.drain(WAIT).unwrap()).await;
+    let report = bounded("the drain", shutdown.drain(BOUND).unwrap()).await;
     assert_eq!(report.outcome, DrainOutcome::Drained, "{report}");
 
     // axum's connection, and axum, ended; the client got the final event and a clean end.
-    within("axum to return", server).await.unwrap().unwrap();
-    let rest = within("the end of the stream", events.collect())
+    bounded("axum to return", server).await.unwrap().unwrap();
+    let rest = bounded("the end of the stream", events.collect())
         .await
         .expect("a clean end, not a cut")
         .to_bytes();
@@ -126,17 +128,17 @@ async fn serve_returns_at_the_drain_deadline_with_a_stream_still_sending() {
     let (addr, server) = start(shutdown, &Gate::new()).await;
     let client = Client::builder(TokioExecutor::new()).build_http::<Empty<Bytes>>();
 
-    let response = within("the response", client.request(get_request(addr, "/ticks")))
+    let response = bounded("the response", client.request(get_request(addr, "/ticks")))
         .await
         .unwrap();
     assert_eq!(response.status(), StatusCode::OK);
     let mut ticks = response.into_body();
-    within("the first tick", ticks.frame())
+    bounded("the first tick", ticks.frame())
         .await
         .unwrap()
         .unwrap();
 
-    let report = within(
+    let report = bounded(
         "the drain",
         shutdown.drain(Duration::from_millis(100)).unwrap(),
     )
@@ -146,9 +148,9 @@ async fn serve_returns_at_the_drain_deadline_with_a_stream_still_sending() {
 
     // The stream was aborted at its next chunk after the deadline, so axum's connection,
     // and axum, ended.
-    within("axum to return", server).await.unwrap().unwrap();
+    bounded("axum to return", server).await.unwrap().unwrap();
     // The client sees a cut stream (an error), not a clean end it would take as complete.
-    let rest = within("the end of the stream", ticks.collect()).await;
+    let rest = bounded("the end of the stream", ticks.collect()).await;
     assert!(rest.is_err(), "the stream ended as if complete");
 }
 
@@ -161,7 +163,7 @@ async fn request_in_flight_completes_with_connection_close_and_serve_returns() {
     let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
     write_get(&mut stream, "/held").await;
     gate.entered(1).await;
-    let drain = shutdown.drain(WAIT).unwrap();
+    let drain = shutdown.drain(BOUND).unwrap();
     gate.release(1);
 
     let response = read_to_eof(&mut stream).await;
@@ -169,10 +171,10 @@ async fn request_in_flight_completes_with_connection_close_and_serve_returns() {
     assert!(has_connection_close(&response), "{response}");
     assert!(response.ends_with("held\n"), "{response}");
     assert_eq!(
-        within("the drain", drain).await.outcome,
+        bounded("the drain", drain).await.outcome,
         DrainOutcome::Drained
     );
-    within("axum to return", server).await.unwrap().unwrap();
+    bounded("axum to return", server).await.unwrap().unwrap();
 }
 
 #[tokio::test]
@@ -182,7 +184,7 @@ async fn lame_duck_fails_readiness_and_still_serves() {
     let client = Client::builder(TokioExecutor::new()).build_http::<Empty<Bytes>>();
     let status = |path: &'static str| {
         let request = client.request(get_request(addr, path));
-        async move { within(path, request).await.unwrap().status() }
+        async move { bounded(path, request).await.unwrap().status() }
     };
 
     assert_eq!(status("/readyz").await, StatusCode::OK);
@@ -191,10 +193,10 @@ async fn lame_duck_fails_readiness_and_still_serves() {
     assert_eq!(status("/").await, StatusCode::OK);
     assert_eq!(shutdown.phase(), Phase::LameDuck);
 
-    let report = within("the drain", shutdown.drain(WAIT).unwrap()).await;
+    let report = bounded("the drain", shutdown.drain(BOUND).unwrap()).await;
     assert_eq!(report.outcome, DrainOutcome::Drained);
     assert_eq!(report.rejected, 0);
-    within("axum to return", server).await.unwrap().unwrap();
+    bounded("axum to return", server).await.unwrap().unwrap();
 }
 
 /// A counted plain stream that sends nothing is not polled again, so the deadline cannot cut
@@ -216,7 +218,7 @@ async fn router_on_tower_drain_server_returns_at_the_deadline_with_an_idle_strea
     let server = tokio::spawn(tower_drain::server::serve(listener, app, shutdown));
     let client = Client::builder(TokioExecutor::new()).build_http::<Empty<Bytes>>();
 
-    let response = within(
+    let response = bounded(
         "the SSE response",
         client.request(get_request(addr, "/quiet")),
     )
@@ -224,14 +226,14 @@ async fn router_on_tower_drain_server_returns_at_the_deadline_with_an_idle_strea
     .unwrap();
     assert_eq!(response.status(), StatusCode::OK);
 
-    let report = within(
+    let report = bounded(
         "the drain",
         shutdown.drain(Duration::from_millis(50)).unwrap(),
     )
     .await;
     assert_eq!(report.outcome, DrainOutcome::TimedOut);
     assert_eq!(report.still_running, 1);
-    within("the server to return", server).await.unwrap();
-    let rest = within("the end of the stream", response.into_body().collect()).await;
+    bounded("the server to return", server).await.unwrap();
+    let rest = bounded("the end of the stream", response.into_body().collect()).await;
     assert!(rest.is_err(), "the stream ended as if complete");
 }

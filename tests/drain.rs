@@ -1,13 +1,14 @@
 //! The `Drain` future: immediate when idle, bounded by its timeout, idempotent.
 
-mod common;
+mod support;
 
 use std::time::Duration;
 
 use axum::routing::get;
 use axum::Router;
-use common::{bounded, http1_client, serve};
 use futures_util::FutureExt;
+use support::bounded;
+use support::http::{http1_client, serve};
 use tokio::sync::oneshot;
 use tower_drain::{DrainError, DrainOutcome, Phase, Shutdown};
 

@@ -20,9 +20,9 @@ use tokio::task::JoinHandle;
 use tower::{service_fn, Layer};
 use tower_drain::{DrainOutcome, Phase, Shutdown};
 
-use support::{
-    has_connection_close, kept_alive_connection, read_to_eof, within, write_get, Gate, WAIT,
-};
+use support::gate::Gate;
+use support::raw::{has_connection_close, kept_alive_connection, read_to_eof, write_get};
+use support::{bounded, BOUND};
 
 /// Serves, until the drain: `/held` waits at the gate, `/stuck` never answers (and bypasses
 /// the layer, so nothing counts it), anything else answers at once.
@@ -85,13 +85,13 @@ async fn http2_streams_in_flight_complete_and_the_client_gets_goaway() {
     let second = tokio::spawn(sender.send_request(get(addr, "/held")));
     gate.entered(2).await;
 
-    let drain = shutdown.drain(WAIT).unwrap();
+    let drain = shutdown.drain(BOUND).unwrap();
 
     // New streams on the same connection: answered 503 until the client has read the
     // server's GOAWAY, refused after. Each one gets an answer; none hangs.
     let mut refusal = None;
     for _ in 0..10_000 {
-        let answer = within(
+        let answer = bounded(
             "a new stream during the drain",
             sender.send_request(get(addr, "/")),
         );
@@ -119,22 +119,22 @@ async fn http2_streams_in_flight_complete_and_the_client_gets_goaway() {
 
     gate.release(2);
     for held in [first, second] {
-        let response = within("a held stream", held).await.unwrap().unwrap();
+        let response = bounded("a held stream", held).await.unwrap().unwrap();
         assert_eq!(response.status(), StatusCode::OK);
-        let body = within("its body", response.into_body().collect()).await;
+        let body = bounded("its body", response.into_body().collect()).await;
         assert_eq!(body.unwrap().to_bytes(), "ok\n");
     }
     // The server closed the connection the HTTP/2 way: the client's connection ends cleanly.
-    within("the client connection to end", connection)
+    bounded("the client connection to end", connection)
         .await
         .unwrap()
         .expect("the connection ended with an error instead of GOAWAY and close");
 
-    let report = within("the drain", drain).await;
+    let report = bounded("the drain", drain).await;
     assert_eq!(report.outcome, DrainOutcome::Drained);
     assert_eq!(report.in_flight_at_start, 2);
     assert_eq!(report.completed, 2);
-    within("the server to return", server).await.unwrap();
+    bounded("the server to return", server).await.unwrap();
 }
 
 #[tokio::test]
@@ -148,7 +148,7 @@ async fn http1_response_during_drain_says_connection_close_and_the_server_closes
     // Reuse the kept-alive connection for a request that is in flight when draining begins.
     write_get(&mut stream, "/held").await;
     gate.entered(1).await;
-    let drain = shutdown.drain(WAIT).unwrap();
+    let drain = shutdown.drain(BOUND).unwrap();
     gate.release(1);
 
     // Reading to EOF returns only if the server closes the connection after the response.
@@ -164,10 +164,10 @@ async fn http1_response_during_drain_says_connection_close_and_the_server_closes
     );
 
     assert_eq!(
-        within("the drain", drain).await.outcome,
+        bounded("the drain", drain).await.outcome,
         DrainOutcome::Drained
     );
-    within("the server to return", server).await.unwrap();
+    bounded("the server to return", server).await.unwrap();
 }
 
 #[tokio::test]
@@ -183,7 +183,7 @@ async fn http1_idle_keep_alive_connection_is_closed_when_draining_begins() {
     let mut busy = TcpStream::connect(addr).await.unwrap();
     write_get(&mut busy, "/held").await;
     gate.entered(1).await;
-    let drain = shutdown.drain(WAIT).unwrap();
+    let drain = shutdown.drain(BOUND).unwrap();
 
     assert_eq!(
         read_to_eof(&mut idle).await,
@@ -195,10 +195,10 @@ async fn http1_idle_keep_alive_connection_is_closed_when_draining_begins() {
     gate.release(1);
     assert!(has_connection_close(&read_to_eof(&mut busy).await));
     assert_eq!(
-        within("the drain", drain).await.outcome,
+        bounded("the drain", drain).await.outcome,
         DrainOutcome::Drained
     );
-    within("the server to return", server).await.unwrap();
+    bounded("the server to return", server).await.unwrap();
 }
 
 #[tokio::test]
@@ -209,30 +209,30 @@ async fn http1_pooled_client_loses_no_request_to_a_reset() {
     let client = Client::builder(TokioExecutor::new()).build_http::<Empty<Bytes>>();
 
     // The client pools its connection; the held request reuses it.
-    let warm = within("a request", client.request(get(addr, "/")))
+    let warm = bounded("a request", client.request(get(addr, "/")))
         .await
         .unwrap();
     assert!(warm.headers().get(http::header::CONNECTION).is_none());
-    within("its body", warm.into_body().collect())
+    bounded("its body", warm.into_body().collect())
         .await
         .unwrap();
     let held = tokio::spawn(client.request(get(addr, "/held")));
     gate.entered(1).await;
 
-    let drain = shutdown.drain(WAIT).unwrap();
+    let drain = shutdown.drain(BOUND).unwrap();
     gate.release(1);
-    let response = within("the held request", held).await.unwrap().unwrap();
+    let response = bounded("the held request", held).await.unwrap().unwrap();
     assert_eq!(response.status(), StatusCode::OK);
     assert_eq!(response.headers()[http::header::CONNECTION], "close");
-    let body = within("its body", response.into_body().collect())
+    let body = bounded("its body", response.into_body().collect())
         .await
         .unwrap();
     assert_eq!(body.to_bytes(), "ok\n");
     assert_eq!(
-        within("the drain", drain).await.outcome,
+        bounded("the drain", drain).await.outcome,
         DrainOutcome::Drained
     );
-    within("the server to return", server).await.unwrap();
+    bounded("the server to return", server).await.unwrap();
 
     assert_next_request_is_not_sent(&client, addr).await;
 }
@@ -243,7 +243,7 @@ async fn assert_next_request_is_not_sent(
     client: &Client<HttpConnector, Empty<Bytes>>,
     addr: SocketAddr,
 ) {
-    let next = within("a request after shutdown", client.request(get(addr, "/"))).await;
+    let next = bounded("a request after shutdown", client.request(get(addr, "/"))).await;
     let error = next.expect_err("the server is gone");
     assert!(
         error.is_connect(),
@@ -258,17 +258,17 @@ async fn http1_pooled_idle_connection_closed_by_the_drain_is_not_reused() {
     let (addr, server) = start(shutdown, &gate).await;
     let client = Client::builder(TokioExecutor::new()).build_http::<Empty<Bytes>>();
 
-    let warm = within("a request", client.request(get(addr, "/")))
+    let warm = bounded("a request", client.request(get(addr, "/")))
         .await
         .unwrap();
-    within("its body", warm.into_body().collect())
+    bounded("its body", warm.into_body().collect())
         .await
         .unwrap();
 
     // Nothing in flight: the drain is over at once and the pooled connection, idle, closed.
-    let report = within("the drain", shutdown.drain(WAIT).unwrap()).await;
+    let report = bounded("the drain", shutdown.drain(BOUND).unwrap()).await;
     assert_eq!(report.outcome, DrainOutcome::Drained);
-    within("the server to return", server).await.unwrap();
+    bounded("the server to return", server).await.unwrap();
 
     assert_next_request_is_not_sent(&client, addr).await;
 }
@@ -286,7 +286,7 @@ async fn connection_still_open_at_the_drain_deadline_is_closed() {
     gate.entered(1).await;
     let work = shutdown.guard().expect("admission is open");
 
-    let report = within(
+    let report = bounded(
         "the drain",
         shutdown.drain(Duration::from_millis(50)).unwrap(),
     )
@@ -300,7 +300,7 @@ async fn connection_still_open_at_the_drain_deadline_is_closed() {
         "",
         "a stuck request got an answer"
     );
-    within("the server to return", server).await.unwrap();
+    bounded("the server to return", server).await.unwrap();
     drop(work);
 }
 
@@ -308,11 +308,11 @@ async fn connection_still_open_at_the_drain_deadline_is_closed() {
 async fn server_started_after_admission_closed_returns_at_once() {
     let shutdown = Shutdown::new();
     let gate = Gate::new();
-    let report = within("the drain", shutdown.drain(WAIT).unwrap()).await;
+    let report = bounded("the drain", shutdown.drain(BOUND).unwrap()).await;
     assert_eq!(report.outcome, DrainOutcome::Drained);
 
     let (addr, server) = start(shutdown, &gate).await;
-    within("the server to return", server).await.unwrap();
+    bounded("the server to return", server).await.unwrap();
     let refused = TcpStream::connect(addr).await;
     assert!(refused.is_err(), "the listener still accepts");
 }

@@ -1,7 +1,7 @@
 //! Long-polls answer early on drain; streams on marked routes run until the long-lived
 //! deadline and are then aborted and named in the report.
 
-mod long_lived_support;
+mod support;
 
 use std::convert::Infallible;
 use std::time::Duration;
@@ -13,15 +13,15 @@ use axum::routing::get;
 use axum::{Extension, Router};
 use bytes::Bytes;
 use futures_util::stream::{self, StreamExt};
-use long_lived_support::{
-    decode_chunked, get as open, open_until, read_to_close, read_until, serve, split_head,
-};
+use support::http::serve_until_closing;
+use support::raw::{decode_chunked, read_to_close, read_until, split_head};
+use support::sse::{open_event_stream, open_until};
+use support::BOUND;
 use tokio::sync::mpsc;
 use tokio::time::timeout;
 use tower_drain::{DrainOutcome, DrainSignal, LongLivedKind, LongLivedLayer, OnDrain, Shutdown};
 
 const LONG: Duration = Duration::from_secs(60);
-const BOUND: Duration = Duration::from_secs(30);
 
 /// Waits up to 60 s for something to report, or answers early once the drain begins.
 async fn long_poll(
@@ -59,9 +59,9 @@ async fn long_poll_answers_early_on_drain_and_short_requests_get_no_signal() {
         )
         .route("/", get(short).with_state(shutdown))
         .layer(shutdown.layer());
-    let server = serve(app, shutdown).await;
+    let server = serve_until_closing(app, shutdown).await;
 
-    let mut plain = open(server.addr, "/").await;
+    let mut plain = open_event_stream(server.addr, "/").await;
     let mut raw = Vec::new();
     assert!(
         timeout(BOUND, read_until(&mut plain, &mut raw, b"\r\n\r\n"))
@@ -73,7 +73,7 @@ async fn long_poll_answers_early_on_drain_and_short_requests_get_no_signal() {
         "short route saw no signal"
     );
 
-    let mut client = open(server.addr, "/poll").await;
+    let mut client = open_event_stream(server.addr, "/poll").await;
     timeout(BOUND, entered.recv()).await.unwrap().unwrap();
     assert_eq!(shutdown.long_lived(), 1, "the long-poll is registered");
 
@@ -125,7 +125,7 @@ async fn stream_past_the_long_lived_deadline_is_aborted_and_reported() {
             get(|| async { endless_chunks() }).layer(LongLivedLayer::route(shutdown)),
         )
         .layer(shutdown.layer());
-    let server = serve(app, shutdown).await;
+    let server = serve_until_closing(app, shutdown).await;
 
     let reading = open_until(server.addr, "/stream", b"chunk 0\n").await;
 
@@ -164,7 +164,7 @@ async fn route_policy_finish_ends_a_stream_cleanly_at_drain_start() {
                 .layer(LongLivedLayer::route(shutdown).on_drain(OnDrain::Finish)),
         )
         .layer(shutdown.layer());
-    let server = serve(app, shutdown).await;
+    let server = serve_until_closing(app, shutdown).await;
 
     let reading = open_until(server.addr, "/stream", b"chunk 0\n").await;
     let report = timeout(BOUND, shutdown.drain(LONG).unwrap()).await.unwrap();
@@ -191,7 +191,7 @@ async fn sse_route_kept_until_deadline_is_aborted_there() {
             .layer(LongLivedLayer::route(shutdown).on_drain(OnDrain::KeepUntilDeadline)),
         )
         .layer(shutdown.layer());
-    let server = serve(app, shutdown).await;
+    let server = serve_until_closing(app, shutdown).await;
     let reading = open_until(server.addr, "/feed", b"data: hi\n\n").await;
     let report = timeout(BOUND, shutdown.drain(LONG).unwrap()).await.unwrap();
     assert_eq!(report.long_lived.len(), 1, "{report}");
@@ -233,7 +233,7 @@ async fn predicate_makes_a_stream_long_lived_without_marking_the_route() {
             }),
         )
         .layer(shutdown.layer().long_lived_when(ndjson_is_long_lived));
-    let server = serve(app, shutdown).await;
+    let server = serve_until_closing(app, shutdown).await;
     let reading = open_until(server.addr, "/watch", b"chunk 0\n").await;
     assert_eq!(shutdown.long_lived(), 1);
     let report = timeout(BOUND, shutdown.drain(LONG).unwrap()).await.unwrap();
@@ -264,8 +264,8 @@ async fn long_poll_ignoring_the_signal_is_answered_503_at_the_long_lived_deadlin
                 .layer(LongLivedLayer::route(shutdown)),
         )
         .layer(shutdown.layer());
-    let server = serve(app, shutdown).await;
-    let mut client = open(server.addr, "/stubborn").await;
+    let server = serve_until_closing(app, shutdown).await;
+    let mut client = open_event_stream(server.addr, "/stubborn").await;
     timeout(BOUND, entered.recv()).await.unwrap().unwrap();
 
     let report = timeout(BOUND, shutdown.drain(LONG).unwrap()).await.unwrap();

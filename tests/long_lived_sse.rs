@@ -1,7 +1,7 @@
 //! Server-sent events end cleanly on drain: a final event with a retry hint, the chunked
 //! terminator, and never a cut event; the drain does not wait for its timeout.
 
-mod long_lived_support;
+mod support;
 
 use std::convert::Infallible;
 use std::time::Duration;
@@ -10,14 +10,14 @@ use axum::response::sse::{Event, Sse};
 use axum::routing::get;
 use axum::Router;
 use futures_util::stream::{self, Stream, StreamExt};
-use long_lived_support::{
-    decode_chunked, open_until, parse_events, serve, split_head, FINAL_EVENT,
-};
+use support::http::serve_until_closing;
+use support::raw::{decode_chunked, split_head};
+use support::sse::{open_until, parse_events, FINAL_EVENT};
+use support::BOUND;
 use tokio::time::timeout;
 use tower_drain::{DrainOutcome, Shutdown};
 
 const LONG: Duration = Duration::from_secs(60);
-const BOUND: Duration = Duration::from_secs(30);
 
 /// Events as fast as the connection takes them, each spread over three lines, so a drain
 /// lands while frames are being produced; never ends on its own.
@@ -40,7 +40,7 @@ fn app(shutdown: Shutdown) -> Router {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sse_stream_gets_final_event_and_clean_end_and_drain_does_not_wait_for_timeout() {
     let shutdown = Shutdown::new();
-    let server = serve(app(shutdown), shutdown).await;
+    let server = serve_until_closing(app(shutdown), shutdown).await;
 
     // Synchronise on the stream being live: the first complete event has arrived.
     let reading = open_until(server.addr, "/events", b"tick 0\n").await;
@@ -88,12 +88,12 @@ async fn sse_final_event_is_configurable_and_can_be_left_out() {
     let app = Router::new()
         .route("/events", get(|| async { Sse::new(ticks()) }))
         .layer(shutdown.layer().final_event(Some(custom)));
-    let server = serve(app, shutdown).await;
+    let server = serve_until_closing(app, shutdown).await;
     let quiet = Shutdown::new();
     let quiet_app = Router::new()
         .route("/events", get(|| async { Sse::new(ticks()) }))
         .layer(quiet.layer().final_event(None));
-    let quiet_server = serve(quiet_app, quiet).await;
+    let quiet_server = serve_until_closing(quiet_app, quiet).await;
 
     for (shutdown, addr, expected_last) in [
         (
@@ -132,7 +132,7 @@ async fn idle_sse_stream_is_woken_at_drain_start() {
             }),
         )
         .layer(shutdown.layer());
-    let server = serve(app, shutdown).await;
+    let server = serve_until_closing(app, shutdown).await;
     let reading = open_until(server.addr, "/events", b"data: hi\n\n").await;
 
     let report = timeout(BOUND, shutdown.drain(LONG).unwrap()).await.unwrap();
@@ -151,7 +151,7 @@ async fn nested_tracking_layers_register_one_entry_and_send_one_final_event() {
         .route("/events", get(|| async { Sse::new(ticks()) }))
         .layer(tower_drain::LongLivedLayer::new(shutdown))
         .layer(shutdown.layer());
-    let server = serve(app, shutdown).await;
+    let server = serve_until_closing(app, shutdown).await;
     let reading = open_until(server.addr, "/events", b"tick 0\n").await;
     assert_eq!(shutdown.long_lived(), 1, "one entry for one response");
     let report = timeout(BOUND, shutdown.drain(LONG).unwrap()).await.unwrap();
@@ -173,7 +173,7 @@ async fn sse_over_http2_ends_with_final_event_and_end_of_stream() {
     use hyper_util::rt::{TokioExecutor, TokioIo};
 
     let shutdown = Shutdown::new();
-    let server = serve(app(shutdown), shutdown).await;
+    let server = serve_until_closing(app(shutdown), shutdown).await;
     let tcp = tokio::net::TcpStream::connect(server.addr).await.unwrap();
     let (mut sender, connection) =
         hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tcp))
@@ -191,7 +191,7 @@ async fn sse_over_http2_ends_with_final_event_and_end_of_stream() {
     let mut body = response.into_body();
     let mut data = Vec::new();
     // Synchronise on the first event before draining.
-    while !long_lived_support::contains(&data, b"\n\n") {
+    while !support::raw::contains(&data, b"\n\n") {
         let frame = timeout(BOUND, body.frame())
             .await
             .unwrap()

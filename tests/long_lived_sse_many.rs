@@ -1,18 +1,20 @@
 //! A thousand idle SSE connections: the drain ends them all with the final event and
 //! completes, and the long-lived count returns to zero.
 
-mod long_lived_support;
+mod support;
 
 use std::time::Duration;
 
-use long_lived_support::{
-    connections_allowed, decode_chunked, idle_sse_app, open_idle_clients, parse_events, serve,
-    split_head, FINAL_EVENT,
+use support::http::serve_until_closing;
+use support::raw::{decode_chunked, split_head};
+use support::sse::{
+    connections_allowed, idle_sse_app, open_idle_clients, parse_events, FINAL_EVENT,
 };
 use tokio::time::timeout;
 use tower_drain::{DrainOutcome, Shutdown};
 
 const LONG: Duration = Duration::from_secs(60);
+/// Longer than the shared bound: a thousand connections open and close here.
 const BOUND: Duration = Duration::from_secs(120);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -23,7 +25,7 @@ async fn thousand_idle_sse_connections_all_get_final_event_and_drain_completes()
         "the open-files limit leaves room for only {count} connections"
     );
     let shutdown = Shutdown::new();
-    let server = serve(idle_sse_app(shutdown), shutdown).await;
+    let server = serve_until_closing(idle_sse_app(shutdown), shutdown).await;
     let clients = timeout(BOUND, open_idle_clients(server.addr, count))
         .await
         .expect("every client connected and saw its first event");

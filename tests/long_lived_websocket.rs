@@ -1,7 +1,7 @@
 //! A WebSocket held by a `LongLivedGuard` is closed with 1001 on drain, and the drain waits
 //! for its task to end.
 
-mod long_lived_support;
+mod support;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -13,7 +13,8 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
 use futures_util::{FutureExt, SinkExt, StreamExt};
-use long_lived_support::serve;
+use support::http::serve_until_closing;
+use support::BOUND;
 use tokio::sync::Semaphore;
 use tokio::time::timeout;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
@@ -21,7 +22,6 @@ use tokio_tungstenite::tungstenite::Message as ClientMessage;
 use tower_drain::{DrainOutcome, LongLivedGuard, LongLivedKind, Shutdown};
 
 const LONG: Duration = Duration::from_secs(60);
-const BOUND: Duration = Duration::from_secs(30);
 
 #[derive(Clone)]
 struct Ctx {
@@ -79,7 +79,7 @@ async fn websocket_gets_close_1001_and_guard_holds_drain_until_task_ends() {
         .route("/ws", get(upgrade))
         .with_state(ctx)
         .layer(shutdown.layer());
-    let server = serve(app, shutdown).await;
+    let server = serve_until_closing(app, shutdown).await;
 
     let url = format!("ws://{}/ws", server.addr);
     let (mut client, _) = timeout(BOUND, tokio_tungstenite::connect_async(url))

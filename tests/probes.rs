@@ -1,5 +1,7 @@
 //! Readiness and liveness probes through real servers: axum and plain hyper.
 
+mod support;
+
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -7,49 +9,20 @@ use std::time::Duration;
 
 use axum::routing::get;
 use axum::Router;
-use bytes::Bytes;
 use http::{Request, StatusCode};
-use http_body_util::{BodyExt, Empty};
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::TokioIo;
 use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, Semaphore};
-use tokio::time::timeout;
 use tower::{service_fn, ServiceExt};
 use tower_drain::{DrainOutcome, Phase, Shutdown, ShutdownSequence};
 
-const WAIT: Duration = Duration::from_secs(10);
-
-type HttpClient = Client<HttpConnector, Empty<Bytes>>;
-
-fn client() -> HttpClient {
-    Client::builder(TokioExecutor::new()).build_http()
-}
+use support::bounded;
+use support::http::{get as get_response, http1_client, serve, HttpClient};
 
 async fn get_text(client: &HttpClient, addr: SocketAddr, path: &str) -> (StatusCode, String) {
-    let uri = format!("http://{addr}{path}");
-    let response = timeout(WAIT, client.get(uri.parse().unwrap()))
-        .await
-        .expect("response in time")
-        .expect("response");
-    let status = response.status();
-    let body = timeout(WAIT, response.into_body().collect())
-        .await
-        .expect("body in time")
-        .expect("body")
-        .to_bytes();
+    let (status, _, body) = get_response(client, addr, path).await;
     (status, String::from_utf8(body.to_vec()).unwrap())
-}
-
-/// Serves `app` on a fresh port, without graceful shutdown, so that the server keeps
-/// answering while draining and the middleware's answers can be observed.
-async fn serve(app: Router) -> SocketAddr {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-    addr
 }
 
 fn app(shutdown: Shutdown) -> Router {
@@ -63,8 +36,8 @@ fn app(shutdown: Shutdown) -> Router {
 #[tokio::test]
 async fn readiness_fails_at_the_signal_while_requests_are_still_served() {
     let shutdown = Shutdown::new();
-    let addr = serve(app(shutdown)).await;
-    let client = client();
+    let (addr, _server) = serve(app(shutdown)).await;
+    let client = http1_client();
     // A lame-duck delay far longer than the test: it ends by being forced.
     let sequence = ShutdownSequence::builder(shutdown)
         .lame_duck(Duration::from_secs(600))
@@ -86,9 +59,7 @@ async fn readiness_fails_at_the_signal_while_requests_are_still_served() {
     );
 
     trigger.fire();
-    timeout(WAIT, shutdown.shutting_down())
-        .await
-        .expect("lame duck begins");
+    bounded("lame duck begins", shutdown.shutting_down()).await;
 
     assert_eq!(
         get_text(&client, addr, "/readyz").await,
@@ -109,7 +80,7 @@ async fn readiness_fails_at_the_signal_while_requests_are_still_served() {
     );
 
     trigger.fire(); // forces: the rest of the delay is skipped
-    let report = timeout(WAIT, run).await.expect("sequence ends").unwrap();
+    let report = bounded("sequence ends", run).await.unwrap();
     assert_eq!(report.forced_by, Some("manual trigger"));
     assert_eq!(report.drain.outcome, DrainOutcome::Drained);
 
@@ -186,21 +157,21 @@ async fn probes_are_never_counted_nor_rejected() {
         )
         .route_service("/livez", shutdown.liveness())
         .layer(shutdown.layer().bypass(&["/readyz", "/livez"]));
-    let addr = serve(app).await;
-    let client = client();
+    let (addr, _server) = serve(app).await;
+    let client = http1_client();
 
     // Control: an ordinary request in progress is counted.
     let work = tokio::spawn({
         let client = client.clone();
         async move { get_text(&client, addr, "/work").await }
     });
-    assert_eq!(timeout(WAIT, entered.recv()).await.unwrap(), Some("work"));
+    assert_eq!(
+        bounded("the handler to start", entered.recv()).await,
+        Some("work")
+    );
     assert_eq!(shutdown.in_flight(), 1);
     gate.add_permits(1);
-    assert_eq!(
-        timeout(WAIT, work).await.unwrap().unwrap().0,
-        StatusCode::OK
-    );
+    assert_eq!(bounded("work", work).await.unwrap().0, StatusCode::OK);
     assert_eq!(shutdown.in_flight(), 0);
 
     // A probe in progress is not.
@@ -208,7 +179,10 @@ async fn probes_are_never_counted_nor_rejected() {
         let client = client.clone();
         async move { get_text(&client, addr, "/readyz").await }
     });
-    assert_eq!(timeout(WAIT, entered.recv()).await.unwrap(), Some("readyz"));
+    assert_eq!(
+        bounded("the handler to start", entered.recv()).await,
+        Some("readyz")
+    );
     assert_eq!(
         shutdown.in_flight(),
         0,
@@ -216,16 +190,18 @@ async fn probes_are_never_counted_nor_rejected() {
     );
 
     // So it does not hold the drain up: the drain ends while the probe is still waiting.
-    let report = timeout(WAIT, shutdown.drain(Duration::from_secs(60)).unwrap())
-        .await
-        .expect("drain is not held by a probe");
+    let report = bounded(
+        "drain is not held by a probe",
+        shutdown.drain(Duration::from_secs(60)).unwrap(),
+    )
+    .await;
     assert_eq!(report.outcome, DrainOutcome::Drained);
     assert_eq!(report.in_flight_at_start, 0);
 
     // And it is answered by the probe while draining, not by the rejection.
     gate.add_permits(1);
     assert_eq!(
-        timeout(WAIT, probe).await.unwrap().unwrap(),
+        bounded("probe", probe).await.unwrap(),
         (StatusCode::SERVICE_UNAVAILABLE, "shutting down\n".into())
     );
     assert_eq!(
@@ -267,7 +243,7 @@ async fn serve_readiness_on_hyper(shutdown: Shutdown) -> SocketAddr {
 async fn readiness_is_held_at_start_up_and_flipped_by_hand_on_plain_hyper() {
     let shutdown = Shutdown::new().hold_until_ready();
     let addr = serve_readiness_on_hyper(shutdown).await;
-    let client = client();
+    let client = http1_client();
     let readiness = || get_text(&client, addr, "/readyz");
 
     assert_eq!(

@@ -1,14 +1,16 @@
 //! What a request that arrives while draining gets back, on HTTP/1, HTTP/2 and gRPC.
 
-mod common;
+mod support;
 
 use std::time::Duration;
 
 use axum::routing::{get, post};
 use axum::Router;
 use bytes::Bytes;
-use common::{bounded, http1_client, http2_client, raw_get, serve};
 use http_body_util::{BodyExt, Empty};
+use support::bounded;
+use support::http::{http1_client, http2_client, serve};
+use support::raw::raw_get;
 use tokio::sync::{oneshot, Mutex};
 use tower_drain::Shutdown;
 
@@ -48,11 +50,11 @@ async fn http2_rejection_is_503_without_connection_header() {
     let (addr, _server) = serve(app).await;
     let client = http2_client();
     // Open the connection first: a draining server may refuse new ones.
-    let (status, _, _) = common::get(&client, addr, "/").await;
+    let (status, _, _) = support::http::get(&client, addr, "/").await;
     assert_eq!(status, 200);
 
     let _ = shutdown.drain(Duration::from_secs(1)).unwrap().await;
-    let (status, headers, body) = common::get(&client, addr, "/").await;
+    let (status, headers, body) = support::http::get(&client, addr, "/").await;
     assert_eq!(status, 503);
     assert_eq!(headers["retry-after"], "1");
     assert!(
@@ -121,7 +123,7 @@ async fn responses_passed_through_while_draining_close_http1_connections() {
     let (addr, _server) = serve(app).await;
     let client = http1_client();
 
-    let (_, headers, _) = common::get(&client, addr, "/").await;
+    let (_, headers, _) = support::http::get(&client, addr, "/").await;
     assert!(
         headers.get("connection").is_none(),
         "keep-alive while serving"
@@ -129,7 +131,7 @@ async fn responses_passed_through_while_draining_close_http1_connections() {
 
     let in_flight = tokio::spawn({
         let client = client.clone();
-        async move { common::get(&client, addr, "/gated").await }
+        async move { support::http::get(&client, addr, "/gated").await }
     });
     bounded("handler entered", entered_rx).await.unwrap();
     let drain = shutdown.drain(Duration::from_secs(60)).unwrap();

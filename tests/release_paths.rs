@@ -1,6 +1,6 @@
 //! Every way a request can end returns the in-flight count to zero, and none counts twice.
 
-mod common;
+mod support;
 
 use std::convert::Infallible;
 use std::future::{pending, ready};
@@ -13,11 +13,13 @@ use axum::body::Body;
 use axum::routing::get;
 use axum::Router;
 use bytes::Bytes;
-use common::{bounded, raw_get, serve};
 use futures_util::{stream, FutureExt};
 use http::{Request, Response};
 use http_body::Frame;
 use http_body_util::{BodyExt, Full, StreamBody};
+use support::bounded;
+use support::http::serve;
+use support::raw::raw_get;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tower::{service_fn, Layer, Service, ServiceExt};

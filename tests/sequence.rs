@@ -1,13 +1,14 @@
 //! The shutdown sequence: ordering, bounded hooks, forcing, the budget check.
 
+mod support;
+
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::sync::oneshot;
-use tokio::time::timeout;
 use tower_drain::{DrainOutcome, HookOutcome, Phase, SequenceError, Shutdown, ShutdownSequence};
 
-const WAIT: Duration = Duration::from_secs(10);
+use support::bounded;
 
 /// Records `(hook name, phase when it started)` in order.
 type Log = Arc<Mutex<Vec<(&'static str, Phase)>>>;
@@ -81,16 +82,14 @@ async fn hooks_run_in_order_after_the_drain_and_failures_never_skip_the_rest() {
     let work = shutdown.guard().unwrap();
     let run = tokio::spawn(sequence.run());
     trigger.fire();
-    timeout(WAIT, shutdown.closing())
-        .await
-        .expect("drain begins");
+    bounded("drain begins", shutdown.closing()).await;
     assert!(
         log.lock().unwrap().is_empty(),
         "no hook runs before the drain is over"
     );
     drop(work);
 
-    let report = timeout(WAIT, run).await.expect("sequence ends").unwrap();
+    let report = bounded("sequence ends", run).await.unwrap();
     assert_eq!(report.drain.outcome, DrainOutcome::Drained);
     assert_eq!(report.drain.completed, 1);
     assert_eq!(
@@ -119,9 +118,8 @@ async fn hooks_run_in_order_after_the_drain_and_failures_never_skip_the_rest() {
             ("last", HookOutcome::Ok),
         ]
     );
-    timeout(WAIT, dropped)
+    bounded("the hung hook is aborted at its timeout", dropped)
         .await
-        .expect("the hung hook is aborted at its timeout")
         .unwrap();
     assert!(!report.is_clean());
     assert_eq!(report.forced_by, None);
@@ -165,16 +163,11 @@ async fn repeated_triggers_run_the_sequence_once_and_the_second_forces() {
     let run = tokio::spawn(sequence.run());
 
     trigger.fire();
-    timeout(WAIT, shutdown.closing())
-        .await
-        .expect("drain begins");
+    bounded("drain begins", shutdown.closing()).await;
     // The drain would wait ten minutes for `work`; the second trigger forces it now.
     trigger.fire();
     trigger.fire();
-    let report = timeout(WAIT, run)
-        .await
-        .expect("forced sequence ends")
-        .unwrap();
+    let report = bounded("forced sequence ends", run).await.unwrap();
 
     assert_eq!(report.forced_by, Some("manual trigger"));
     assert!(report.forced());
@@ -206,12 +199,9 @@ async fn a_second_trigger_in_the_lame_duck_delay_skips_to_the_abort() {
     let work = shutdown.guard().unwrap();
     let run = tokio::spawn(sequence.run());
     trigger.fire();
-    timeout(WAIT, shutdown.shutting_down()).await.unwrap();
+    bounded("shutting down", shutdown.shutting_down()).await;
     trigger.fire();
-    let report = timeout(WAIT, run)
-        .await
-        .expect("forced sequence ends")
-        .unwrap();
+    let report = bounded("forced sequence ends", run).await.unwrap();
     assert_eq!(report.drain.outcome, DrainOutcome::TimedOut);
     assert!(report.drain.forced);
     assert_eq!(report.drain.still_running, 1);
@@ -232,7 +222,7 @@ async fn a_future_can_trigger_the_sequence() {
         .unwrap();
     let run = tokio::spawn(sequence.run());
     stop.send(()).unwrap();
-    let report = timeout(WAIT, run).await.expect("sequence ends").unwrap();
+    let report = bounded("sequence ends", run).await.unwrap();
     assert_eq!(report.trigger, "trigger future");
     assert_eq!(report.drain.outcome, DrainOutcome::Drained);
     assert!(report.is_clean());

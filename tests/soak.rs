@@ -12,8 +12,9 @@
 //!   requests are split over.
 //! * `SOAK_SEED`: the generator's seed, printed at the start so a failure can be replayed.
 
+mod support;
+
 use std::convert::Infallible;
-use std::future::Future;
 use std::pin::{pin, Pin};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -25,21 +26,15 @@ use http::{Request, Response, StatusCode};
 use http_body::{Body, Frame};
 use http_body_util::BodyExt;
 use tokio::sync::Notify;
-use tokio::time::timeout;
 use tower::{Layer, Service, ServiceExt};
 use tower_drain::{DrainOutcome, Shutdown};
 
-/// Generous bound on any single wait: reaching it means a hang, and fails the test.
+use support::bounded_for;
+
+/// The bound on any single wait, longer than the shared one: a million requests run here.
 const BOUND: Duration = Duration::from_secs(120);
 const WORKERS: u64 = 16;
 const CHUNK: &[u8] = b"0123456789abcdef";
-
-async fn bounded<F: Future>(what: &str, future: F) -> F::Output {
-    match timeout(BOUND, future).await {
-        Ok(output) => output,
-        Err(_) => panic!("hung: {what} did not finish within {BOUND:?}"),
-    }
-}
 
 fn env_u64(name: &str, default: u64) -> u64 {
     match std::env::var(name) {
@@ -164,7 +159,7 @@ where
             tokio::task::yield_now().await;
         }
         task.abort();
-        return match bounded("an aborted request task", task).await {
+        return match bounded_for(BOUND, "an aborted request task", task).await {
             Ok(ended) => ended,
             Err(error) if error.is_cancelled() => Ended::Cancelled,
             Err(error) => panic!("a request task failed: {error}"),
@@ -295,12 +290,13 @@ async fn soak_random_cancellation_with_drain_restart_cycles_leaves_counts_at_zer
             .collect();
 
         if drain_at < budget {
-            bounded("the drain point", reached.notified()).await;
+            bounded_for(BOUND, "the drain point", reached.notified()).await;
         }
         if lame_duck_first {
             assert!(shutdown.begin_lame_duck());
         }
-        let report = bounded(
+        let report = bounded_for(
+            BOUND,
             "the drain",
             shutdown.drain(Duration::from_secs(60)).unwrap(),
         )
@@ -312,7 +308,7 @@ async fn soak_random_cancellation_with_drain_restart_cycles_leaves_counts_at_zer
         );
         assert_eq!(report.completed, report.in_flight_at_start, "{report}");
         for worker in workers {
-            bounded("a worker", worker).await.unwrap();
+            bounded_for(BOUND, "a worker", worker).await.unwrap();
         }
 
         let (whole, cancelled, rejected) = tally.get();

@@ -1,6 +1,6 @@
 //! Whole-response counting: a streaming response counts until its last chunk is sent.
 
-mod common;
+mod support;
 
 use std::convert::Infallible;
 use std::sync::{Arc, Mutex};
@@ -10,9 +10,10 @@ use axum::body::Body;
 use axum::routing::get;
 use axum::Router;
 use bytes::Bytes;
-use common::{bounded, http1_client, serve};
 use futures_util::{stream, FutureExt};
 use http_body_util::BodyExt;
+use support::bounded;
+use support::http::{http1_client, serve};
 use tokio::sync::mpsc;
 use tower_drain::{DrainOutcome, Shutdown};
 

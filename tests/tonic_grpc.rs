@@ -21,7 +21,8 @@ use tonic_health::ServingStatus;
 use tower_drain::{DrainOutcome, Phase, Shutdown};
 
 use echo::{CountReply, CountRequest, Echo, EchoClient, EchoServer, SayReply, SayRequest};
-use support::{within, Gate, WAIT};
+use support::gate::Gate;
+use support::{bounded, BOUND};
 
 /// `Say("held")` waits at the gate; `Count` sends its first reply, then waits at the gate
 /// before the rest.
@@ -93,7 +94,7 @@ async fn start_with_signal(
 
 async fn connect(addr: SocketAddr) -> Channel {
     let endpoint = Channel::from_shared(format!("http://{addr}")).unwrap();
-    within("the connection", endpoint.connect()).await.unwrap()
+    bounded("the connection", endpoint.connect()).await.unwrap()
 }
 
 #[tokio::test]
@@ -105,18 +106,18 @@ async fn unary_call_in_flight_when_draining_begins_completes() {
 
     let call = tokio::spawn(async move { client.say("held").await });
     gate.entered(1).await;
-    let drain = shutdown.drain(WAIT).unwrap();
+    let drain = shutdown.drain(BOUND).unwrap();
     gate.release(1);
 
-    let reply = within("the call", call)
+    let reply = bounded("the call", call)
         .await
         .unwrap()
         .expect("the call failed");
     assert_eq!(reply.text, "held");
-    let report = within("the drain", drain).await;
+    let report = bounded("the drain", drain).await;
     assert_eq!(report.outcome, DrainOutcome::Drained);
     assert_eq!(report.completed, 1);
-    within("the server to return", server)
+    bounded("the server to return", server)
         .await
         .unwrap()
         .unwrap();
@@ -129,17 +130,17 @@ async fn server_streaming_call_in_flight_when_draining_begins_completes() {
     let (addr, server) = start(shutdown, &gate).await;
     let mut client = EchoClient::new(connect(addr).await);
 
-    let mut replies = within("the call", client.count(3)).await.unwrap();
-    let first = within("the first reply", replies.message()).await.unwrap();
+    let mut replies = bounded("the call", client.count(3)).await.unwrap();
+    let first = bounded("the first reply", replies.message()).await.unwrap();
     assert_eq!(first, Some(CountReply { n: 1 }));
     gate.entered(1).await;
 
-    let drain = shutdown.drain(WAIT).unwrap();
+    let drain = shutdown.drain(BOUND).unwrap();
     gate.release(1);
     let mut rest = Vec::new();
     // Bounded: the stream has two replies left, then its end (with status OK).
     for _ in 0..3 {
-        match within("a reply", replies.message()).await {
+        match bounded("a reply", replies.message()).await {
             Ok(Some(reply)) => rest.push(reply.n),
             Ok(None) => break,
             Err(status) => panic!("the stream was cut: {status:?}"),
@@ -147,10 +148,10 @@ async fn server_streaming_call_in_flight_when_draining_begins_completes() {
     }
     assert_eq!(rest, [2, 3]);
     assert_eq!(
-        within("the drain", drain).await.outcome,
+        bounded("the drain", drain).await.outcome,
         DrainOutcome::Drained
     );
-    within("the server to return", server)
+    bounded("the server to return", server)
         .await
         .unwrap()
         .unwrap();
@@ -176,13 +177,16 @@ async fn calls_after_draining_began_get_unavailable() {
     let gate = Gate::new();
     let (addr, server) = start(shutdown, &gate).await;
     let mut client = EchoClient::new(connect(addr).await);
-    assert_eq!(within("a call", client.say("hi")).await.unwrap().text, "hi");
+    assert_eq!(
+        bounded("a call", client.say("hi")).await.unwrap().text,
+        "hi"
+    );
 
     // A held call keeps the connection open while new calls arrive on it.
     let mut held_client = client.clone();
     let held = tokio::spawn(async move { held_client.say("held").await });
     gate.entered(1).await;
-    let drain = shutdown.drain(WAIT).unwrap();
+    let drain = shutdown.drain(BOUND).unwrap();
 
     // Each late call on the same channel is answered by the middleware or meets the
     // server's GOAWAY (and then its closed listener): UNAVAILABLE, which tells a client to
@@ -190,7 +194,7 @@ async fn calls_after_draining_began_get_unavailable() {
     // GOAWAY lands comes back CANCELLED, unsent. None is admitted, none hangs.
     let mut unsent = 0;
     for _ in 0..20 {
-        let late = within("a call while draining", client.say("late")).await;
+        let late = bounded("a call while draining", client.say("late")).await;
         let status = late.expect_err("a call was admitted while draining");
         if is_unsent_after_goaway(&status) {
             unsent += 1;
@@ -201,11 +205,11 @@ async fn calls_after_draining_began_get_unavailable() {
     assert!(unsent <= 1, "{unsent} calls canceled by one GOAWAY");
 
     gate.release(1);
-    let reply = within("the held call", held).await.unwrap();
+    let reply = bounded("the held call", held).await.unwrap();
     assert_eq!(reply.unwrap().text, "held");
-    let report = within("the drain", drain).await;
+    let report = bounded("the drain", drain).await;
     assert_eq!(report.outcome, DrainOutcome::Drained);
-    within("the server to return", server)
+    bounded("the server to return", server)
         .await
         .unwrap()
         .unwrap();
@@ -213,7 +217,7 @@ async fn calls_after_draining_began_get_unavailable() {
     // And a client that comes after the server is gone.
     let endpoint = Channel::from_shared(format!("http://{addr}")).unwrap();
     let mut latecomer = EchoClient::new(endpoint.connect_lazy());
-    let after = within("a call after shutdown", latecomer.say("later")).await;
+    let after = bounded("a call after shutdown", latecomer.say("later")).await;
     let status = after.expect_err("nothing should answer");
     assert_eq!(status.code(), Code::Unavailable, "{status:?}");
 }
@@ -226,18 +230,21 @@ async fn middleware_answers_calls_while_draining_with_grpc_unavailable() {
     // reaches the middleware rather than a GOAWAY.
     let (addr, server) = start_with_signal(shutdown, &gate, std::future::pending()).await;
     let mut client = EchoClient::new(connect(addr).await);
-    assert_eq!(within("a call", client.say("hi")).await.unwrap().text, "hi");
+    assert_eq!(
+        bounded("a call", client.say("hi")).await.unwrap().text,
+        "hi"
+    );
 
-    let report = within("the drain", shutdown.drain(WAIT).unwrap()).await;
+    let report = bounded("the drain", shutdown.drain(BOUND).unwrap()).await;
     assert_eq!(report.outcome, DrainOutcome::Drained);
     for _ in 0..3 {
-        let status = within("a call while draining", client.say("late"))
+        let status = bounded("a call while draining", client.say("late"))
             .await
             .expect_err("a call was admitted while draining");
         assert_eq!(status.code(), Code::Unavailable, "{status:?}");
         assert_eq!(status.message(), "server is shutting down");
     }
-    let streaming = within("a streaming call", client.count(3)).await;
+    let streaming = bounded("a streaming call", client.count(3)).await;
     let status = streaming.expect_err("a call was admitted while draining");
     assert_eq!(status.code(), Code::Unavailable, "{status:?}");
     assert_eq!(shutdown.rejected(), 4);
@@ -259,34 +266,37 @@ async fn health_reports_not_serving_from_lame_duck_on() {
         service: "tower_drain.example.Echo".into(),
     };
 
-    let mut watch = within("a health watch", health.watch(overall()))
+    let mut watch = bounded("a health watch", health.watch(overall()))
         .await
         .unwrap()
         .into_inner();
-    let status = within("the first status", watch.message()).await.unwrap();
+    let status = bounded("the first status", watch.message()).await.unwrap();
     assert_eq!(status.unwrap().status(), Reported::Serving);
 
     assert!(shutdown.begin_lame_duck());
-    let status = within("the next status", watch.message()).await.unwrap();
+    let status = bounded("the next status", watch.message()).await.unwrap();
     assert_eq!(status.unwrap().status(), Reported::NotServing);
     drop(watch);
     for request in [overall(), echo()] {
-        let response = within("a health check", health.check(request))
+        let response = bounded("a health check", health.check(request))
             .await
             .unwrap();
         assert_eq!(response.into_inner().status(), Reported::NotServing);
     }
     // Lame duck: not ready, but still serving everyone who comes.
     assert_eq!(shutdown.phase(), Phase::LameDuck);
-    assert_eq!(within("a call", client.say("hi")).await.unwrap().text, "hi");
+    assert_eq!(
+        bounded("a call", client.say("hi")).await.unwrap().text,
+        "hi"
+    );
 
     assert_eq!(
-        within("the drain", shutdown.drain(WAIT).unwrap())
+        bounded("the drain", shutdown.drain(BOUND).unwrap())
             .await
             .outcome,
         DrainOutcome::Drained
     );
-    within("the server to return", server)
+    bounded("the server to return", server)
         .await
         .unwrap()
         .unwrap();

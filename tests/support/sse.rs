@@ -1,128 +1,26 @@
-//! Shared by the long-lived tests: a real axum server on 127.0.0.1 and a raw HTTP/1 client
-//! that sees the bytes on the wire (chunk framing included).
-
-#![allow(dead_code)] // each test file uses a different part
+//! Long-lived responses seen from a raw HTTP/1 client: event streams, their final event, and
+//! many idle connections at once.
 
 use std::net::SocketAddr;
 
 use axum::Router;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpStream;
 use tokio::task::JoinHandle;
 use tower_drain::Shutdown;
 
-/// The bound on every wait: generous, it only turns a hang into a failure.
-pub const BOUND: std::time::Duration = std::time::Duration::from_secs(20);
+use super::bounded;
+use super::raw::{decode_chunked, read_to_close, read_until, split_head, Chunked};
 
 /// The default final event, as it appears in a parsed event list (without the blank line).
 pub const FINAL_EVENT: &str = "event: shutdown\ndata: draining\nretry: 1000";
 
-pub struct Server {
-    pub addr: SocketAddr,
-    pub task: JoinHandle<()>,
-}
-
-/// Serves `app` on a fresh port until the drain begins (axum's own graceful shutdown, driven
-/// by `closing()`).
-pub async fn serve(app: Router, shutdown: Shutdown) -> Server {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let task = tokio::spawn(async move {
-        axum::serve(listener, app)
-            .with_graceful_shutdown(shutdown.closing())
-            .await
-            .unwrap();
-    });
-    Server { addr, task }
-}
-
 /// Opens a connection and sends `GET path` as an event-stream client would.
-pub async fn get(addr: SocketAddr, path: &str) -> TcpStream {
+pub async fn open_event_stream(addr: SocketAddr, path: &str) -> TcpStream {
     let mut stream = TcpStream::connect(addr).await.unwrap();
     let request = format!("GET {path} HTTP/1.1\r\nHost: test\r\nAccept: text/event-stream\r\n\r\n");
     stream.write_all(request.as_bytes()).await.unwrap();
     stream
-}
-
-/// Reads into `buf` until it contains `needle`. Returns false at end of stream.
-pub async fn read_until(stream: &mut TcpStream, buf: &mut Vec<u8>, needle: &[u8]) -> bool {
-    let mut chunk = [0u8; 4096];
-    while !contains(buf, needle) {
-        match stream.read(&mut chunk).await {
-            Ok(0) | Err(_) => return false,
-            Ok(n) => buf.extend_from_slice(&chunk[..n]),
-        }
-    }
-    true
-}
-
-/// Reads until the peer closes the connection (or resets it).
-pub async fn read_to_close(stream: &mut TcpStream, buf: &mut Vec<u8>) {
-    let mut chunk = [0u8; 16 * 1024];
-    loop {
-        match stream.read(&mut chunk).await {
-            Ok(0) | Err(_) => return,
-            Ok(n) => buf.extend_from_slice(&chunk[..n]),
-        }
-    }
-}
-
-pub fn contains(haystack: &[u8], needle: &[u8]) -> bool {
-    haystack
-        .windows(needle.len())
-        .any(|window| window == needle)
-}
-
-/// Splits a raw HTTP/1 response into its head and body bytes.
-pub fn split_head(raw: &[u8]) -> (String, &[u8]) {
-    let end = raw
-        .windows(4)
-        .position(|window| window == b"\r\n\r\n")
-        .expect("a complete response head");
-    (
-        String::from_utf8_lossy(&raw[..end]).into_owned(),
-        &raw[end + 4..],
-    )
-}
-
-/// A chunked body, decoded.
-pub struct Chunked {
-    pub data: Vec<u8>,
-    /// True when the body ended with the last-chunk `0\r\n\r\n`: a clean end.
-    pub terminated: bool,
-    pub chunks: usize,
-}
-
-/// Decodes HTTP/1 chunked framing as far as the bytes go.
-pub fn decode_chunked(mut body: &[u8]) -> Chunked {
-    let mut decoded = Chunked {
-        data: Vec::new(),
-        terminated: false,
-        chunks: 0,
-    };
-    loop {
-        let Some(line_end) = body.windows(2).position(|window| window == b"\r\n") else {
-            return decoded;
-        };
-        let size_text = std::str::from_utf8(&body[..line_end]).unwrap();
-        let size = usize::from_str_radix(size_text.split(';').next().unwrap().trim(), 16)
-            .expect("a chunk size");
-        body = &body[line_end + 2..];
-        if size == 0 {
-            decoded.terminated = body == b"\r\n";
-            return decoded;
-        }
-        if body.len() < size + 2 {
-            // Cut inside a chunk.
-            decoded
-                .data
-                .extend_from_slice(&body[..size.min(body.len())]);
-            return decoded;
-        }
-        decoded.data.extend_from_slice(&body[..size]);
-        decoded.chunks += 1;
-        body = &body[size + 2..];
-    }
 }
 
 /// Splits an event stream into its complete events (each ended by a blank line) and the
@@ -182,7 +80,7 @@ pub async fn open_idle_clients(addr: SocketAddr, count: usize) -> Vec<JoinHandle
         .map(|_| {
             let ready_tx = ready_tx.clone();
             tokio::spawn(async move {
-                let mut stream = get(addr, "/events").await;
+                let mut stream = open_event_stream(addr, "/events").await;
                 let mut raw = Vec::new();
                 assert!(read_until(&mut stream, &mut raw, b"data: ready\n\n").await);
                 ready_tx.send(()).await.unwrap();
@@ -206,11 +104,13 @@ pub struct Reading {
 /// Sends `GET path` and reads until `marker` has arrived, so the response is known to be live
 /// (streaming, and tracked) before the test goes on.
 pub async fn open_until(addr: SocketAddr, path: &str, marker: &[u8]) -> Reading {
-    let mut client = get(addr, path).await;
+    let mut client = open_event_stream(addr, path).await;
     let mut raw = Vec::new();
-    let arrived = tokio::time::timeout(BOUND, read_until(&mut client, &mut raw, marker))
-        .await
-        .expect("the response's first bytes within the bound");
+    let arrived = bounded(
+        "the response's first bytes",
+        read_until(&mut client, &mut raw, marker),
+    )
+    .await;
     assert!(
         arrived,
         "the stream ended before {:?}",
@@ -222,9 +122,11 @@ pub async fn open_until(addr: SocketAddr, path: &str, marker: &[u8]) -> Reading 
 impl Reading {
     /// Reads until the server closes the connection; returns every byte of the response.
     pub async fn finish_raw(mut self) -> Vec<u8> {
-        tokio::time::timeout(BOUND, read_to_close(&mut self.client, &mut self.raw))
-            .await
-            .expect("the server closes the connection within the bound");
+        bounded(
+            "the server to close the connection",
+            read_to_close(&mut self.client, &mut self.raw),
+        )
+        .await;
         self.raw
     }
 
