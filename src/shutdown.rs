@@ -117,7 +117,9 @@ impl Shutdown {
     /// Ends the drain now, as a timeout would: closes admission if needed, reports what is
     /// still running as cut short, and aborts it. For a second termination signal.
     ///
-    /// Returns `false` if the drain's outcome had already been decided.
+    /// Returns `true` if this call cut the drain short; `false` if the outcome had already
+    /// been decided, or if nothing was left running (the drain then reports
+    /// [`DrainOutcome::Drained`], not forced).
     pub fn force(&self) -> bool {
         self.core.begin_drain();
         self.core.decide(DrainOutcome::TimedOut, true)
@@ -321,19 +323,34 @@ impl Core {
         self.decide(DrainOutcome::Drained, false);
     }
 
-    /// Fixes the drain's outcome if nobody has yet. Returns `true` for the call that did.
+    /// Fixes the drain's outcome if nobody has yet. Returns `true` for the call that did, when
+    /// the outcome is the one it asked for.
+    ///
+    /// Only a counter that has been closed may be decided `TimedOut`; one that then has
+    /// nothing in flight is decided `Drained` instead (see below).
     pub(crate) fn decide(&self, outcome: DrainOutcome, forced: bool) -> bool {
         let mut first = false;
         let decision = self.decision.get_or_init(|| {
             first = true;
+            let still_running = match outcome {
+                DrainOutcome::Drained => 0,
+                DrainOutcome::TimedOut => self.counter.in_flight(),
+            };
+            // A timeout or a force that finds nothing in flight has nothing to cut short. The
+            // drain is over, and whoever holds its last step (the closer between its sweep
+            // and `finish_close`, or the last release between its slot and `pending`) is
+            // about to say so. The zero is final: the caller closed the counter first, and a
+            // closed slot never grows.
+            let (outcome, forced) = if still_running == 0 {
+                (DrainOutcome::Drained, false)
+            } else {
+                (outcome, forced)
+            };
             Decision {
                 outcome,
                 forced,
                 at: Instant::now(),
-                still_running: match outcome {
-                    DrainOutcome::Drained => 0,
-                    DrainOutcome::TimedOut => self.counter.in_flight(),
-                },
+                still_running,
                 rejected: self.rejected.load(Ordering::Relaxed),
             }
         });
@@ -360,7 +377,7 @@ impl Core {
             tracing::info!(phase = %phase, "drained: every admitted request has finished");
         }
         self.decided.notify_waiters();
-        true
+        decision.outcome == outcome
     }
 
     /// The report, once the outcome is decided. Every caller gets the same one.

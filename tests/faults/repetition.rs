@@ -143,3 +143,37 @@ async fn forcing_an_idle_server_from_many_tasks_reports_drained() {
         assert!(!report.forced, "{report}");
     }
 }
+
+/// The narrow case behind the test above, many times over: two threads force an idle
+/// controller at the same instant. One of them closes admission; the other may arrive while
+/// the first is still between its sweep (which found nothing in flight) and its end. Neither
+/// has anything to cut short, so the outcome is `Drained` and neither call says it forced.
+#[tokio::test]
+async fn two_threads_forcing_an_idle_controller_at_once_report_drained() {
+    let rounds = 2_000;
+    for round in 0..rounds {
+        let shutdown = tower_drain::Shutdown::new();
+        let barrier = Arc::new(std::sync::Barrier::new(2));
+        let racers: Vec<_> = (0..2)
+            .map(|_| {
+                let barrier = Arc::clone(&barrier);
+                std::thread::spawn(move || {
+                    barrier.wait();
+                    shutdown.force()
+                })
+            })
+            .collect();
+        for racer in racers {
+            assert!(!racer.join().unwrap(), "round {round}: nothing to force");
+        }
+        // Decided already, so the drain is ready on its first poll.
+        let report = futures_util::FutureExt::now_or_never(shutdown.drain(Duration::ZERO).unwrap())
+            .expect("decided by the forces");
+        assert_eq!(
+            report.outcome,
+            DrainOutcome::Drained,
+            "round {round}: {report}"
+        );
+        assert!(!report.forced, "round {round}: {report}");
+    }
+}
