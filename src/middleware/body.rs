@@ -47,28 +47,18 @@ pin_project! {
 }
 
 impl<B> ResponseBody<B> {
-    pub(crate) fn new(inner: B, guard: Option<InFlightGuard>) -> Self {
-        ResponseBody {
-            kind: Kind::Passed {
-                inner,
-                guard,
-                aborted: false,
-                tracked: None,
-            },
-        }
-    }
-
-    pub(crate) fn tracked(
+    /// The inner body, counted by `guard` if any, and long-lived if `tracked` is set.
+    pub(crate) fn passed(
         inner: B,
         guard: Option<InFlightGuard>,
-        state: Box<TrackedState>,
+        tracked: Option<Box<TrackedState>>,
     ) -> Self {
         ResponseBody {
             kind: Kind::Passed {
                 inner,
+                tracked,
                 guard,
                 aborted: false,
-                tracked: Some(state),
             },
         }
     }

@@ -114,10 +114,9 @@ where
                 let guard = guard.take();
                 let counted_by = guard.as_ref().map(InFlightGuard::core);
                 let tracked = watch.classify(&mut response, counted_by);
-                Poll::Ready(Ok(response.map(|body| match tracked {
-                    None => ResponseBody::new(body, guard),
-                    Some(state) => ResponseBody::tracked(body, guard, state),
-                })))
+                Poll::Ready(Ok(
+                    response.map(|body| ResponseBody::passed(body, guard, tracked))
+                ))
             }
             KindProj::Rejected { reply } => {
                 Poll::Ready(Ok(reply.into_response().map(ResponseBody::rejected)))
