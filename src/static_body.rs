@@ -37,14 +37,6 @@ impl StaticBody {
     pub(crate) fn take(&mut self) -> Option<&'static [u8]> {
         self.data.take()
     }
-
-    pub(crate) fn is_end_stream(&self) -> bool {
-        self.data.is_none()
-    }
-
-    pub(crate) fn size_hint(&self) -> SizeHint {
-        SizeHint::with_exact(self.data.map_or(0, |data| data.len() as u64))
-    }
 }
 
 /// A `text/plain` response of `text` with `status`: what probes and rejections answer.
@@ -74,10 +66,10 @@ impl Body for StaticBody {
     }
 
     fn is_end_stream(&self) -> bool {
-        StaticBody::is_end_stream(self)
+        self.data.is_none()
     }
 
     fn size_hint(&self) -> SizeHint {
-        StaticBody::size_hint(self)
+        SizeHint::with_exact(self.data.map_or(0, |data| data.len() as u64))
     }
 }
