@@ -80,14 +80,6 @@ impl ShutdownLayer {
     policy_methods!(reject);
 }
 
-impl<S> Layer<S> for ShutdownLayer {
-    type Service = DrainService<S>;
-
-    fn layer(&self, inner: S) -> DrainService<S> {
-        DrainService::new(inner, self.shutdown, self.policy)
-    }
-}
-
 /// Counts each request from admission until its response body ends, errors or is dropped.
 ///
 /// It does not reject: once admission has closed, requests pass through uncounted. Pair it
@@ -108,14 +100,6 @@ impl InFlightLayer {
     }
 
     policy_methods!(bypass);
-}
-
-impl<S> Layer<S> for InFlightLayer {
-    type Service = DrainService<S>;
-
-    fn layer(&self, inner: S) -> DrainService<S> {
-        DrainService::new(inner, self.shutdown, self.policy)
-    }
 }
 
 /// Once admission has closed, answers every request with `503 Service Unavailable`,
@@ -141,10 +125,17 @@ impl RejectWhenDrainingLayer {
     policy_methods!(reject);
 }
 
-impl<S> Layer<S> for RejectWhenDrainingLayer {
-    type Service = DrainService<S>;
+// Every layer wraps the service the same way; only the policy differs.
+macro_rules! drain_service_layer {
+    ($($layer:ty),+) => {$(
+        impl<S> Layer<S> for $layer {
+            type Service = DrainService<S>;
 
-    fn layer(&self, inner: S) -> DrainService<S> {
-        DrainService::new(inner, self.shutdown, self.policy)
-    }
+            fn layer(&self, inner: S) -> DrainService<S> {
+                DrainService::new(inner, self.shutdown, self.policy)
+            }
+        }
+    )+};
 }
+
+drain_service_layer!(ShutdownLayer, InFlightLayer, RejectWhenDrainingLayer);
