@@ -57,22 +57,19 @@ impl ShutdownLayer {
     /// a whole event, ending in a blank line. Default
     /// [`DEFAULT_FINAL_EVENT`](crate::long_lived::DEFAULT_FINAL_EVENT); `None` ends the stream
     /// without one. Call it at start-up: the setting is kept for the life of the process.
-    pub fn final_event(mut self, event: Option<&'static str>) -> Self {
-        self.policy.track = self
-            .policy
-            .track
-            .with(|tracking| tracking.final_event = event);
-        self
+    pub fn final_event(self, event: Option<&'static str>) -> Self {
+        self.change_tracking(|tracking| tracking.final_event = event)
     }
 
     /// Also tracks as long-lived the responses `predicate` picks, besides
     /// `text/event-stream`; see [`Predicate`](crate::long_lived::Predicate). Call it at
     /// start-up: the setting is kept for the life of the process.
-    pub fn long_lived_when(mut self, predicate: crate::long_lived::Predicate) -> Self {
-        self.policy.track = self
-            .policy
-            .track
-            .with(|tracking| tracking.predicate = Some(predicate));
+    pub fn long_lived_when(self, predicate: crate::long_lived::Predicate) -> Self {
+        self.change_tracking(|tracking| tracking.predicate = Some(predicate))
+    }
+
+    fn change_tracking(mut self, change: impl FnOnce(&mut Tracking)) -> Self {
+        self.policy.track = self.policy.track.with(change);
         self
     }
 
