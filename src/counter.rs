@@ -147,11 +147,14 @@ impl Counter {
     }
 
     /// The number of requests in flight now: exact when nothing races, a snapshot otherwise.
+    /// Once closed it only falls, and `Core::decide` takes a zero here as the drain's end.
     pub(crate) fn in_flight(&self) -> usize {
         self.slots
             .iter()
-            // Relaxed: a statistic; every slot is read once and the sum is not used to decide.
-            .map(|slot| slot.word.load(Ordering::Relaxed) >> 1)
+            // Acquire: `Core::decide` records `Drained` when this reads zero after the close,
+            // so reading a release's zero must synchronise with it (every update of a slot
+            // word is a read-modify-write, so the last one carries all earlier releases).
+            .map(|slot| slot.word.load(Ordering::Acquire) >> 1)
             .sum()
     }
 

@@ -131,3 +131,42 @@ fn last_release_races_the_sweep() {
         check_end(&counter, &witness, in_flight);
     });
 }
+
+/// What a request did before its guard was released: written by the request, read by
+/// whoever declares the drain over, which must happen after it.
+struct Effect(loom::cell::UnsafeCell<usize>);
+
+// SAFETY: the cell is written by the request's thread and read by the closer; loom checks
+// that the two accesses are ordered and reports a causality violation if they are not.
+unsafe impl Sync for Effect {}
+
+/// A timeout (or a force) deciding right after the sweep reads the counter: if it finds
+/// nothing in flight it declares the drain over, so the last request's effects must be
+/// visible to it, as they are to whoever sees the zero edge.
+#[test]
+fn a_drain_found_empty_at_a_timeout_sees_the_last_requests_effects() {
+    check(|| {
+        let counter = Arc::new(Counter::new(1));
+        let effect = Arc::new(Effect(loom::cell::UnsafeCell::new(0)));
+        assert!(counter.try_acquire(0));
+        let request = {
+            let (counter, effect) = (counter.clone(), effect.clone());
+            // SAFETY: the only write; the read below is ordered after it, as loom checks.
+            thread::spawn(move || {
+                effect.0.with_mut(|value| unsafe { *value = 1 });
+                counter.release(0)
+            })
+        };
+        counter.close();
+        if counter.in_flight() == 0 {
+            // SAFETY: the request released its guard, and this read is ordered after that.
+            let value = effect.0.with(|value| unsafe { *value });
+            assert_eq!(
+                value, 1,
+                "the drain was declared over before the request's effects"
+            );
+        }
+        counter.finish_close();
+        request.join().unwrap();
+    });
+}
