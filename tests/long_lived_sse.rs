@@ -6,16 +6,23 @@ mod support;
 use std::convert::Infallible;
 use std::time::Duration;
 
+use axum::body::Body;
 use axum::response::sse::{Event, Sse};
 use axum::routing::get;
 use axum::Router;
+use bytes::Bytes;
 use futures_util::stream::{self, Stream, StreamExt};
+use http::header::CONTENT_TYPE;
+use http::{Method, Request, Response};
+use http_body_util::BodyExt;
 use support::http::serve_until_closing;
 use support::raw::{decode_chunked, split_head};
 use support::sse::{open_until, parse_events, FINAL_EVENT};
 use support::BOUND;
+use tokio::sync::oneshot;
 use tokio::time::timeout;
-use tower_drain::{DrainOutcome, Shutdown};
+use tower::{Layer, Service, ServiceExt};
+use tower_drain::{Aborted, DrainOutcome, LongLivedKind, Shutdown};
 
 const LONG: Duration = Duration::from_secs(60);
 
@@ -273,4 +280,69 @@ async fn sse_body_that_goes_idle_as_the_drain_begins_ends_in_the_same_poll() {
     assert!(timeout(BOUND, body.frame()).await.unwrap().is_none());
     let report = timeout(BOUND, shutdown.drain(LONG).unwrap()).await.unwrap();
     assert!(report.is_drained(), "{report}");
+}
+
+/// A request admitted before the drain whose handler answers with an event stream only after
+/// the long-lived deadline: the stream is cut at its first frame, and the report lists it
+/// among the long-lived responses cut, like one that was running at the deadline.
+#[tokio::test]
+async fn event_stream_starting_after_the_long_lived_deadline_is_cut_and_listed() {
+    let shutdown = Shutdown::new();
+    // The long-lived deadline falls as the drain starts; the drain itself has an hour.
+    shutdown.set_long_lived_grace(Duration::ZERO);
+
+    let (answer_tx, answer_rx) = oneshot::channel::<()>();
+    let answer_rx = std::sync::Mutex::new(Some(answer_rx));
+    let handler = tower::service_fn(move |_request: Request<Body>| {
+        let answer = answer_rx.lock().unwrap().take().unwrap();
+        async move {
+            answer.await.unwrap();
+            let events = stream::iter(std::iter::repeat_with(|| {
+                Ok::<_, Infallible>(Bytes::from_static(b"data: tick\n\n"))
+            }));
+            Ok::<_, Infallible>(
+                Response::builder()
+                    .header(CONTENT_TYPE, "text/event-stream")
+                    .body(Body::from_stream(events))
+                    .unwrap(),
+            )
+        }
+    });
+    let mut service = shutdown.layer().layer(handler);
+
+    // Admitted while serving: counted from here on.
+    let call = service
+        .ready()
+        .await
+        .unwrap()
+        .call(Request::new(Body::empty()));
+    let response = tokio::spawn(call);
+    assert_eq!(shutdown.in_flight(), 1);
+
+    // A guard only to see the long-lived deadline pass; it is listed in the report too.
+    let watcher = shutdown
+        .long_lived_guard(LongLivedKind::Upgrade, Method::GET, "/watch")
+        .unwrap();
+    let drain = tokio::spawn(shutdown.drain(LONG).unwrap());
+    timeout(BOUND, watcher.deadline()).await.unwrap();
+    drop(watcher);
+
+    answer_tx.send(()).unwrap();
+    let response = timeout(BOUND, response).await.unwrap().unwrap().unwrap();
+    let first = timeout(BOUND, response.into_body().frame())
+        .await
+        .unwrap()
+        .expect("a first frame");
+    let error = first.expect_err("the stream is cut at once");
+    assert!(error.downcast_ref::<Aborted>().is_some(), "{error}");
+
+    let report = timeout(BOUND, drain).await.unwrap().unwrap();
+    assert_eq!(report.outcome, DrainOutcome::Drained, "{report}");
+    assert!(
+        report
+            .long_lived
+            .iter()
+            .any(|entry| entry.kind == LongLivedKind::Sse),
+        "the cut event stream is missing from the report: {report}"
+    );
 }

@@ -22,8 +22,6 @@ pub(crate) struct Registry {
     /// Cancelled at the long-lived deadline (or when the drain is cut short): long-lived
     /// bodies still running abort.
     expired: CancellationToken,
-    /// What was still registered when `expired` fired, for the report.
-    cut: OnceLock<Vec<LongLivedEntry>>,
     /// The long-lived deadline, fixed when the drain starts.
     deadline: OnceLock<Instant>,
     /// The configured grace in nanoseconds, or `u64::MAX` for the default.
@@ -34,6 +32,9 @@ pub(crate) struct Registry {
 struct Slab {
     records: Vec<Option<Record>>,
     free: Vec<usize>,
+    /// Set when `expired` fires: what was registered then, for the report. Anything
+    /// registered afterwards is aborted at once, so it is added here as it registers.
+    cut: Option<Vec<LongLivedEntry>>,
 }
 
 struct Record {
@@ -49,7 +50,6 @@ impl Registry {
             slab: Mutex::new(Slab::default()),
             count: AtomicUsize::new(0),
             expired: CancellationToken::new(),
-            cut: OnceLock::new(),
             deadline: OnceLock::new(),
             grace_nanos: AtomicU64::new(u64::MAX),
         }
@@ -75,6 +75,14 @@ impl Registry {
             started: Instant::now(),
         };
         let mut slab = self.slab();
+        if let Some(cut) = slab.cut.as_mut() {
+            cut.push(LongLivedEntry {
+                method: record.method.clone(),
+                path: record.path.clone(),
+                kind: record.kind,
+                age: Duration::ZERO,
+            });
+        }
         let index = match slab.free.pop() {
             Some(index) => {
                 slab.records[index] = Some(record);
@@ -124,10 +132,20 @@ impl Registry {
     /// The long-lived deadline passed, or the drain was cut short: records what is still
     /// running, then tells those bodies to abort. Only the first call does anything.
     pub(crate) fn expire(&self) {
-        let cut = self.cut.get_or_init(|| self.snapshot(Instant::now()));
-        if !self.expired.is_cancelled() && !cut.is_empty() {
+        let first = {
+            let mut slab = self.slab();
+            if slab.cut.is_some() {
+                None
+            } else {
+                let cut = Self::snapshot(&slab, Instant::now());
+                let count = cut.len();
+                slab.cut = Some(cut);
+                Some(count)
+            }
+        };
+        if let Some(count @ 1..) = first {
             tracing::warn!(
-                count = cut.len(),
+                count,
                 "long-lived deadline passed: aborting the long-lived responses still running"
             );
         }
@@ -144,11 +162,10 @@ impl Registry {
 
     /// The long-lived responses cut at the long-lived deadline (or at the drain's outcome).
     pub(crate) fn cut(&self) -> Vec<LongLivedEntry> {
-        self.cut.get().cloned().unwrap_or_default()
+        self.slab().cut.clone().unwrap_or_default()
     }
 
-    fn snapshot(&self, now: Instant) -> Vec<LongLivedEntry> {
-        let slab = self.slab();
+    fn snapshot(slab: &Slab, now: Instant) -> Vec<LongLivedEntry> {
         let mut entries: Vec<LongLivedEntry> = slab
             .records
             .iter()
