@@ -103,9 +103,14 @@ impl Shutdown {
         }
         // Armed before the drain can be decided, so the decision's wake-up cannot be missed.
         let decided = self.core.decided.notified();
-        self.core.begin_drain();
-        let deadline = *self.core.deadline.get_or_init(|| Instant::now() + timeout);
-        let long_lived_deadline = self.core.long_lived.deadline(deadline, timeout);
+        self.core.begin_drain(Some(timeout));
+        // Set by the call that closed admission, if it was a `drain` call; otherwise (closed
+        // by `force`) by the first `drain` call to get here. Both deadlines come from the
+        // same call's timeout.
+        let (deadline, long_lived_deadline) = *self
+            .core
+            .deadlines
+            .get_or_init(|| self.core.deadlines_for(Instant::now(), timeout));
         Ok(Drain::new(
             self.core,
             decided,
@@ -121,7 +126,7 @@ impl Shutdown {
     /// been decided, or if nothing was left running (the drain then reports
     /// [`DrainOutcome::Drained`], not forced).
     pub fn force(&self) -> bool {
-        self.core.begin_drain();
+        self.core.begin_drain(None);
         self.core.decide(DrainOutcome::TimedOut, true)
     }
 
@@ -186,7 +191,8 @@ pub(crate) struct Core {
     /// Set once, by the call that closes admission. Concurrent `drain` calls wait inside
     /// `get_or_init` until its sweep is done, so every one returns after the sweep.
     drain_start: OnceLock<DrainStart>,
-    deadline: OnceLock<Instant>,
+    /// The drain deadline and the long-lived deadline, fixed together by one call.
+    deadlines: OnceLock<(Instant, Instant)>,
     decision: OnceLock<Decision>,
     report: OnceLock<DrainReport>,
     /// Woken once, when the decision is made. Only drainers ever wait on it.
@@ -215,7 +221,7 @@ impl Core {
             phase: PaddedPhase(AtomicU8::new(Phase::Serving as u8)),
             rejected: AtomicU64::new(0),
             drain_start: OnceLock::new(),
-            deadline: OnceLock::new(),
+            deadlines: OnceLock::new(),
             decision: OnceLock::new(),
             report: OnceLock::new(),
             decided: Notify::new(),
@@ -284,17 +290,20 @@ impl Core {
     }
 
     /// Closes admission and sweeps the counter, once. Returns `true` for the call that did it.
-    fn begin_drain(&'static self) -> bool {
+    fn begin_drain(&'static self, timeout: Option<Duration>) -> bool {
         let mut first = false;
         let start = self.drain_start.get_or_init(|| {
             first = true;
             let at = Instant::now();
             // SeqCst: see `begin_lame_duck`.
             self.phase.0.store(Phase::Draining as u8, Ordering::SeqCst);
-            DrainStart {
-                at,
-                in_flight: self.counter.close(),
+            let in_flight = self.counter.close();
+            // Inside the initialisation: every call that returns from `get_or_init` above
+            // (every later `drain`) finds the closer's deadlines.
+            if let Some(timeout) = timeout {
+                let _ = self.deadlines.set(self.deadlines_for(at, timeout));
             }
+            DrainStart { at, in_flight }
         });
         if !first {
             return false;
@@ -314,6 +323,11 @@ impl Core {
             self.on_drained();
         }
         true
+    }
+
+    /// The drain deadline and the long-lived deadline for a drain of `timeout` from `start`.
+    fn deadlines_for(&self, start: Instant, timeout: Duration) -> (Instant, Instant) {
+        (start + timeout, self.long_lived.deadline(start, timeout))
     }
 
     /// The counter's zero edge: every admitted request has ended.

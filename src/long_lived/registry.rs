@@ -5,7 +5,7 @@
 
 use std::fmt;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Mutex, MutexGuard, OnceLock, PoisonError};
+use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use http::Method;
@@ -22,8 +22,6 @@ pub(crate) struct Registry {
     /// Cancelled at the long-lived deadline (or when the drain is cut short): long-lived
     /// bodies still running abort.
     expired: CancellationToken,
-    /// The long-lived deadline, fixed when the drain starts.
-    deadline: OnceLock<Instant>,
     /// The configured grace in nanoseconds, or `u64::MAX` for the default.
     grace_nanos: AtomicU64,
 }
@@ -50,7 +48,6 @@ impl Registry {
             slab: Mutex::new(Slab::default()),
             count: AtomicUsize::new(0),
             expired: CancellationToken::new(),
-            deadline: OnceLock::new(),
             grace_nanos: AtomicU64::new(u64::MAX),
         }
     }
@@ -107,19 +104,16 @@ impl Registry {
         self.count.load(Ordering::Relaxed)
     }
 
-    /// The long-lived deadline for a drain starting now with `timeout`: the configured grace,
-    /// or half the timeout, and never later than the drain's own deadline. Fixed by the first
-    /// call.
-    pub(crate) fn deadline(&self, drain_deadline: Instant, timeout: Duration) -> Instant {
-        let deadline = *self.deadline.get_or_init(|| {
-            // Relaxed: a setting read once; setting it after the drain began has no effect.
-            let grace = match self.grace_nanos.load(Ordering::Relaxed) {
-                u64::MAX => timeout / 2,
-                nanos => Duration::from_nanos(nanos),
-            };
-            Instant::now() + grace.min(timeout)
-        });
-        deadline.min(drain_deadline)
+    /// The long-lived deadline of a drain that started at `start` with `timeout`: the
+    /// configured grace, or half the timeout, and never later than the drain's own deadline.
+    /// The controller computes it once, with the drain deadline.
+    pub(crate) fn deadline(&self, start: Instant, timeout: Duration) -> Instant {
+        // Relaxed: a setting read once; setting it after the drain began has no effect.
+        let grace = match self.grace_nanos.load(Ordering::Relaxed) {
+            u64::MAX => timeout / 2,
+            nanos => Duration::from_nanos(nanos),
+        };
+        start + grace.min(timeout)
     }
 
     pub(crate) fn set_grace(&self, grace: Duration) {

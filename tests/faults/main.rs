@@ -17,6 +17,7 @@ mod support;
 mod clients;
 mod server;
 
+mod deadlines;
 mod failing;
 mod hang_ups;
 mod races;

@@ -7,6 +7,7 @@
 
 pub mod gate;
 pub mod http;
+pub mod pause;
 pub mod raw;
 pub mod sse;
 

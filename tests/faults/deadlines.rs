@@ -1,0 +1,155 @@
+//! A drain's deadlines come from the call that closed admission. A `drain` call made once
+//! admission has closed joins that drain; its own timeout never becomes the drain deadline
+//! nor the long-lived deadline.
+//!
+//! Time is Tokio's paused clock, which moves only when the idle runtime jumps to its next
+//! timer: every deadline below is exact, and no assertion depends on real time.
+
+use std::future::Future;
+use std::sync::{Arc, Barrier};
+use std::task::{Context, Poll, Waker};
+use std::time::Duration;
+
+use http::Method;
+use tower_drain::{DrainOutcome, DrainReport, LongLivedKind, Shutdown};
+
+use crate::support::pause::pause_on;
+
+const HOUR: Duration = Duration::from_secs(3600);
+
+fn paused_runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .start_paused(true)
+        .build()
+        .unwrap()
+}
+
+/// Which of a drain's deadlines came from the later call, judged from its report: it was
+/// started with `HOUR` (so the long-lived grace is half of it) while one long-lived guard was
+/// held to the end.
+#[derive(Debug, PartialEq)]
+enum Deadlines {
+    Closer,
+    DrainFromLater,
+    LongLivedFromLater,
+}
+
+fn deadlines(report: &DrainReport) -> Deadlines {
+    assert_eq!(report.outcome, DrainOutcome::TimedOut, "{report}");
+    assert_eq!(report.long_lived.len(), 1, "{report}");
+    if report.elapsed < HOUR {
+        Deadlines::DrainFromLater
+    } else if report.long_lived[0].age < HOUR / 2 {
+        Deadlines::LongLivedFromLater
+    } else {
+        Deadlines::Closer
+    }
+}
+
+/// Thread A calls `drain(HOUR)` and closes admission. While A is still inside the close
+/// (firing `closing()`), thread B, which saw admission closed, calls `drain(ZERO)`.
+#[test]
+fn a_drain_call_made_after_admission_closed_does_not_set_the_deadlines() {
+    let runtime = paused_runtime();
+    for round in 0..20 {
+        let shutdown = Shutdown::new();
+        let held = {
+            let _entered = runtime.enter();
+            shutdown
+                .long_lived_guard(LongLivedKind::Upgrade, Method::GET, "/ws")
+                .unwrap()
+        };
+        let armed = pause_on(shutdown.closing());
+        let (go, done) = (armed.go, armed.done);
+
+        let handle = runtime.handle().clone();
+        let later = std::thread::spawn({
+            let handle = handle.clone();
+            move || {
+                let _entered = handle.enter();
+                go.recv().unwrap();
+                assert!(
+                    shutdown.phase().admission_closed(),
+                    "B comes after the close"
+                );
+                let drain = shutdown.drain(Duration::ZERO).unwrap();
+                done.send(()).unwrap();
+                drain
+            }
+        });
+        let first = std::thread::spawn(move || {
+            let _entered = handle.enter();
+            shutdown.drain(HOUR).unwrap()
+        });
+        let first = first.join().unwrap();
+        let later = later.join().unwrap();
+        assert!(armed.pause.fired());
+
+        let report = runtime.block_on(async move {
+            drop(later);
+            let report = first.await;
+            drop(held);
+            report
+        });
+        assert_eq!(
+            deadlines(&report),
+            Deadlines::Closer,
+            "round {round}: {report}"
+        );
+    }
+}
+
+/// The same race left free, many times: B spins until `closing()` has fired, then calls
+/// `drain(ZERO)`.
+#[test]
+fn a_drain_call_racing_the_closer_sets_neither_deadline() {
+    let runtime = paused_runtime();
+    for round in 0..2_000 {
+        let shutdown = Shutdown::new();
+        let held = {
+            let _entered = runtime.enter();
+            shutdown
+                .long_lived_guard(LongLivedKind::Upgrade, Method::GET, "/ws")
+                .unwrap()
+        };
+        let barrier = Arc::new(Barrier::new(2));
+        let handle = runtime.handle().clone();
+        let later = std::thread::spawn({
+            let handle = handle.clone();
+            let barrier = Arc::clone(&barrier);
+            move || {
+                let _entered = handle.enter();
+                let mut closing = Box::pin(shutdown.closing());
+                let mut cx = Context::from_waker(Waker::noop());
+                barrier.wait();
+                // Bounded: the other thread closes admission right after the barrier.
+                for _ in 0..100_000_000u64 {
+                    if let Poll::Ready(()) = closing.as_mut().poll(&mut cx) {
+                        return shutdown.drain(Duration::ZERO).unwrap();
+                    }
+                    std::hint::spin_loop();
+                }
+                panic!("closing() never fired");
+            }
+        });
+        let first = std::thread::spawn(move || {
+            let _entered = handle.enter();
+            barrier.wait();
+            shutdown.drain(HOUR).unwrap()
+        });
+        let first = first.join().unwrap();
+        let later = later.join().unwrap();
+        let report = runtime.block_on(async move {
+            drop(later);
+            let report = first.await;
+            drop(held);
+            report
+        });
+        assert_eq!(
+            deadlines(&report),
+            Deadlines::Closer,
+            "round {round}: {report}"
+        );
+    }
+}
