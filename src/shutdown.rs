@@ -3,7 +3,7 @@
 use std::cell::Cell;
 use std::fmt;
 use std::future::Future;
-use std::sync::atomic::{AtomicU64, AtomicU8, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, AtomicUsize, Ordering};
 use std::sync::OnceLock;
 use std::time::Duration;
 
@@ -194,6 +194,9 @@ pub(crate) struct Core {
     /// The drain deadline and the long-lived deadline, fixed together by one call.
     deadlines: OnceLock<(Instant, Instant)>,
     decision: OnceLock<Decision>,
+    /// Set once the decision's effects (phase, signals, long-lived expiry) are all in place:
+    /// no report is handed out before.
+    published: AtomicBool,
     report: OnceLock<DrainReport>,
     /// Woken once, when the decision is made. Only drainers ever wait on it.
     decided: Notify,
@@ -223,6 +226,7 @@ impl Core {
             drain_start: OnceLock::new(),
             deadlines: OnceLock::new(),
             decision: OnceLock::new(),
+            published: AtomicBool::new(false),
             report: OnceLock::new(),
             decided: Notify::new(),
             started: CancellationToken::new(),
@@ -371,6 +375,10 @@ impl Core {
         if !first {
             return false;
         }
+        // Admission closed before any decision, but the closer may still be before these
+        // (waking what waits on them): nobody may see the outcome before they fire.
+        self.started.cancel();
+        self.closing.cancel();
         let phase = match decision.outcome {
             DrainOutcome::Drained => Phase::Drained,
             DrainOutcome::TimedOut => Phase::TimedOut,
@@ -390,12 +398,17 @@ impl Core {
         } else {
             tracing::info!(phase = %phase, "drained: every admitted request has finished");
         }
+        // Release: pairs with `report`; everything above is in place for whoever reads it.
+        self.published.store(true, Ordering::Release);
         self.decided.notify_waiters();
         decision.outcome == outcome
     }
 
     /// The report, once the outcome is decided. Every caller gets the same one.
     pub(crate) fn report(&self) -> Option<DrainReport> {
+        if !self.published.load(Ordering::Acquire) {
+            return None;
+        }
         let decision = self.decision.get()?;
         let report = self.report.get_or_init(|| {
             // Set before any decision can be made: a drain is decided only once begun.

@@ -20,6 +20,7 @@ mod server;
 mod deadlines;
 mod failing;
 mod hang_ups;
+mod ordering;
 mod races;
 mod repetition;
 mod timeouts;
