@@ -1,7 +1,10 @@
 //! Requests racing the phase changes: each is served whole, cut visibly, or rejected cleanly.
 
 use std::net::SocketAddr;
+use std::sync::{Arc, Barrier};
+use std::time::Duration;
 
+use futures_util::FutureExt;
 use http::header::{CONNECTION, RETRY_AFTER};
 use http::StatusCode;
 use tokio::sync::mpsc;
@@ -214,4 +217,62 @@ async fn requests_racing_a_forced_drain_are_served_whole_cut_or_rejected() {
     let shutdown = server.close().await;
     assert_eq!(shutdown.rejected(), rejected);
     assert_eq!(shutdown.in_flight(), 0, "a cut or rejected request leaked");
+}
+
+/// Guards taken by hand (`Shutdown::guard`, for background work) from two threads while a
+/// third forces the drain: each is admitted or refused exactly, and the report counts every
+/// admitted guard and no refused one.
+#[test]
+fn guards_racing_the_close_are_counted_exactly() {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+        .unwrap();
+    let _entered = runtime.enter();
+    for round in 0..500 {
+        let shutdown = Shutdown::new();
+        let barrier = Arc::new(Barrier::new(3));
+        let takers: Vec<_> = (0..2)
+            .map(|_| {
+                let barrier = Arc::clone(&barrier);
+                std::thread::spawn(move || {
+                    barrier.wait();
+                    let mut held = Vec::new();
+                    // Bounded: the force below closes admission right after the barrier.
+                    for _ in 0..1_000_000 {
+                        match shutdown.guard() {
+                            Some(guard) => held.push(guard),
+                            None => return held,
+                        }
+                    }
+                    panic!("admission never closed");
+                })
+            })
+            .collect();
+        barrier.wait();
+        let forced = shutdown.force();
+        let held: Vec<_> = takers.into_iter().flat_map(|t| t.join().unwrap()).collect();
+        let report = shutdown
+            .drain(Duration::ZERO)
+            .unwrap()
+            .now_or_never()
+            .expect("decided by the force");
+        assert!(shutdown.guard().is_none());
+        assert_eq!(
+            report.in_flight_at_start,
+            held.len(),
+            "round {round}: {report}"
+        );
+        assert_eq!(report.still_running, held.len(), "round {round}: {report}");
+        assert_eq!(shutdown.in_flight(), held.len(), "round {round}");
+        assert_eq!(forced, !held.is_empty(), "round {round}: {report}");
+        let expected = if held.is_empty() {
+            DrainOutcome::Drained
+        } else {
+            DrainOutcome::TimedOut
+        };
+        assert_eq!(report.outcome, expected, "round {round}: {report}");
+        drop(held);
+        assert_eq!(shutdown.in_flight(), 0);
+    }
 }
