@@ -8,7 +8,7 @@
 //! | when | what the server does |
 //! |---|---|
 //! | [`Shutdown::closing`] (admission closes) | stops accepting and shuts every connection down gracefully: HTTP/2 gets GOAWAY, HTTP/1 closes after the response in progress, idle keep-alive connections close at once |
-//! | [`Shutdown::aborted`] (drain deadline, or forced) | closes whatever connection is still open |
+//! | [`Shutdown::aborted`] (drain cut short, or forced), or the drain deadline whatever the outcome | closes whatever connection is still open |
 //! | every connection closed | [`serve`] returns |
 //!
 //! Put [`Shutdown::layer`] on the service so that requests in flight are counted and late
@@ -63,6 +63,7 @@ use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
 use tokio::net::{TcpListener, TcpStream};
+use tokio_util::sync::CancellationToken;
 use tower_service::Service;
 
 use crate::Shutdown;
@@ -78,7 +79,9 @@ type BoxError = Box<dyn StdError + Send + Sync>;
 /// gracefully: HTTP/2 connections get GOAWAY and finish the streams already open, HTTP/1
 /// connections close after the response in progress, idle ones at once. Connections still
 /// open when [`Shutdown::aborted`] fires (the drain deadline, or [`Shutdown::force`]) are
-/// closed there and then.
+/// closed there and then, and so are those still open at the drain deadline after a drain
+/// that ended `Drained` (a client not reading the tail of a finished response, an HTTP/2
+/// client that never answers the GOAWAY), so `serve` returns by the drain deadline.
 ///
 /// Returns once every connection is closed. Errors of single connections (a client that
 /// resets, a malformed request) end that connection only and are logged at `debug`; accept
@@ -102,6 +105,12 @@ where
     builder.http1().timer(TokioTimer::new());
     builder.http2().timer(TokioTimer::new());
     let graceful = GracefulShutdown::new();
+    // Cancelled at `aborted`, or at the drain deadline whatever the drain's outcome: closes
+    // the connections still open then. A drain that ended `Drained` never fires `aborted`,
+    // yet a connection can outlive every request it counted (a client not reading the tail
+    // of a response already handed to hyper, an HTTP/2 client that never answers the
+    // GOAWAY's PING).
+    let cut = CancellationToken::new();
 
     let mut closing = pin!(shutdown.closing());
     loop {
@@ -111,9 +120,7 @@ where
             accepted = listener.accept() => accepted,
         };
         match accepted {
-            Ok((stream, _peer)) => {
-                spawn_connection(&builder, &graceful, stream, &service, shutdown)
-            }
+            Ok((stream, _peer)) => spawn_connection(&builder, &graceful, stream, &service, &cut),
             Err(error) => {
                 if is_connection_error(&error) {
                     // The peer gave up between SYN and accept: nothing to do.
@@ -136,8 +143,30 @@ where
         "stopped accepting; shutting connections down gracefully"
     );
     // Resolves once every watched connection has ended, or was closed at the deadline.
-    graceful.shutdown().await;
+    let connections = graceful.shutdown();
+    tokio::pin!(connections);
+    tokio::select! {
+        () = &mut connections => {}
+        () = drain_deadline(shutdown) => {
+            tracing::debug!("drain deadline passed or aborted: closing the connections still open");
+            cut.cancel();
+            connections.await;
+        }
+    }
     tracing::debug!("every connection closed");
+}
+
+/// Resolves at the drain deadline, or at [`Shutdown::aborted`] if that comes first (a forced
+/// drain). Called once admission has closed: a `drain` call has fixed the deadline by then,
+/// unless admission was closed by `force`, which fires `aborted` if anything is running.
+async fn drain_deadline(shutdown: Shutdown) {
+    match shutdown.core.drain_deadline() {
+        Some(deadline) => tokio::select! {
+            () = shutdown.aborted() => {}
+            () = tokio::time::sleep_until(deadline) => {}
+        },
+        None => shutdown.aborted().await,
+    }
 }
 
 /// Serves one connection on its own task, watched for graceful shutdown and cut at the drain
@@ -147,7 +176,7 @@ fn spawn_connection<S, B>(
     graceful: &GracefulShutdown,
     stream: TcpStream,
     service: &S,
-    shutdown: Shutdown,
+    cut: &CancellationToken,
 ) where
     S: Service<Request<Incoming>, Response = Response<B>> + Clone + Send + 'static,
     S::Future: Send + 'static,
@@ -163,7 +192,7 @@ fn spawn_connection<S, B>(
         )
         .into_owned();
     let connection = graceful.watch(connection);
-    let aborted = shutdown.aborted();
+    let cut = cut.clone().cancelled_owned();
     tokio::spawn(async move {
         tokio::select! {
             result = connection => {
@@ -172,7 +201,7 @@ fn spawn_connection<S, B>(
                 }
             }
             // Dropping the connection closes its socket: the drain deadline has passed.
-            () = aborted => tracing::debug!("connection closed at the drain deadline"),
+            () = cut => tracing::debug!("connection closed at the drain deadline"),
         }
     });
 }

@@ -329,6 +329,12 @@ impl Core {
         true
     }
 
+    /// The drain deadline, once a `drain` call has fixed it.
+    #[cfg_attr(not(feature = "hyper-server"), allow(dead_code))]
+    pub(crate) fn drain_deadline(&self) -> Option<Instant> {
+        self.deadlines.get().map(|(deadline, _)| *deadline)
+    }
+
     /// The drain deadline and the long-lived deadline for a drain of `timeout` from `start`.
     fn deadlines_for(&self, start: Instant, timeout: Duration) -> (Instant, Instant) {
         (start + timeout, self.long_lived.deadline(start, timeout))

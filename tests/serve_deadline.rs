@@ -1,0 +1,147 @@
+//! `tower_drain::server::serve` returns by the drain's deadline even when the drain itself
+//! finished `Drained`: a connection that is still open for reasons the counter cannot see (a
+//! client that stopped reading the tail of a response whose body was already handed to hyper,
+//! an HTTP/2 client that never answers the GOAWAY's PING) must not hold `serve` for ever.
+//!
+//! Real server on 127.0.0.1, real clients. The drain resolves on real I/O; only after it has
+//! resolved is the clock paused, so "an hour later" is Tokio's paused clock, not a wait.
+
+mod support;
+
+use std::convert::Infallible;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{Request, Response};
+use http_body_util::Full;
+use hyper::body::Incoming;
+use tokio::io::AsyncWriteExt;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::mpsc;
+use tower::{service_fn, Layer};
+use tower_drain::{DrainOutcome, Shutdown};
+
+use support::bounded;
+
+/// Far more than the kernel buffers on both ends of a loopback connection hold.
+const BIG: usize = 64 * 1024 * 1024;
+
+/// The drain's timeout: long, so the drain can only resolve `Drained` on real I/O.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Serves `/big` (a 64 MiB body of known length, one frame) and anything else `ok`, with
+/// `shutdown.layer()` in front. `entered` gets one message per request that reached a handler.
+async fn start(
+    shutdown: Shutdown,
+) -> (
+    std::net::SocketAddr,
+    tokio::task::JoinHandle<()>,
+    mpsc::UnboundedReceiver<()>,
+) {
+    let (entered_tx, entered) = mpsc::unbounded_channel();
+    let body = Bytes::from(vec![b'x'; BIG]);
+    let routes = service_fn(move |request: Request<Incoming>| {
+        let _ = entered_tx.send(());
+        let body = if request.uri().path() == "/big" {
+            body.clone()
+        } else {
+            Bytes::from_static(b"ok\n")
+        };
+        async move { Ok::<_, Infallible>(Response::new(Full::new(body))) }
+    });
+    let service = shutdown.layer().layer(routes);
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let server = tokio::spawn(tower_drain::server::serve(listener, service, shutdown));
+    (addr, server, entered)
+}
+
+/// After a `Drained` drain, pauses the clock and gives `server` an hour past the drain
+/// deadline; fails if it has not returned by then.
+async fn assert_returns_by_the_deadline(server: tokio::task::JoinHandle<()>, what: &str) {
+    tokio::time::pause();
+    let returned = tokio::time::timeout(DRAIN_TIMEOUT + Duration::from_secs(3600), server).await;
+    assert!(
+        returned.is_ok(),
+        "serve still running an hour after the drain deadline ({what}); the drain was Drained, \
+         so aborted() never fired and nothing closed the connection"
+    );
+}
+
+#[tokio::test]
+async fn serve_returns_by_the_drain_deadline_when_a_client_stops_reading_a_finished_body() {
+    let shutdown = Shutdown::new();
+    let (addr, server, mut entered) = start(shutdown).await;
+
+    // An HTTP/1 client that asks for the big body and never reads a byte of it.
+    let mut client = TcpStream::connect(addr).await.unwrap();
+    client
+        .write_all(b"GET /big HTTP/1.1\r\nhost: localhost\r\n\r\n")
+        .await
+        .unwrap();
+    bounded("the handler to be called", entered.recv())
+        .await
+        .unwrap();
+
+    // The body's only frame is handed to hyper at once, so the request stops counting and
+    // the drain is Drained; most of the 64 MiB is still unsent.
+    let report = bounded("the drain", shutdown.drain(DRAIN_TIMEOUT).unwrap()).await;
+    assert_eq!(report.outcome, DrainOutcome::Drained, "{report}");
+    assert_eq!(shutdown.in_flight(), 0);
+
+    assert_returns_by_the_deadline(server, "HTTP/1 client not reading").await;
+    drop(client);
+}
+
+#[tokio::test]
+async fn serve_returns_by_the_drain_deadline_when_an_http2_client_goes_silent() {
+    let shutdown = Shutdown::new();
+    let (addr, server, mut entered) = start(shutdown).await;
+
+    // An HTTP/2 client (the h2 crate, whose connection is driven only when polled here) that
+    // completes one request and is then never polled again, like a frozen process: it reads
+    // nothing more, so it never answers the PING of the server's graceful GOAWAY.
+    let tcp = TcpStream::connect(addr).await.unwrap();
+    let (sender, connection) = bounded("the HTTP/2 handshake", h2::client::handshake(tcp))
+        .await
+        .unwrap();
+    let mut connection = Box::pin(connection);
+    let body = bounded("one request on the HTTP/2 connection", async {
+        let mut sender = tokio::select! {
+            ready = sender.ready() => ready.unwrap(),
+            _ = &mut connection => panic!("client connection ended early"),
+        };
+        let request = Request::get(format!("http://{addr}/")).body(()).unwrap();
+        let (response, _) = sender.send_request(request, true).unwrap();
+        let response = tokio::select! {
+            response = response => response.unwrap(),
+            _ = &mut connection => panic!("client connection ended early"),
+        };
+        let mut body = response.into_body();
+        let mut bytes = Vec::new();
+        // Bounded: the body is three bytes.
+        for _ in 0..16 {
+            let chunk = tokio::select! {
+                chunk = body.data() => chunk,
+                _ = &mut connection => panic!("client connection ended early"),
+            };
+            match chunk {
+                Some(chunk) => bytes.extend_from_slice(&chunk.unwrap()),
+                None => break,
+            }
+        }
+        (bytes, sender)
+    })
+    .await;
+    assert_eq!(&body.0[..], b"ok\n");
+    bounded("the handler to be called", entered.recv())
+        .await
+        .unwrap();
+
+    // Nothing in flight: Drained at once.
+    let report = bounded("the drain", shutdown.drain(DRAIN_TIMEOUT).unwrap()).await;
+    assert_eq!(report.outcome, DrainOutcome::Drained, "{report}");
+
+    assert_returns_by_the_deadline(server, "HTTP/2 client silent after GOAWAY").await;
+    drop((body, connection));
+}
