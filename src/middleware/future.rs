@@ -5,7 +5,7 @@ use std::pin::Pin;
 use std::task::{ready, Context, Poll};
 
 use http::header::{HeaderValue, CONNECTION};
-use http::Response;
+use http::{Response, StatusCode};
 use pin_project_lite::pin_project;
 
 use super::rejection::{self, Reply};
@@ -106,7 +106,11 @@ where
                         return Poll::Ready(Ok(cut.map(ResponseBody::rejected)));
                     }
                 };
-                if close_if_draining.is_some_and(|core| core.phase().admission_closed()) {
+                // Not on a 101: its `Connection: upgrade` is what hands the connection over,
+                // and an upgraded connection is not reused for HTTP anyway.
+                if close_if_draining.is_some_and(|core| core.phase().admission_closed())
+                    && response.status() != StatusCode::SWITCHING_PROTOCOLS
+                {
                     response
                         .headers_mut()
                         .insert(CONNECTION, HeaderValue::from_static("close"));
