@@ -285,3 +285,47 @@ async fn long_poll_ignoring_the_signal_is_answered_503_at_the_long_lived_deadlin
     assert!(head.contains("retry-after: 1"), "{head}");
     timeout(BOUND, server.task).await.unwrap().unwrap();
 }
+
+/// A marked route's answer of known length is sent whole, whatever its `on_drain`: a
+/// long-poll under `OnDrain::Finish` that answers its `DrainSignal` delivers that answer.
+/// `Finish` ends a stream between frames; a body whose length is announced in
+/// `Content-Length` has no boundary to end at short of its end.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn long_poll_marked_finish_on_drain_still_delivers_its_answer() {
+    let shutdown = Shutdown::new();
+    let (entered_tx, mut entered) = mpsc::channel(1);
+    let app = Router::new()
+        .route(
+            "/poll",
+            get(long_poll)
+                .with_state(entered_tx)
+                .layer(LongLivedLayer::route(shutdown).on_drain(OnDrain::Finish)),
+        )
+        .layer(shutdown.layer());
+    let server = serve_until_closing(app, shutdown).await;
+
+    let mut client = open_event_stream(server.addr, "/poll").await;
+    timeout(BOUND, entered.recv()).await.unwrap().unwrap();
+
+    let drain = shutdown.drain(LONG).unwrap();
+    let mut raw = Vec::new();
+    timeout(BOUND, read_to_close(&mut client, &mut raw))
+        .await
+        .unwrap();
+    assert!(
+        raw.windows(4).any(|window| window == b"\r\n\r\n"),
+        "the connection closed without a whole response: {:?}",
+        String::from_utf8_lossy(&raw)
+    );
+    let (head, body) = split_head(&raw);
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    assert!(head.contains("content-length: 9"), "{head}");
+    assert_eq!(
+        body, b"draining\n",
+        "the long-poll's answer was dropped: {head}"
+    );
+
+    let report = timeout(BOUND, drain).await.unwrap();
+    assert!(report.is_drained(), "{report}");
+    timeout(BOUND, server.task).await.unwrap().unwrap();
+}

@@ -56,22 +56,30 @@ pub(crate) enum Next {
 }
 
 impl TrackedState {
+    /// `sized`: the body's length is known (and announced, as `Content-Length` on HTTP/1). Such
+    /// a body is never finished early nor given a final event: either would break the length
+    /// the client was told. It still aborts at the long-lived deadline.
     pub(crate) fn new(
         core: &'static Core,
         registration: Registration,
         kind: LongLivedKind,
         tracking: &Tracking,
+        sized: bool,
     ) -> Box<Self> {
-        let on_drain = tracking.on_drain.unwrap_or(match kind {
-            LongLivedKind::Sse => OnDrain::Finish,
-            _ => OnDrain::KeepUntilDeadline,
-        });
+        let on_drain = match tracking.on_drain {
+            _ if sized => OnDrain::KeepUntilDeadline,
+            Some(on_drain) => on_drain,
+            None if kind == LongLivedKind::Sse => OnDrain::Finish,
+            None => OnDrain::KeepUntilDeadline,
+        };
         Box::new(TrackedState {
             core,
             registration: Some(registration),
             on_drain,
             // A final event is an SSE frame; other streams just end.
-            final_event: tracking.final_event.filter(|_| kind == LongLivedKind::Sse),
+            final_event: tracking
+                .final_event
+                .filter(|_| kind == LongLivedKind::Sse && !sized),
             wait: None,
             state: State::Streaming,
         })

@@ -80,7 +80,9 @@ impl LongLivedLayer {
     }
 
     /// What the body does when the drain begins; by default [`OnDrain::Finish`] for
-    /// server-sent events and [`OnDrain::KeepUntilDeadline`] for everything else.
+    /// server-sent events and [`OnDrain::KeepUntilDeadline`] for everything else. A response
+    /// of known length (a long-poll's answer) is always sent whole, until the long-lived
+    /// deadline: ending it early would break its `Content-Length`.
     pub fn on_drain(self, on_drain: OnDrain) -> Self {
         self.change(|tracking| tracking.on_drain = Some(on_drain))
     }

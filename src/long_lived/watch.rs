@@ -151,11 +151,12 @@ impl Watch {
         }
         let kind = tracking.kind.unwrap_or(kind);
         let registration = core.long_lived.register(kind, None, None);
-        Some(TrackedState::new(core, registration, kind, tracking))
+        // Only bodies of unknown length get here.
+        Some(TrackedState::new(core, registration, kind, tracking, false))
     }
 
     #[cold]
-    fn routed<B>(
+    fn routed<B: Body>(
         core: &'static Core,
         registration: Registration,
         tracking: &'static Tracking,
@@ -170,7 +171,8 @@ impl Watch {
             });
         registration.set_kind(kind);
         response.extensions_mut().insert(AlreadyTracked);
-        TrackedState::new(core, registration, kind, tracking)
+        let sized = response.body().size_hint().exact().is_some();
+        TrackedState::new(core, registration, kind, tracking, sized)
     }
 }
 
