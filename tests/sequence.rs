@@ -2,6 +2,7 @@
 
 mod support;
 
+use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -320,4 +321,52 @@ fn listening_for_signals_outside_a_runtime_is_a_clear_error() {
         .unwrap_err();
     assert!(matches!(error, SequenceError::NoRuntime), "{error:?}");
     assert!(error.to_string().contains("Tokio runtime"), "{error}");
+}
+
+/// Building a sequence that listens for signals inside a Tokio runtime whose I/O driver is
+/// off (no `enable_io`) is a clear error, as outside a runtime, not a panic: tokio's signal
+/// driver lives in its I/O driver.
+#[test]
+fn listening_for_signals_in_a_runtime_without_io_is_an_error_not_a_panic() {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+        .unwrap();
+    let built = catch_unwind(AssertUnwindSafe(|| {
+        runtime.block_on(async { ShutdownSequence::builder(Shutdown::new()).build() })
+    }));
+    let result = built.unwrap_or_else(|panic| {
+        let message = panic
+            .downcast_ref::<&str>()
+            .map(|message| (*message).to_owned())
+            .or_else(|| panic.downcast_ref::<String>().cloned())
+            .unwrap_or_default();
+        panic!("build() panicked instead of returning an error: {message}")
+    });
+    let error = result.expect_err("no signal handler can be installed without the I/O driver");
+    assert!(
+        matches!(
+            error,
+            SequenceError::Signal { .. } | SequenceError::NoRuntime
+        ),
+        "{error:?}"
+    );
+}
+
+#[test]
+fn a_sequence_without_signals_builds_and_runs_in_a_runtime_without_io() {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let sequence = ShutdownSequence::builder(Shutdown::new())
+            .no_signals()
+            .lame_duck(std::time::Duration::ZERO)
+            .build()
+            .unwrap();
+        sequence.trigger().fire();
+        let report = sequence.run().await;
+        assert!(report.is_clean(), "{report}");
+    });
 }

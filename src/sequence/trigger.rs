@@ -149,7 +149,14 @@ fn install_signals(choice: &SignalChoice) -> Result<Vec<(&'static str, Signal)>,
         .into_iter()
         .map(|kind| {
             let name = signal_name(kind);
-            signal(kind)
+            // Tokio panics, rather than erring, in a runtime built without `enable_io` (its
+            // signal driver lives in the I/O driver), and offers no way to ask first.
+            let installed = std::panic::catch_unwind(|| signal(kind)).unwrap_or_else(|_| {
+                Err(std::io::Error::other(
+                    "the Tokio runtime has I/O disabled (`enable_io`), which signals need",
+                ))
+            });
+            installed
                 .map(|signal| (name, signal))
                 .map_err(|source| SequenceError::Signal {
                     signal: name,
