@@ -10,9 +10,9 @@ use std::sync::{Arc, Barrier};
 use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
-use http::Method;
-use tower_drain::{DrainOutcome, DrainReport, LongLivedKind, Shutdown};
+use tower_drain::{Drain, DrainOutcome, DrainReport, LongLivedGuard, Shutdown};
 
+use super::upgrade_guard;
 use crate::support::pause::pause_on;
 
 const HOUR: Duration = Duration::from_secs(3600);
@@ -47,6 +47,15 @@ fn deadlines(report: &DrainReport) -> Deadlines {
     }
 }
 
+/// Runs the closer's drain `first` to its end, with the later call's drain dropped and the
+/// long-lived guard held throughout, so the drain times out and the guard is cut.
+async fn run_out(first: Drain, later: Drain, held: LongLivedGuard) -> DrainReport {
+    drop(later);
+    let report = first.await;
+    drop(held);
+    report
+}
+
 /// Thread A calls `drain(HOUR)` and closes admission. While A is still inside the close
 /// (firing `closing()`), thread B, which saw admission closed, calls `drain(ZERO)`.
 #[test]
@@ -54,12 +63,7 @@ fn a_drain_call_made_after_admission_closed_does_not_set_the_deadlines() {
     let runtime = paused_runtime();
     for round in 0..20 {
         let shutdown = Shutdown::new();
-        let held = {
-            let _entered = runtime.enter();
-            shutdown
-                .long_lived_guard(LongLivedKind::Upgrade, Method::GET, "/ws")
-                .unwrap()
-        };
+        let held = upgrade_guard(&runtime, shutdown);
         let armed = pause_on(shutdown.closing());
         let (go, done) = (armed.go, armed.done);
 
@@ -86,12 +90,7 @@ fn a_drain_call_made_after_admission_closed_does_not_set_the_deadlines() {
         let later = later.join().unwrap();
         assert!(armed.pause.fired());
 
-        let report = runtime.block_on(async move {
-            drop(later);
-            let report = first.await;
-            drop(held);
-            report
-        });
+        let report = runtime.block_on(run_out(first, later, held));
         assert_eq!(
             deadlines(&report),
             Deadlines::Closer,
@@ -107,12 +106,7 @@ fn a_drain_call_racing_the_closer_sets_neither_deadline() {
     let runtime = paused_runtime();
     for round in 0..2_000 {
         let shutdown = Shutdown::new();
-        let held = {
-            let _entered = runtime.enter();
-            shutdown
-                .long_lived_guard(LongLivedKind::Upgrade, Method::GET, "/ws")
-                .unwrap()
-        };
+        let held = upgrade_guard(&runtime, shutdown);
         let barrier = Arc::new(Barrier::new(2));
         let handle = runtime.handle().clone();
         let later = std::thread::spawn({
@@ -140,12 +134,7 @@ fn a_drain_call_racing_the_closer_sets_neither_deadline() {
         });
         let first = first.join().unwrap();
         let later = later.join().unwrap();
-        let report = runtime.block_on(async move {
-            drop(later);
-            let report = first.await;
-            drop(held);
-            report
-        });
+        let report = runtime.block_on(run_out(first, later, held));
         assert_eq!(
             deadlines(&report),
             Deadlines::Closer,

@@ -28,10 +28,20 @@ mod timeouts;
 use std::time::Duration;
 
 use bytes::Bytes;
+use http::Method;
 use http_body_util::combinators::BoxBody;
+use tower_drain::{LongLivedGuard, LongLivedKind, Shutdown};
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 type Body = BoxBody<Bytes, BoxError>;
 
 /// A drain timeout that a passing test never reaches.
 const LONG_DRAIN: Duration = Duration::from_secs(120);
+
+/// A long-lived guard, as an upgraded connection holds, registered on `runtime`'s clock.
+fn upgrade_guard(runtime: &tokio::runtime::Runtime, shutdown: Shutdown) -> LongLivedGuard {
+    let _entered = runtime.enter();
+    shutdown
+        .long_lived_guard(LongLivedKind::Upgrade, Method::GET, "/ws")
+        .unwrap()
+}

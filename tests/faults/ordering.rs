@@ -7,9 +7,9 @@
 use std::time::Duration;
 
 use futures_util::FutureExt;
-use http::Method;
-use tower_drain::{DrainOutcome, LongLivedKind, Phase, Shutdown};
+use tower_drain::{DrainOutcome, Phase, Shutdown};
 
+use super::upgrade_guard;
 use crate::support::pause::pause_on;
 
 fn runtime() -> tokio::runtime::Runtime {
@@ -66,12 +66,7 @@ fn a_drain_seen_timed_out_finds_aborted_fired() {
     let runtime = runtime();
     for round in 0..20 {
         let shutdown = Shutdown::new();
-        let held = {
-            let _entered = runtime.enter();
-            shutdown
-                .long_lived_guard(LongLivedKind::Upgrade, Method::GET, "/ws")
-                .unwrap()
-        };
+        let held = upgrade_guard(&runtime, shutdown);
         let armed = pause_on(held.deadline());
         let (go, done) = (armed.go, armed.done);
         let drain = {
