@@ -105,6 +105,10 @@ async fn request_polled_after_the_deadline_is_answered_as_aborted() {
     answer_tx.send(()).unwrap();
     let response = call.await.unwrap();
     assert_eq!(response.status(), 503);
+    // The client may retry elsewhere, as after a rejection; the request is HTTP/1.1, so the
+    // connection closes.
+    assert_eq!(response.headers()[http::header::RETRY_AFTER], "1");
+    assert_eq!(response.headers()[http::header::CONNECTION], "close");
     assert_eq!(shutdown.in_flight(), 0);
     // The aborted answer, not the ordinary rejection: this request was admitted.
     let body = http_body_util::BodyExt::collect(response.into_body())

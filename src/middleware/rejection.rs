@@ -49,34 +49,33 @@ impl Reply {
                 http1,
                 retry_after_secs,
                 message,
-            } => {
-                let mut response = unavailable(message, http1);
-                response
-                    .headers_mut()
-                    .insert(RETRY_AFTER, HeaderValue::from(retry_after_secs));
-                response
-            }
+            } => unavailable(message, http1, retry_after_secs),
         }
     }
 }
 
-/// The answer to a request whose handler was still running at the drain deadline.
+/// The answer to a request whose handler was still running at the drain deadline. The
+/// request may be retried elsewhere, as a rejected one may.
 #[cold]
 #[inline(never)]
 pub(crate) fn aborted(http1: bool) -> Response<Rejection> {
     unavailable(
         "request aborted: the server's shutdown deadline passed\n",
         http1,
+        RETRY_SOON_SECS,
     )
 }
 
-/// A plain-text 503, closing HTTP/1 connections.
-fn unavailable(message: &'static str, http1: bool) -> Response<Rejection> {
+/// `Retry-After` for the answers made at a deadline, where no layer's setting is at hand.
+const RETRY_SOON_SECS: u64 = 1;
+
+/// A plain-text 503 telling the client when to retry, closing HTTP/1 connections.
+fn unavailable(message: &'static str, http1: bool, retry_after_secs: u64) -> Response<Rejection> {
     let mut response = plain_text(StatusCode::SERVICE_UNAVAILABLE, message);
+    let headers = response.headers_mut();
+    headers.insert(RETRY_AFTER, HeaderValue::from(retry_after_secs));
     if http1 {
-        response
-            .headers_mut()
-            .insert(CONNECTION, HeaderValue::from_static("close"));
+        headers.insert(CONNECTION, HeaderValue::from_static("close"));
     }
     response
 }
@@ -86,11 +85,11 @@ fn unavailable(message: &'static str, http1: bool) -> Response<Rejection> {
 #[cold]
 #[inline(never)]
 pub(crate) fn long_lived_cut() -> Response<Rejection> {
-    let mut response = unavailable("request cut short: the server is shutting down\n", false);
-    response
-        .headers_mut()
-        .insert(RETRY_AFTER, HeaderValue::from_static("1"));
-    response
+    unavailable(
+        "request cut short: the server is shutting down\n",
+        false,
+        RETRY_SOON_SECS,
+    )
 }
 
 fn is_grpc<B>(request: &Request<B>) -> bool {
