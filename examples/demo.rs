@@ -272,8 +272,9 @@ impl Pool {
     }
 }
 
-/// A stand-in background worker: runs a job every 200 ms, holding an in-flight guard while
-/// it does, so the drain waits for a job in progress; it takes no new job once draining.
+/// A stand-in background worker: runs a job every 200 ms and takes no new job once draining.
+/// It is not in flight: its hook, after the drain, waits for the job in progress (bounded by
+/// the hook's timeout), so an idle server's drain never depends on where a job happens to be.
 struct Worker {
     task: JoinHandle<u64>,
 }
@@ -287,9 +288,6 @@ impl Worker {
                     () = shutdown.closing() => break,
                     () = tokio::time::sleep(Duration::from_millis(200)) => {}
                 }
-                let Some(_guard) = shutdown.guard() else {
-                    break;
-                };
                 tokio::time::sleep(Duration::from_millis(50)).await; // "the job"
                                                                      // Relaxed: a statistic.
                 done.fetch_add(1, Ordering::Relaxed);
