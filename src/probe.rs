@@ -76,8 +76,10 @@ impl Shutdown {
         Readiness { shutdown: *self }
     }
 
-    /// The liveness probe service: `200 alive` until the process exits. Draining never fails
-    /// it, so an orchestrator does not restart a server that is shutting down on purpose.
+    /// The liveness probe service: `200 alive` whenever it is asked, until the process exits.
+    /// Draining never fails it, so an orchestrator does not restart a server that is shutting
+    /// down on purpose. Once the server stops accepting connections at drain start, no probe
+    /// reaches it: size the orchestrator's liveness threshold above lame duck plus drain.
     pub fn liveness(&self) -> Liveness {
         Liveness { _private: () }
     }
