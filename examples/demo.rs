@@ -44,6 +44,13 @@ usage: demo [--addr 127.0.0.1:3000] [--lame-duck-ms 2000] [--drain-timeout-ms 10
 
 #[tokio::main]
 async fn main() -> ExitCode {
+    if std::env::args()
+        .skip(1)
+        .any(|arg| arg == "-h" || arg == "--help")
+    {
+        println!("{USAGE}");
+        return ExitCode::SUCCESS;
+    }
     let args = match Args::parse(std::env::args().skip(1)) {
         Ok(args) => args,
         Err(error) => {
@@ -99,9 +106,20 @@ async fn main() -> ExitCode {
     banner(addr, &args, &sequence);
 
     let report = sequence.run().await;
+    // The report first: if the orchestrator's SIGKILL comes during the wait below, it is
+    // already out.
+    if args.json {
+        println!(
+            "{}",
+            serde_json::to_string(&report).expect("a report always serialises")
+        );
+    } else {
+        print!("{report}");
+    }
 
     // Every response the drain counted as finished has been handed to hyper, not
-    // necessarily written to the socket: wait for the server's connections to close.
+    // necessarily written to the socket: wait for the server's connections to close. The
+    // budget's margin covers this wait (see the README's Kubernetes table).
     let flush = if report.drain.is_drained() {
         FLUSH_WAIT
     } else {
@@ -112,15 +130,6 @@ async fn main() -> ExitCode {
             wait_ms = flush.as_millis() as u64,
             "server still had connections open; exiting anyway"
         );
-    }
-
-    if args.json {
-        println!(
-            "{}",
-            serde_json::to_string(&report).expect("a report always serialises")
-        );
-    } else {
-        print!("{report}");
     }
     if report.drain.is_drained() {
         ExitCode::SUCCESS
@@ -345,7 +354,6 @@ impl Args {
                 "--lame-duck-ms" => parsed.lame_duck_ms = millis(&name, &value()?)?,
                 "--drain-timeout-ms" => parsed.drain_timeout_ms = millis(&name, &value()?)?,
                 "--json" if inline.is_none() => parsed.json = true,
-                "-h" | "--help" => return Err("help".to_owned()),
                 _ => return Err(format!("unknown flag `{name}`")),
             }
         }

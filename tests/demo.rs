@@ -470,4 +470,12 @@ fn bad_flags_and_plans_over_budget_are_refused_with_clear_errors() {
     assert_eq!(code, Some(2));
     assert!(stderr.contains("drain timeout 60s"), "{stderr}");
     assert!(stderr.contains("over its budget of 25s"), "{stderr}");
+
+    // Asking for help is not an error: the usage goes to stdout and the exit status is 0.
+    let output = Command::new(demo_binary())
+        .arg("--help")
+        .output()
+        .expect("demo runs");
+    assert_eq!(output.status.code(), Some(0));
+    assert!(String::from_utf8_lossy(&output.stdout).starts_with("usage: demo"));
 }
