@@ -35,6 +35,13 @@ async fn long_poll(
     }
 }
 
+/// `/poll` as a marked route under `marked`; the receiver hears each long-poll start.
+fn long_poll_app(marked: LongLivedLayer) -> (Router, mpsc::Receiver<()>) {
+    let (entered_tx, entered) = mpsc::channel(1);
+    let app = Router::new().route("/poll", get(long_poll).with_state(entered_tx).layer(marked));
+    (app, entered)
+}
+
 /// A short route: it must see no `DrainSignal` and no registration.
 async fn short(State(shutdown): State<Shutdown>, request: Request) -> StatusCode {
     let untouched =
@@ -49,14 +56,8 @@ async fn short(State(shutdown): State<Shutdown>, request: Request) -> StatusCode
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn long_poll_answers_early_on_drain_and_short_requests_get_no_signal() {
     let shutdown = Shutdown::new();
-    let (entered_tx, mut entered) = mpsc::channel(1);
-    let app = Router::new()
-        .route(
-            "/poll",
-            get(long_poll)
-                .with_state(entered_tx)
-                .layer(LongLivedLayer::route(shutdown)),
-        )
+    let (app, mut entered) = long_poll_app(LongLivedLayer::route(shutdown));
+    let app = app
         .route("/", get(short).with_state(shutdown))
         .layer(shutdown.layer());
     let server = serve_until_closing(app, shutdown).await;
@@ -293,15 +294,9 @@ async fn long_poll_ignoring_the_signal_is_answered_503_at_the_long_lived_deadlin
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn long_poll_marked_finish_on_drain_still_delivers_its_answer() {
     let shutdown = Shutdown::new();
-    let (entered_tx, mut entered) = mpsc::channel(1);
-    let app = Router::new()
-        .route(
-            "/poll",
-            get(long_poll)
-                .with_state(entered_tx)
-                .layer(LongLivedLayer::route(shutdown).on_drain(OnDrain::Finish)),
-        )
-        .layer(shutdown.layer());
+    let marked = LongLivedLayer::route(shutdown).on_drain(OnDrain::Finish);
+    let (app, mut entered) = long_poll_app(marked);
+    let app = app.layer(shutdown.layer());
     let server = serve_until_closing(app, shutdown).await;
 
     let mut client = open_event_stream(server.addr, "/poll").await;
