@@ -25,8 +25,14 @@ pin_project! {
         core: &'static Core,
         #[pin]
         decided: Notified<'static>,
+        // The timers are made with the future when `drain` is called inside a runtime, so it
+        // can then be polled anywhere; otherwise (a signal thread, a synchronous callback) at
+        // the first poll that has to wait, which must be inside one.
+        deadline_at: Instant,
+        long_lived_at: Instant,
+        // `None` until the timers are made.
         #[pin]
-        deadline: Sleep,
+        deadline: Option<Sleep>,
         // The long-lived deadline; `None` once it has fired.
         #[pin]
         long_lived: Option<Sleep>,
@@ -45,11 +51,14 @@ impl Drain {
         deadline: Instant,
         long_lived_deadline: Instant,
     ) -> Self {
+        let in_runtime = tokio::runtime::Handle::try_current().is_ok();
         Drain {
             core,
             decided,
-            deadline: tokio::time::sleep_until(deadline),
-            long_lived: Some(tokio::time::sleep_until(long_lived_deadline)),
+            deadline_at: deadline,
+            long_lived_at: long_lived_deadline,
+            deadline: in_runtime.then(|| tokio::time::sleep_until(deadline)),
+            long_lived: in_runtime.then(|| tokio::time::sleep_until(long_lived_deadline)),
         }
     }
 }
@@ -65,6 +74,12 @@ impl Future for Drain {
             if let Some(report) = this.core.report() {
                 return Poll::Ready(report);
             }
+            if this.deadline.is_none() {
+                this.deadline
+                    .set(Some(tokio::time::sleep_until(*this.deadline_at)));
+                this.long_lived
+                    .set(Some(tokio::time::sleep_until(*this.long_lived_at)));
+            }
             if this.decided.as_mut().poll(cx).is_ready() {
                 this.decided.set(this.core.decided_notify().notified());
                 continue;
@@ -76,7 +91,8 @@ impl Future for Drain {
                     continue;
                 }
             }
-            if this.deadline.as_mut().poll(cx).is_ready() {
+            let deadline = this.deadline.as_mut().as_pin_mut();
+            if deadline.is_some_and(|deadline| deadline.poll(cx).is_ready()) {
                 this.core.decide(DrainOutcome::TimedOut, false);
                 continue;
             }
@@ -88,7 +104,7 @@ impl Future for Drain {
 impl fmt::Debug for Drain {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Drain")
-            .field("deadline", &self.deadline.deadline())
+            .field("deadline", &self.deadline_at)
             .finish_non_exhaustive()
     }
 }

@@ -88,7 +88,9 @@ impl Shutdown {
     /// The first call starts the drain and fixes its deadline; later calls join the same drain
     /// and resolve to the same [`DrainReport`] (their `timeout` is only checked). A zero
     /// timeout means "do not wait": the report says what was still running, and that is
-    /// aborted. The future must be polled inside a Tokio runtime with the time driver enabled.
+    /// aborted. The call may be made anywhere (a signal thread, a synchronous callback). A
+    /// future made inside a Tokio runtime (with the time driver enabled) may be polled
+    /// anywhere while that runtime runs; one made outside must be polled inside one.
     ///
     /// # Errors
     ///

@@ -232,3 +232,21 @@ async fn phase_signals_fire_in_order() {
     assert!(closing.now_or_never().is_some());
     assert!(!shutdown.begin_lame_duck(), "phases never go back");
 }
+
+/// `drain` may be called from a thread without a runtime (a signal-handling thread, a
+/// synchronous callback); its future is then awaited inside one. The timers are made at the
+/// first poll, so the call neither panics nor leaves admission closed behind a panic.
+#[test]
+fn drain_called_outside_a_runtime_is_awaited_inside_one() {
+    let shutdown = Shutdown::new();
+    let drain = std::thread::spawn(move || shutdown.drain(Duration::from_secs(5)).unwrap())
+        .join()
+        .unwrap_or_else(|_| panic!("drain() panicked; phase now {}", shutdown.phase()));
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+        .unwrap();
+    let report = runtime.block_on(drain);
+    assert_eq!(report.outcome, DrainOutcome::Drained);
+    assert_eq!(shutdown.phase(), Phase::Drained);
+}
