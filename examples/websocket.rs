@@ -4,7 +4,8 @@
 //!
 //! ```text
 //! cargo run --example websocket
-//! # connect a client to ws://127.0.0.1:3001/ws (it echoes), then press Ctrl-C
+//! # connect a client to ws://127.0.0.1:3001/ws (it echoes), then press Ctrl-C or send
+//! # SIGTERM; a second signal forces the shutdown
 //! ```
 
 use std::future::IntoFuture;
@@ -16,7 +17,7 @@ use axum::http::{Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
-use tower_drain::{LongLivedGuard, LongLivedKind, Shutdown};
+use tower_drain::{LongLivedGuard, LongLivedKind, Shutdown, ShutdownSequence};
 
 async fn upgrade(State(shutdown): State<Shutdown>, ws: WebSocketUpgrade, uri: Uri) -> Response {
     // Taken before upgrading, so the socket counts from its first moment; `None` once the
@@ -76,6 +77,14 @@ async fn going_away(socket: &mut WebSocket, guard: &LongLivedGuard) {
 #[tokio::main]
 async fn main() {
     let shutdown = Shutdown::new();
+    // SIGTERM or Ctrl-C starts it (no lame duck: this example has no readiness probe);
+    // drain up to 10 s; a second signal forces.
+    let sequence = ShutdownSequence::builder(shutdown)
+        .lame_duck(Duration::ZERO)
+        .drain_timeout(Duration::from_secs(10))
+        .budget(Duration::from_secs(15))
+        .build()
+        .unwrap();
     let app = Router::new()
         .route("/ws", get(upgrade))
         .with_state(shutdown)
@@ -90,8 +99,11 @@ async fn main() {
             .into_future(),
     );
 
-    tokio::signal::ctrl_c().await.unwrap();
-    let report = shutdown.drain(Duration::from_secs(10)).unwrap().await;
+    let report = sequence.run().await;
     println!("{report}");
-    server.await.unwrap().unwrap();
+    // Upgraded sockets have left axum; bound the wait for anything else still open.
+    if let Ok(served) = tokio::time::timeout(Duration::from_secs(1), server).await {
+        served.unwrap().unwrap();
+    }
+    std::process::exit(if report.drain.is_drained() { 0 } else { 1 });
 }
