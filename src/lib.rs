@@ -102,7 +102,8 @@ pub use sequence::{
 pub use shutdown::Shutdown;
 pub use static_body::StaticBody;
 
-// The README's examples are compiled with the doctests, so they cannot rot.
+// The README's complete example is compiled and run with the doctests. Its fragments are
+// marked `ignore` and not compiled; `examples/` holds the complete programs.
 #[cfg(doctest)]
 #[doc = include_str!("../README.md")]
 struct ReadmeDoctests;

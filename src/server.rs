@@ -88,8 +88,9 @@ type BoxError = Box<dyn StdError + Send + Sync>;
 /// errors (out of file descriptors) are logged and retried after a short pause.
 ///
 /// An upgraded connection (WebSocket) leaves hyper's hands once upgraded, and with it this
-/// server's; count it with [`Shutdown::guard`] so the drain waits for it, and end it when
-/// [`Shutdown::aborted`] fires.
+/// server's; hold a [`Shutdown::long_lived_guard`] in its task so the drain counts it and
+/// names it in the report, close it when the guard's `signal()` fires at drain start, and
+/// drop it at the guard's `deadline()` if the peer never answers (`examples/websocket.rs`).
 pub async fn serve<S, B>(listener: TcpListener, service: S, shutdown: Shutdown)
 where
     S: Service<Request<Incoming>, Response = Response<B>> + Clone + Send + 'static,
