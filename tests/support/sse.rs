@@ -80,12 +80,19 @@ pub async fn open_idle_clients(addr: SocketAddr, count: usize) -> Vec<JoinHandle
         .map(|_| {
             let ready_tx = ready_tx.clone();
             tokio::spawn(async move {
-                let mut stream = open_event_stream(addr, "/events").await;
-                let mut raw = Vec::new();
-                assert!(read_until(&mut stream, &mut raw, b"data: ready\n\n").await);
-                ready_tx.send(()).await.unwrap();
-                read_to_close(&mut stream, &mut raw).await;
-                raw
+                // A thousand connections opened at once can overflow the listen queue of a
+                // loaded machine; a client then reconnects, as an `EventSource` would.
+                for _ in 0..5 {
+                    let mut stream = open_event_stream(addr, "/events").await;
+                    let mut raw = Vec::new();
+                    if !read_until(&mut stream, &mut raw, b"data: ready\n\n").await {
+                        continue;
+                    }
+                    ready_tx.send(()).await.unwrap();
+                    read_to_close(&mut stream, &mut raw).await;
+                    return raw;
+                }
+                panic!("no first event in five connections");
             })
         })
         .collect();
