@@ -370,3 +370,52 @@ fn a_sequence_without_signals_builds_and_runs_in_a_runtime_without_io() {
         assert!(report.is_clean(), "{report}");
     });
 }
+
+/// With `serde`, every duration in the report sits under a key ending in `_ms`, as the README
+/// says, and a hook's `detail` is always text.
+#[cfg(feature = "serde")]
+#[tokio::test(flavor = "current_thread", start_paused = true)]
+async fn a_timed_out_hook_serialises_its_timeout_under_an_ms_key() {
+    use serde_json::Value;
+
+    let shutdown = Shutdown::new();
+    let sequence = ShutdownSequence::builder(shutdown)
+        .lame_duck(Duration::ZERO)
+        .drain_timeout(Duration::from_secs(1))
+        .hook("hangs", Duration::from_secs(3), || {
+            std::future::pending::<Result<(), std::io::Error>>()
+        })
+        .hook("fails", Duration::from_secs(1), || async {
+            Err::<(), _>(std::io::Error::other("boom"))
+        })
+        .budget(Duration::from_secs(60))
+        .no_signals()
+        .build()
+        .unwrap();
+    sequence.trigger().fire();
+    let report = sequence.run().await;
+    let json = serde_json::to_value(&report).unwrap();
+    let hooks = json["hooks"].as_array().unwrap();
+    let timed_out = &hooks[0]["outcome"];
+    let failed = &hooks[1]["outcome"];
+    assert_eq!(timed_out["status"], "timed_out", "{json}");
+    assert_eq!(failed["status"], "failed", "{json}");
+    assert_eq!(timed_out["timeout_ms"], 3000.0, "{json}");
+    // Durations sit under `_ms` keys, and `detail` is always text.
+    let number_keys: Vec<&String> = timed_out
+        .as_object()
+        .unwrap()
+        .iter()
+        .filter(|(_, value)| matches!(value, Value::Number(_)))
+        .map(|(key, _)| key)
+        .collect();
+    assert!(
+        number_keys.iter().all(|key| key.ends_with("_ms")),
+        "duration under a key without `_ms`: {timed_out}"
+    );
+    assert!(failed["detail"].is_string(), "{failed}");
+    assert!(
+        timed_out.get("detail").is_none_or(Value::is_string),
+        "`detail` changes type with the status: {failed} vs {timed_out}"
+    );
+}

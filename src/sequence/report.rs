@@ -81,27 +81,46 @@ pub struct HookReport {
 }
 
 /// How a hook ended.
+///
+/// With `serde`: `{"status": "ok"}`, `{"status": "failed", "detail": "<error>"}`,
+/// `{"status": "timed_out", "timeout_ms": 3000.0}`, `{"status": "panicked", "detail": "<message>"}`.
 #[derive(Debug, Clone, PartialEq, Eq)]
-#[cfg_attr(feature = "serde", derive(serde::Serialize))]
-#[cfg_attr(
-    feature = "serde",
-    serde(tag = "status", content = "detail", rename_all = "snake_case")
-)]
 pub enum HookOutcome {
     /// It returned `Ok(())`.
     Ok,
     /// It returned an error; its `Display` text.
     Failed(String),
     /// It was still running at its timeout (given here), and was aborted.
-    TimedOut(
-        #[cfg_attr(
-            feature = "serde",
-            serde(serialize_with = "crate::serde_fields::millis")
-        )]
-        Duration,
-    ),
+    TimedOut(Duration),
     /// It panicked; the panic message.
     Panicked(String),
+}
+
+#[cfg(feature = "serde")]
+impl serde::Serialize for HookOutcome {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let mut map = serializer.serialize_map(Some(match self {
+            HookOutcome::Ok => 1,
+            _ => 2,
+        }))?;
+        match self {
+            HookOutcome::Ok => map.serialize_entry("status", "ok")?,
+            HookOutcome::Failed(error) => {
+                map.serialize_entry("status", "failed")?;
+                map.serialize_entry("detail", error)?;
+            }
+            HookOutcome::TimedOut(timeout) => {
+                map.serialize_entry("status", "timed_out")?;
+                map.serialize_entry("timeout_ms", &(timeout.as_micros() as f64 / 1000.0))?;
+            }
+            HookOutcome::Panicked(message) => {
+                map.serialize_entry("status", "panicked")?;
+                map.serialize_entry("detail", message)?;
+            }
+        }
+        map.end()
+    }
 }
 
 impl HookOutcome {
