@@ -10,25 +10,41 @@
 //! | `tower_drain_long_lived` | gauge | long-lived responses (and long-lived guards) in flight |
 //! | `tower_drain_phase` | gauge | 0 serving, 1 lame duck, 2 draining, 3 drained, 4 timed out |
 //! | `tower_drain_rejected_total` | counter | requests rejected because admission was closed |
-//! | `tower_drain_forced_total` | counter | shutdowns forced by a second trigger |
+//! | `tower_drain_forced_total` | counter | drains cut short by `Shutdown::force` (a second trigger) |
 
+use crate::shutdown::Core;
 use crate::Shutdown;
 
 /// Sets the gauges and the rejected counter from `shutdown`'s figures. No-op without the
 /// `metrics` feature.
 pub(crate) fn record(shutdown: &Shutdown) {
-    #[cfg(feature = "metrics")]
-    {
-        ::metrics::gauge!("tower_drain_in_flight").set(shutdown.in_flight() as f64);
-        ::metrics::gauge!("tower_drain_long_lived").set(shutdown.long_lived() as f64);
-        ::metrics::gauge!("tower_drain_phase").set(f64::from(shutdown.phase() as u8));
-        ::metrics::counter!("tower_drain_rejected_total").absolute(shutdown.rejected());
-    }
-    #[cfg(not(feature = "metrics"))]
-    let _ = shutdown;
+    record_core(shutdown.core);
 }
 
-/// Counts one forced shutdown. No-op without the `metrics` feature.
+/// [`record`] from the controller's state; called by the controller at each phase change.
+pub(crate) fn record_core(core: &Core) {
+    #[cfg(feature = "metrics")]
+    {
+        ::metrics::gauge!("tower_drain_in_flight").set(core.counter.in_flight() as f64);
+        ::metrics::gauge!("tower_drain_long_lived").set(core.long_lived.count() as f64);
+        ::metrics::counter!("tower_drain_rejected_total").absolute(core.rejected());
+        // Phase changes can be recorded from two threads at once (the closer, the last
+        // release). Phases only move forward: re-read after setting, so the gauge ends on the
+        // latest phase whichever write lands last (at most one retry per phase).
+        let phase = ::metrics::gauge!("tower_drain_phase");
+        loop {
+            let seen = core.phase();
+            phase.set(f64::from(seen as u8));
+            if core.phase() == seen {
+                break;
+            }
+        }
+    }
+    #[cfg(not(feature = "metrics"))]
+    let _ = core;
+}
+
+/// Counts one drain cut short by [`Shutdown::force`]. No-op without the `metrics` feature.
 pub(crate) fn forced() {
     #[cfg(feature = "metrics")]
     ::metrics::counter!("tower_drain_forced_total").increment(1);
@@ -45,7 +61,7 @@ impl Shutdown {
     /// | `tower_drain_long_lived` | gauge | long-lived responses and guards in flight |
     /// | `tower_drain_phase` | gauge | 0 serving, 1 lame duck, 2 draining, 3 drained, 4 timed out |
     /// | `tower_drain_rejected_total` | counter | requests rejected once admission closed |
-    /// | `tower_drain_forced_total` | counter | shutdowns forced by a second trigger |
+    /// | `tower_drain_forced_total` | counter | drains cut short by `Shutdown::force` |
     pub fn record_metrics(&self) {
         record(self);
     }

@@ -58,7 +58,7 @@ impl Shutdown {
 
     /// Requests rejected because admission was closed, so far.
     pub fn rejected(&self) -> u64 {
-        self.core.rejected.load(Ordering::Relaxed)
+        self.core.rejected()
     }
 
     /// Counts a piece of work that is not a request (a spawned job, an upgraded WebSocket
@@ -129,7 +129,11 @@ impl Shutdown {
     /// [`DrainOutcome::Drained`], not forced).
     pub fn force(&self) -> bool {
         self.core.begin_drain(None);
-        self.core.decide(DrainOutcome::TimedOut, true)
+        let forced = self.core.decide(DrainOutcome::TimedOut, true);
+        if forced {
+            crate::metrics::forced();
+        }
+        forced
     }
 
     /// Resolves when admission closes ([`Phase::Draining`]). Hand it to the server's graceful
@@ -265,6 +269,11 @@ impl Core {
             .then(|| InFlightGuard::new(self, slot))
     }
 
+    /// Requests rejected because admission was closed, so far.
+    pub(crate) fn rejected(&self) -> u64 {
+        self.rejected.load(Ordering::Relaxed)
+    }
+
     #[cold]
     pub(crate) fn note_rejected(&self) {
         // Relaxed: a statistic, read for reports only.
@@ -291,6 +300,7 @@ impl Core {
                 in_flight = self.counter.in_flight(),
                 "shutdown began: lame duck, readiness now fails, requests still admitted"
             );
+            crate::metrics::record_core(self);
         }
         moved
     }
@@ -323,6 +333,7 @@ impl Core {
             in_flight = start.in_flight,
             "admission closed: rejecting new requests, waiting for those in flight"
         );
+        crate::metrics::record_core(self);
         // After the figure is set above: the call that completes the drain (this one, or
         // the last release) may take the report at once.
         if self.counter.finish_close() {
@@ -397,15 +408,34 @@ impl Core {
             // Long-lived responses still running are cut too, and named in the report.
             self.long_lived.expire();
             self.aborted.cancel();
+        }
+        // Fixed here, once the long-lived responses the timeout cut are recorded; its figures
+        // make the log line, the only one a user of `drain` without the sequence gets.
+        let report = self.report.get_or_init(|| self.report_of(decision));
+        let elapsed_ms = report.elapsed.as_micros() as f64 / 1000.0;
+        if phase == Phase::TimedOut {
             tracing::warn!(
                 phase = %phase,
-                forced,
-                still_running = decision.still_running,
+                forced = report.forced,
+                elapsed_ms,
+                in_flight_at_start = report.in_flight_at_start,
+                completed = report.completed,
+                still_running = report.still_running,
+                rejected = report.rejected,
                 "drain cut short: aborting what is still running"
             );
         } else {
-            tracing::info!(phase = %phase, "drained: every admitted request has finished");
+            tracing::info!(
+                phase = %phase,
+                elapsed_ms,
+                in_flight_at_start = report.in_flight_at_start,
+                completed = report.completed,
+                still_running = report.still_running,
+                rejected = report.rejected,
+                "drained: every admitted request has finished"
+            );
         }
+        crate::metrics::record_core(self);
         // Release: pairs with `report`; everything above is in place for whoever reads it.
         self.published.store(true, Ordering::Release);
         self.decided.notify_waiters();
@@ -414,36 +444,29 @@ impl Core {
 
     /// The report, once the outcome is decided. Every caller gets the same one.
     pub(crate) fn report(&self) -> Option<DrainReport> {
+        // Acquire: pairs with `decide`'s Release; the report and everything before it is set.
         if !self.published.load(Ordering::Acquire) {
             return None;
         }
-        let decision = self.decision.get()?;
-        let report = self.report.get_or_init(|| {
-            // Set before any decision can be made: a drain is decided only once begun.
-            let (started, in_flight_at_start) = self
-                .drain_start
-                .get()
-                .map_or((decision.at, 0), |start| (start.at, start.in_flight));
-            DrainReport {
-                outcome: decision.outcome,
-                forced: decision.forced,
-                elapsed: decision.at.saturating_duration_since(started),
-                in_flight_at_start,
-                completed: in_flight_at_start.saturating_sub(decision.still_running),
-                rejected: decision.rejected,
-                still_running: decision.still_running,
-                long_lived: {
-                    // A report taken between the decision and `decide`'s own call to
-                    // `expire` must still list what the timeout cut: take the snapshot now
-                    // (only the first call takes it).
-                    if decision.outcome == DrainOutcome::TimedOut {
-                        self.long_lived.expire();
-                    }
-                    self.long_lived.cut()
-                },
-            }
-        });
-        Some(report.clone())
+        self.report.get().cloned()
+    }
+
+    fn report_of(&self, decision: &Decision) -> DrainReport {
+        // Set before any decision can be made: a drain is decided only once begun.
+        let (started, in_flight_at_start) = self
+            .drain_start
+            .get()
+            .map_or((decision.at, 0), |start| (start.at, start.in_flight));
+        DrainReport {
+            outcome: decision.outcome,
+            forced: decision.forced,
+            elapsed: decision.at.saturating_duration_since(started),
+            in_flight_at_start,
+            completed: in_flight_at_start.saturating_sub(decision.still_running),
+            rejected: decision.rejected,
+            still_running: decision.still_running,
+            long_lived: self.long_lived.cut(),
+        }
     }
 
     pub(crate) fn decided_notify(&'static self) -> &'static Notify {

@@ -136,3 +136,38 @@ async fn figures_follow_the_phases_and_count_rejections_and_forced_shutdowns() {
     assert_eq!(figures.get("tower_drain_rejected_total"), Some(1.0));
     assert_eq!(figures.get("tower_drain_in_flight"), Some(0.0));
 }
+
+/// A server that drives `Shutdown` itself (`server::serve` and `drain`, the hyper example)
+/// never runs the sequence: the controller records at each of its own phase changes.
+#[tokio::test(flavor = "current_thread")]
+async fn phase_gauge_follows_phase_changes_made_without_the_sequence() {
+    let figures = Figures::default();
+    let _recorder = metrics::set_default_local_recorder(&figures);
+    let shutdown = Shutdown::new();
+
+    let guard = shutdown.guard().unwrap();
+    shutdown.begin_lame_duck();
+    assert_eq!(figures.get("tower_drain_phase"), Some(1.0), "lame duck");
+    let drain = shutdown.drain(Duration::from_secs(60)).unwrap();
+    assert_eq!(figures.get("tower_drain_phase"), Some(2.0), "draining");
+    assert_eq!(figures.get("tower_drain_in_flight"), Some(1.0));
+    drop(guard);
+    let _ = drain.await;
+    assert_eq!(figures.get("tower_drain_phase"), Some(3.0), "drained");
+    assert_eq!(figures.get("tower_drain_in_flight"), Some(0.0));
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn forcing_through_shutdown_counts_a_forced_shutdown() {
+    let figures = Figures::default();
+    let _recorder = metrics::set_default_local_recorder(&figures);
+    let shutdown = Shutdown::new();
+
+    let _guard = shutdown.guard().unwrap();
+    let drain = shutdown.drain(Duration::from_secs(60)).unwrap();
+    assert!(shutdown.force(), "this call cut the drain short");
+    let report = drain.await;
+    assert!(report.forced);
+    assert_eq!(figures.get("tower_drain_phase"), Some(4.0), "timed out");
+    assert_eq!(figures.get("tower_drain_forced_total"), Some(1.0));
+}

@@ -269,8 +269,8 @@ impl Run<'_> {
         );
         // Closes admission if the drain has not begun, and decides it as timed out; no
         // effect once it is decided. The `drain` call that follows then joins that outcome.
+        // `force` counts `tower_drain_forced_total` when it cuts the drain short.
         self.shutdown.force();
-        crate::metrics::forced();
         true
     }
 }

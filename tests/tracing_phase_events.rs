@@ -1,0 +1,104 @@
+//! Contract 9: a `tracing` event at each phase change, exactly once, carrying the figures a
+//! user reads a shutdown by. A user of `Shutdown::drain` without the sequence gets no other
+//! log line, so the terminal phase event is the final report's log line.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tower_drain::Shutdown;
+use tracing::field::{Field, Visit};
+use tracing::{Event, Subscriber};
+use tracing_subscriber::layer::{Context, SubscriberExt};
+use tracing_subscriber::Layer;
+
+type Fields = BTreeMap<String, String>;
+
+#[derive(Clone, Default)]
+struct Events(Arc<Mutex<Vec<Fields>>>);
+
+struct Collect<'a>(&'a mut Fields);
+
+impl Visit for Collect<'_> {
+    fn record_debug(&mut self, field: &Field, value: &dyn std::fmt::Debug) {
+        self.0.insert(field.name().to_owned(), format!("{value:?}"));
+    }
+}
+
+impl<S: Subscriber> Layer<S> for Events {
+    fn on_event(&self, event: &Event<'_>, _: Context<'_, S>) {
+        let mut fields = Fields::new();
+        event.record(&mut Collect(&mut fields));
+        self.0.lock().unwrap().push(fields);
+    }
+}
+
+impl Events {
+    /// Events that name a phase, in order.
+    fn phases(&self) -> Vec<Fields> {
+        let events = self.0.lock().unwrap();
+        events
+            .iter()
+            .filter(|e| e.contains_key("phase"))
+            .cloned()
+            .collect()
+    }
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn every_phase_change_emits_one_event_with_the_figures() {
+    let events = Events::default();
+    let _default =
+        tracing::subscriber::set_default(tracing_subscriber::registry().with(events.clone()));
+    let shutdown = Shutdown::new();
+
+    let guard = shutdown.guard().unwrap();
+    assert!(shutdown.begin_lame_duck());
+    assert!(!shutdown.begin_lame_duck());
+    let drain = shutdown.drain(Duration::from_secs(60)).unwrap();
+    let again = shutdown.drain(Duration::from_secs(60)).unwrap();
+    drop(guard);
+    let report = drain.await;
+    let _ = again.await;
+
+    let phases = events.phases();
+    let names: Vec<&str> = phases.iter().map(|e| e["phase"].as_str()).collect();
+    assert_eq!(names, ["lame_duck", "draining", "drained"], "{phases:#?}");
+
+    // The last phase event is the only log line of the outcome for a user of `drain`: it
+    // should carry the report's figures, as the sequence's "drain over" line does.
+    let last = phases.last().unwrap();
+    for field in ["elapsed_ms", "in_flight_at_start", "completed", "rejected"] {
+        assert!(
+            last.contains_key(field),
+            "drained event lacks `{field}`: {last:?} (report: {report})"
+        );
+    }
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn a_timed_out_drain_event_carries_the_figures() {
+    let events = Events::default();
+    let _default =
+        tracing::subscriber::set_default(tracing_subscriber::registry().with(events.clone()));
+    let shutdown = Shutdown::new();
+
+    let _guard = shutdown.guard().unwrap();
+    let report = shutdown.drain(Duration::ZERO).unwrap().await;
+    let phases = events.phases();
+    let names: Vec<&str> = phases.iter().map(|e| e["phase"].as_str()).collect();
+    assert_eq!(names, ["draining", "timed_out"], "{phases:#?}");
+    let last = phases.last().unwrap();
+    for field in [
+        "elapsed_ms",
+        "in_flight_at_start",
+        "completed",
+        "still_running",
+        "rejected",
+    ] {
+        assert!(
+            last.contains_key(field),
+            "timed-out event lacks `{field}`: {last:?} (report: {report})"
+        );
+    }
+}
