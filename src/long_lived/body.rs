@@ -58,13 +58,15 @@ pub(crate) enum Next {
 impl TrackedState {
     /// `sized`: the body's length is known (and announced, as `Content-Length` on HTTP/1). Such
     /// a body is never finished early nor given a final event: either would break the length
-    /// the client was told. It still aborts at the long-lived deadline.
+    /// the client was told. It still aborts at the long-lived deadline. `encoded`: the body has
+    /// a content coding (gzip): no plain-text final event can be appended to it.
     pub(crate) fn new(
         core: &'static Core,
         registration: Registration,
         kind: LongLivedKind,
         tracking: &Tracking,
         sized: bool,
+        encoded: bool,
     ) -> Box<Self> {
         let on_drain = match tracking.on_drain {
             _ if sized => OnDrain::KeepUntilDeadline,
@@ -79,7 +81,7 @@ impl TrackedState {
             // A final event is an SSE frame; other streams just end.
             final_event: tracking
                 .final_event
-                .filter(|_| kind == LongLivedKind::Sse && !sized),
+                .filter(|_| kind == LongLivedKind::Sse && !sized && !encoded),
             wait: None,
             state: State::Streaming,
         })

@@ -76,6 +76,7 @@ impl LongLivedLayer {
     /// in a blank line. Default
     /// [`DEFAULT_FINAL_EVENT`](super::DEFAULT_FINAL_EVENT); `None` ends the stream without one.
     pub fn final_event(self, event: Option<&'static str>) -> Self {
+        let event = event.map(super::whole_event);
         self.change(|tracking| tracking.final_event = event)
     }
 

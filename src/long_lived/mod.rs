@@ -205,6 +205,30 @@ impl Tracking {
     }
 }
 
+/// `event` ending in a blank line, as a whole SSE event must: clients discard an event not
+/// ended by one when the stream ends. Called by the builders, at start-up; a fixed copy is
+/// kept for the life of the process, like the settings that hold it.
+pub(crate) fn whole_event(event: &'static str) -> &'static str {
+    if event.ends_with("\n\n") || event.ends_with("\r\n\r\n") || event.ends_with("\r\r") {
+        return event;
+    }
+    let end = if event.ends_with('\n') || event.ends_with('\r') {
+        "\n"
+    } else {
+        "\n\n"
+    };
+    Box::leak(format!("{event}{end}").into_boxed_str())
+}
+
+/// True for a response whose body carries a content coding (gzip, br, ...): plain-text bytes
+/// cannot be appended to it, nor can it be ended early without truncating the coded stream.
+#[inline]
+pub(crate) fn is_encoded(headers: &http::HeaderMap) -> bool {
+    headers
+        .get(http::header::CONTENT_ENCODING)
+        .is_some_and(|value| !value.as_bytes().eq_ignore_ascii_case(b"identity"))
+}
+
 const EVENT_STREAM: &[u8] = b"text/event-stream";
 
 /// True for a `text/event-stream` response. The one check every tracked response pays.

@@ -9,8 +9,8 @@ use http::{Request, Response};
 use http_body::Body;
 
 use super::{
-    is_event_stream, AlreadyTracked, DrainSignal, LongLivedKind, Registration, Track, TrackedState,
-    Tracking, Wait,
+    is_encoded, is_event_stream, AlreadyTracked, DrainSignal, LongLivedKind, Registration, Track,
+    TrackedState, Tracking, Wait,
 };
 use crate::middleware::rejection::{self, Rejection};
 use crate::shutdown::Core;
@@ -152,7 +152,15 @@ impl Watch {
         let kind = tracking.kind.unwrap_or(kind);
         let registration = core.long_lived.register(kind, None, None);
         // Only bodies of unknown length get here.
-        Some(TrackedState::new(core, registration, kind, tracking, false))
+        let encoded = is_encoded(response.headers());
+        Some(TrackedState::new(
+            core,
+            registration,
+            kind,
+            tracking,
+            false,
+            encoded,
+        ))
     }
 
     #[cold]
@@ -172,7 +180,8 @@ impl Watch {
         registration.set_kind(kind);
         response.extensions_mut().insert(AlreadyTracked);
         let sized = response.body().size_hint().exact().is_some();
-        TrackedState::new(core, registration, kind, tracking, sized)
+        let encoded = is_encoded(response.headers());
+        TrackedState::new(core, registration, kind, tracking, sized, encoded)
     }
 }
 

@@ -58,6 +58,7 @@ impl ShutdownLayer {
     /// [`DEFAULT_FINAL_EVENT`](crate::long_lived::DEFAULT_FINAL_EVENT); `None` ends the stream
     /// without one. Call it at start-up: the setting is kept for the life of the process.
     pub fn final_event(self, event: Option<&'static str>) -> Self {
+        let event = event.map(crate::long_lived::whole_event);
         self.change_tracking(|tracking| tracking.final_event = event)
     }
 
@@ -81,6 +82,11 @@ impl ShutdownLayer {
 ///
 /// It does not reject: once admission has closed, requests pass through uncounted. Pair it
 /// with [`RejectWhenDrainingLayer`], or use [`Shutdown::layer`] which does both exactly.
+///
+/// When pairing, put this layer **outside** the rejecting one (first in a `ServiceBuilder`,
+/// last in a chain of `Router::layer` calls): a request it admits is counted, and one it
+/// does not is then rejected. The other order lets a request that passed the rejecting layer
+/// just before the drain began run uncounted: the drain does not wait for it.
 #[derive(Debug, Clone)]
 pub struct InFlightLayer {
     shutdown: Shutdown,
@@ -103,6 +109,8 @@ impl InFlightLayer {
 /// `Retry-After` and (on HTTP/1) `Connection: close`; gRPC requests get a trailers-only
 /// response with `grpc-status: 14` (UNAVAILABLE). While draining, HTTP/1 responses it passes
 /// through also get `Connection: close`.
+///
+/// With [`InFlightLayer`], put this layer inside it (see there), or use [`Shutdown::layer`].
 #[derive(Debug, Clone)]
 pub struct RejectWhenDrainingLayer {
     shutdown: Shutdown,

@@ -38,7 +38,10 @@ impl Policy {
 
     pub(crate) fn retry_after(mut self, after: Duration) -> Self {
         // Retry-After carries whole seconds; round up so a sub-second value never reads as 0.
-        self.retry_after_secs = after.as_secs() + u64::from(after.subsec_nanos() > 0);
+        // Saturating: `Duration::MAX` must not overflow (a panic, or a wrap to "retry now").
+        self.retry_after_secs = after
+            .as_secs()
+            .saturating_add(u64::from(after.subsec_nanos() > 0));
         self
     }
 

@@ -1,0 +1,211 @@
+//! Edges of the layers' settings: the split layers stacked, huge `retry_after`, and the SSE
+//! final event (a custom one without its blank line, a compressed stream). Driven at the
+//! service level: no server, no timers, no sleeps.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures_util::FutureExt;
+use http::{Request, Response};
+use http_body::{Body, Frame, SizeHint};
+use http_body_util::{BodyExt, Empty};
+use tower::{Service, ServiceBuilder, ServiceExt};
+use tower_drain::{InFlightLayer, RejectWhenDrainingLayer, Shutdown};
+
+type BoxFut<T> = Pin<Box<dyn Future<Output = T> + Send>>;
+
+/// A service in the middle of a stack that starts the drain when a request passes through it:
+/// the interleaving "the outer layer saw Serving, then the drain began" made deterministic.
+#[derive(Clone)]
+struct DrainHere<S> {
+    inner: S,
+    shutdown: Shutdown,
+}
+
+impl<S, B> Service<Request<B>> for DrainHere<S>
+where
+    S: Service<Request<B>>,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = S::Future;
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
+        self.inner.poll_ready(cx)
+    }
+    fn call(&mut self, request: Request<B>) -> S::Future {
+        drop(self.shutdown.drain(Duration::from_secs(60)).unwrap());
+        self.inner.call(request)
+    }
+}
+
+/// A handler that never answers, and records that it ran.
+fn stalled_handler(
+    ran: Arc<AtomicBool>,
+) -> impl Service<Request<Empty<Bytes>>, Response = Response<Empty<Bytes>>, Error = Infallible> + Clone
+{
+    tower::service_fn(move |_req: Request<Empty<Bytes>>| {
+        ran.store(true, Ordering::SeqCst);
+        Box::pin(std::future::pending()) as BoxFut<_>
+    })
+}
+
+/// The split layers in the documented order (`InFlightLayer` outside): a request the counting
+/// layer admits just before the drain begins is then rejected by the inner layer, never run
+/// uncounted. The drain begins in a service between the two, so the order is exact.
+#[tokio::test]
+async fn split_layers_stacked_in_flight_outside_never_run_a_request_uncounted() {
+    let shutdown = Shutdown::new();
+    let ran = Arc::new(AtomicBool::new(false));
+    let mut svc = ServiceBuilder::new()
+        .layer(InFlightLayer::new(shutdown))
+        .layer_fn(|inner| DrainHere { inner, shutdown })
+        .layer(RejectWhenDrainingLayer::new(shutdown))
+        .service(stalled_handler(ran.clone()));
+    let svc = svc.ready().await.unwrap();
+    let response = svc.call(Request::new(Empty::new())).await.unwrap();
+    assert_eq!(response.status(), 503);
+    assert!(!ran.load(Ordering::SeqCst));
+}
+
+/// `retry_after(Duration::MAX)` saturates: rounding it up to whole seconds must neither panic
+/// nor wrap to `Retry-After: 0`, "retry at once".
+#[tokio::test]
+async fn retry_after_huge_value_saturates_instead_of_overflowing() {
+    let shutdown = Shutdown::new();
+    let layer = std::panic::catch_unwind(|| shutdown.layer().retry_after(Duration::MAX));
+    let layer = layer.expect("retry_after(Duration::MAX) must not panic");
+    let mut svc = ServiceBuilder::new()
+        .layer(layer)
+        .service(stalled_handler(Arc::default()));
+    drop(shutdown.drain(Duration::from_secs(1)).unwrap());
+    let response = svc
+        .ready()
+        .await
+        .unwrap()
+        .call(Request::new(Empty::new()))
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 503);
+    assert_ne!(response.headers()["retry-after"], "0");
+}
+
+/// An SSE body of unknown length: one given chunk, then pending forever.
+struct OneThenPending(Option<Bytes>);
+
+impl Body for OneThenPending {
+    type Data = Bytes;
+    type Error = Infallible;
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        _cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+        match self.0.take() {
+            Some(chunk) => Poll::Ready(Some(Ok(Frame::data(chunk)))),
+            None => Poll::Pending,
+        }
+    }
+    fn size_hint(&self) -> SizeHint {
+        SizeHint::default()
+    }
+}
+
+/// Collects the data frames the body yields until it ends or would wait.
+fn frames_now<B: Body<Data = Bytes> + Unpin>(body: &mut B) -> (Vec<Bytes>, bool)
+where
+    B::Error: std::fmt::Debug,
+{
+    let mut frames = Vec::new();
+    loop {
+        match body.frame().now_or_never() {
+            Some(Some(frame)) => frames.push(frame.unwrap().into_data().unwrap()),
+            Some(None) => return (frames, true),
+            None => return (frames, false),
+        }
+    }
+}
+
+/// A compressed event stream (`Content-Encoding: gzip`, e.g. tower-http's compression with
+/// a predicate that allows SSE) gets no plain-text final event: appended to the gzip stream,
+/// it would only corrupt it.
+#[tokio::test]
+async fn sse_with_content_encoding_gets_no_plain_text_final_event() {
+    let shutdown = Shutdown::new();
+    // The first bytes of a gzip member (magic, deflate, no flags): what a compressor has
+    // flushed so far.
+    let gzip_head = Bytes::from_static(&[0x1f, 0x8b, 0x08, 0x00, 0, 0, 0, 0, 0x00, 0xff]);
+    let mut svc = ServiceBuilder::new()
+        .layer(shutdown.layer())
+        .service(tower::service_fn(move |_req: Request<Empty<Bytes>>| {
+            let body = OneThenPending(Some(gzip_head.clone()));
+            async move {
+                Ok::<_, Infallible>(
+                    Response::builder()
+                        .header("content-type", "text/event-stream")
+                        .header("content-encoding", "gzip")
+                        .body(body)
+                        .unwrap(),
+                )
+            }
+        }));
+    let response = svc
+        .ready()
+        .await
+        .unwrap()
+        .call(Request::new(Empty::new()))
+        .await
+        .unwrap();
+    let mut body = response.into_body();
+    let (first, _) = frames_now(&mut body);
+    assert_eq!(first.len(), 1);
+    let _drain = shutdown.drain(Duration::from_secs(60)).unwrap();
+    let (after, _) = frames_now(&mut body);
+    for frame in &after {
+        assert!(
+            !frame.starts_with(b"event: shutdown"),
+            "plain-text final event appended to a gzip stream: {frame:?}"
+        );
+    }
+}
+
+/// A custom final event without its blank line is sent as a whole event: SSE clients discard
+/// an event not ended by a blank line when the stream ends.
+#[tokio::test]
+async fn sse_custom_final_event_is_sent_as_a_whole_event() {
+    let shutdown = Shutdown::new();
+    let mut svc = ServiceBuilder::new()
+        .layer(shutdown.layer().final_event(Some("event: bye\ndata: x\n")))
+        .service(tower::service_fn(
+            move |_req: Request<Empty<Bytes>>| async move {
+                Ok::<_, Infallible>(
+                    Response::builder()
+                        .header("content-type", "text/event-stream")
+                        .body(OneThenPending(Some(Bytes::from_static(b"data: 1\n\n"))))
+                        .unwrap(),
+                )
+            },
+        ));
+    let response = svc
+        .ready()
+        .await
+        .unwrap()
+        .call(Request::new(Empty::new()))
+        .await
+        .unwrap();
+    let mut body = response.into_body();
+    let _ = frames_now(&mut body);
+    let _drain = shutdown.drain(Duration::from_secs(60)).unwrap();
+    let (after, ended) = frames_now(&mut body);
+    assert!(ended);
+    let tail: Vec<u8> = after.concat();
+    assert!(
+        tail.ends_with(b"\n\n"),
+        "final bytes: {:?}",
+        String::from_utf8_lossy(&tail)
+    );
+}
