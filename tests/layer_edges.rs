@@ -130,6 +130,31 @@ where
     }
 }
 
+/// One request through `layer` to an event stream (with `encoding` as its
+/// `Content-Encoding`, if any) that sends `first` and then waits.
+async fn event_stream(
+    layer: tower_drain::ShutdownLayer,
+    encoding: Option<&'static str>,
+    first: Bytes,
+) -> Response<impl Body<Data = Bytes, Error: std::fmt::Debug> + Unpin> {
+    let mut svc = ServiceBuilder::new()
+        .layer(layer)
+        .service(tower::service_fn(move |_req: Request<Empty<Bytes>>| {
+            let mut response = Response::builder().header("content-type", "text/event-stream");
+            if let Some(encoding) = encoding {
+                response = response.header("content-encoding", encoding);
+            }
+            let response = response.body(OneThenPending(Some(first.clone()))).unwrap();
+            async move { Ok::<_, Infallible>(response) }
+        }));
+    svc.ready()
+        .await
+        .unwrap()
+        .call(Request::new(Empty::new()))
+        .await
+        .unwrap()
+}
+
 /// A compressed event stream (`Content-Encoding: gzip`, e.g. tower-http's compression with
 /// a predicate that allows SSE) gets no plain-text final event: appended to the gzip stream,
 /// it would only corrupt it.
@@ -139,27 +164,7 @@ async fn sse_with_content_encoding_gets_no_plain_text_final_event() {
     // The first bytes of a gzip member (magic, deflate, no flags): what a compressor has
     // flushed so far.
     let gzip_head = Bytes::from_static(&[0x1f, 0x8b, 0x08, 0x00, 0, 0, 0, 0, 0x00, 0xff]);
-    let mut svc = ServiceBuilder::new()
-        .layer(shutdown.layer())
-        .service(tower::service_fn(move |_req: Request<Empty<Bytes>>| {
-            let body = OneThenPending(Some(gzip_head.clone()));
-            async move {
-                Ok::<_, Infallible>(
-                    Response::builder()
-                        .header("content-type", "text/event-stream")
-                        .header("content-encoding", "gzip")
-                        .body(body)
-                        .unwrap(),
-                )
-            }
-        }));
-    let response = svc
-        .ready()
-        .await
-        .unwrap()
-        .call(Request::new(Empty::new()))
-        .await
-        .unwrap();
+    let response = event_stream(shutdown.layer(), Some("gzip"), gzip_head).await;
     let mut body = response.into_body();
     let (first, _) = frames_now(&mut body);
     assert_eq!(first.len(), 1);
@@ -178,25 +183,9 @@ async fn sse_with_content_encoding_gets_no_plain_text_final_event() {
 #[tokio::test]
 async fn sse_custom_final_event_is_sent_as_a_whole_event() {
     let shutdown = Shutdown::new();
-    let mut svc = ServiceBuilder::new()
-        .layer(shutdown.layer().final_event(Some("event: bye\ndata: x\n")))
-        .service(tower::service_fn(
-            move |_req: Request<Empty<Bytes>>| async move {
-                Ok::<_, Infallible>(
-                    Response::builder()
-                        .header("content-type", "text/event-stream")
-                        .body(OneThenPending(Some(Bytes::from_static(b"data: 1\n\n"))))
-                        .unwrap(),
-                )
-            },
-        ));
-    let response = svc
-        .ready()
-        .await
-        .unwrap()
-        .call(Request::new(Empty::new()))
-        .await
-        .unwrap();
+    let layer = shutdown.layer().final_event(Some("event: bye\ndata: x\n"));
+    let first = Bytes::from_static(b"data: 1\n\n");
+    let response = event_stream(layer, None, first).await;
     let mut body = response.into_body();
     let _ = frames_now(&mut body);
     let _drain = shutdown.drain(Duration::from_secs(60)).unwrap();
