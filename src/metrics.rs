@@ -1,8 +1,9 @@
 //! Optional figures through the `metrics` facade (cargo feature `metrics`).
 //!
-//! Recorded at each phase change of a [`ShutdownSequence`](crate::ShutdownSequence), and
-//! whenever the application calls [`Shutdown::record_metrics`] (from a scrape handler or a
-//! ticker): never on the per-request path, which stays free of any shared write.
+//! Recorded by the controller at each phase change, with or without a
+//! [`ShutdownSequence`](crate::ShutdownSequence), and whenever the application calls
+//! [`Shutdown::record_metrics`] (from a scrape handler or a ticker): never on the per-request
+//! path, which stays free of any shared write.
 //!
 //! | name | kind | meaning |
 //! |---|---|---|
