@@ -29,7 +29,7 @@ use crate::report::{DrainOutcome, DrainReport};
 /// # Lifetime
 ///
 /// The state behind a `Shutdown` (about 128 bytes per counter slot, a slot per thread up to
-/// four per CPU) lives until the process exits. That is what lets the per-request path hold a
+/// four per CPU and 256 in all) lives until the process exits. That is what lets the per-request path hold a
 /// plain `&'static` reference instead of an `Arc` clone, which would put one shared atomic
 /// back on every request. Create one controller per server, not one per request.
 #[derive(Clone, Copy)]
@@ -38,7 +38,8 @@ pub struct Shutdown {
 }
 
 impl Shutdown {
-    /// A controller in [`Phase::Serving`], with a counter slot for up to four threads per CPU.
+    /// A controller in [`Phase::Serving`], with a counter slot for up to four threads per CPU
+    /// (256 slots at most).
     pub fn new() -> Self {
         let cpus = std::thread::available_parallelism().map_or(4, |n| n.get());
         Shutdown {
@@ -88,9 +89,10 @@ impl Shutdown {
     /// The first call starts the drain and fixes its deadline; later calls join the same drain
     /// and resolve to the same [`DrainReport`] (their `timeout` is only checked). A zero
     /// timeout means "do not wait": the report says what was still running, and that is
-    /// aborted. The call may be made anywhere (a signal thread, a synchronous callback). A
-    /// future made inside a Tokio runtime (with the time driver enabled) may be polled
-    /// anywhere while that runtime runs; one made outside must be polled inside one.
+    /// aborted. The call may be made outside a Tokio runtime (a signal thread, a synchronous
+    /// callback), or inside one with the time driver enabled; inside one without it, tokio
+    /// panics as it makes the timers. A future made inside a runtime may be polled anywhere
+    /// while that runtime runs; one made outside must be polled inside one.
     ///
     /// # Errors
     ///

@@ -324,3 +324,57 @@ async fn long_poll_marked_finish_on_drain_still_delivers_its_answer() {
     assert!(report.is_drained(), "{report}");
     timeout(BOUND, server.task).await.unwrap().unwrap();
 }
+
+/// A long-lived body cut at the long-lived deadline gets `Aborted`, and its message does not
+/// claim the drain deadline passed: the drain, an hour long, then ends `Drained`.
+#[tokio::test(flavor = "current_thread")]
+async fn a_stream_cut_at_the_long_lived_deadline_is_aborted_without_blaming_the_drain_deadline() {
+    use tower::{Layer, Service, ServiceExt};
+
+    let shutdown = Shutdown::new();
+    // The long-lived deadline falls at drain start; the drain deadline an hour later.
+    shutdown.set_long_lived_grace(Duration::ZERO);
+    let inner = tower::service_fn(|_request: http::Request<()>| async {
+        // A stream of unknown length that never ends.
+        let body = http_body_util::StreamBody::new(stream::pending::<
+            Result<http_body::Frame<Bytes>, Infallible>,
+        >());
+        Ok::<_, Infallible>(http::Response::new(body))
+    });
+    let mut service = shutdown
+        .layer()
+        .layer(LongLivedLayer::route(shutdown).layer(inner));
+    let response = service
+        .ready()
+        .await
+        .unwrap()
+        .call(http::Request::get("/stream").body(()).unwrap())
+        .await
+        .unwrap();
+    let mut body = response.into_body();
+
+    let mut drain = Box::pin(shutdown.drain(Duration::from_secs(3600)).unwrap());
+    // The drain's long-lived timer, due at once, cuts the stream while this waits for a frame.
+    let frame = tokio::select! {
+        frame = std::future::poll_fn(|cx| http_body::Body::poll_frame(std::pin::Pin::new(&mut body), cx)) => frame,
+        _ = drain.as_mut() => panic!("the drain ended first"),
+    };
+    let error = match frame {
+        Some(Err(error)) => error,
+        other => panic!(
+            "the stream was not cut: {:?}",
+            other.map(|frame| frame.is_ok())
+        ),
+    };
+    assert!(
+        error.downcast_ref::<tower_drain::Aborted>().is_some(),
+        "{error}"
+    );
+    assert!(
+        !error.to_string().contains("drain deadline"),
+        "cut at the long-lived deadline, but the error says: {error}"
+    );
+    drop(body);
+    let report = drain.await;
+    assert_eq!(report.outcome, DrainOutcome::Drained, "{report}");
+}

@@ -18,7 +18,9 @@ pin_project! {
     ///
     /// Wraps the inner body without boxing it. The request stops counting when this body
     /// yields its last frame, yields an error, or is dropped (the client went away). If the
-    /// drain deadline passes first, the next poll yields [`Aborted`] instead of more data, so
+    /// body counts its request (under [`Shutdown::layer`](crate::Shutdown::layer) or
+    /// [`InFlightLayer`](crate::InFlightLayer)) and the drain deadline passes first, or it is
+    /// long-lived and its own deadline passes, the next poll yields [`Aborted`] instead of data, so
     /// the server resets the stream and the client can tell a cut response from a whole one.
     pub struct ResponseBody<B> {
         #[pin]
@@ -193,14 +195,15 @@ impl<B> fmt::Debug for ResponseBody<B> {
     }
 }
 
-/// The body error a response gets when the drain deadline cuts it short.
+/// The body error a response gets when shutdown cuts it short: at the drain deadline, at the
+/// long-lived deadline for a long-lived response, or when shutdown is forced.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 #[non_exhaustive]
 pub struct Aborted;
 
 impl fmt::Display for Aborted {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("response aborted: the shutdown drain deadline passed")
+        f.write_str("response aborted: the server is shutting down and cut it short")
     }
 }
 
