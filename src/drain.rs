@@ -74,6 +74,12 @@ impl Future for Drain {
             if let Some(report) = this.core.report() {
                 return Poll::Ready(report);
             }
+            // A deadline already past (a zero timeout) is decided here rather than by a timer,
+            // which would wait for the runtime's next tick: zero means "don't wait".
+            if Instant::now() >= *this.deadline_at {
+                this.core.decide(DrainOutcome::TimedOut, false);
+                continue;
+            }
             if this.deadline.is_none() {
                 this.deadline
                     .set(Some(tokio::time::sleep_until(*this.deadline_at)));
