@@ -137,10 +137,21 @@ async fn event_stream(
     encoding: Option<&'static str>,
     first: Bytes,
 ) -> Response<impl Body<Data = Bytes, Error: std::fmt::Debug> + Unpin> {
+    streamed(layer, "text/event-stream", encoding, first).await
+}
+
+/// One request through `layer` to a body of unknown length, of `content_type` (and
+/// `encoding` as its `Content-Encoding`, if any), that sends `first` and then waits.
+async fn streamed(
+    layer: tower_drain::ShutdownLayer,
+    content_type: &'static str,
+    encoding: Option<&'static str>,
+    first: Bytes,
+) -> Response<impl Body<Data = Bytes, Error: std::fmt::Debug> + Unpin> {
     let mut svc = ServiceBuilder::new()
         .layer(layer)
         .service(tower::service_fn(move |_req: Request<Empty<Bytes>>| {
-            let mut response = Response::builder().header("content-type", "text/event-stream");
+            let mut response = Response::builder().header("content-type", content_type);
             if let Some(encoding) = encoding {
                 response = response.header("content-encoding", encoding);
             }
@@ -197,4 +208,39 @@ async fn sse_custom_final_event_is_sent_as_a_whole_event() {
         "final bytes: {:?}",
         String::from_utf8_lossy(&tail)
     );
+}
+
+/// Server-sent events are recognised by their media type, `text/event-stream`, compared
+/// whole and case-insensitively, with or without parameters; another media type that merely
+/// begins with the same letters is an ordinary stream: not long-lived, not ended on drain.
+#[tokio::test]
+async fn sse_is_recognised_by_its_exact_media_type() {
+    let cases = [
+        ("text/event-stream", true),
+        ("Text/Event-Stream", true),
+        ("TEXT/EVENT-STREAM", true),
+        ("text/event-stream; charset=utf-8", true),
+        ("text/event-stream;charset=utf-8", true),
+        ("text/event-stream ; charset=utf-8", true),
+        ("text/event-streaming", false),
+        ("text/event-stream-v2", false),
+        ("text/event-streamx; charset=utf-8", false),
+        ("text/event-stream+json", false),
+    ];
+    for (content_type, sse) in cases {
+        let shutdown = Shutdown::new();
+        let first = Bytes::from_static(b"data: 1\n\n");
+        let response = streamed(shutdown.layer(), content_type, None, first).await;
+        let mut body = response.into_body();
+        let _ = frames_now(&mut body);
+        assert_eq!(
+            shutdown.long_lived(),
+            usize::from(sse),
+            "{content_type:?} tracked as server-sent events: {}",
+            !sse
+        );
+        let _drain = shutdown.drain(Duration::from_secs(60)).unwrap();
+        let (_, ended) = frames_now(&mut body);
+        assert_eq!(ended, sse, "{content_type:?} ended on drain");
+    }
 }

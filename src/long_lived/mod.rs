@@ -236,9 +236,16 @@ const EVENT_STREAM: &[u8] = b"text/event-stream";
 pub(crate) fn is_event_stream(headers: &http::HeaderMap) -> bool {
     headers
         .get(http::header::CONTENT_TYPE)
-        .and_then(|value| value.as_bytes().get(..EVENT_STREAM.len()))
-        // Media types are case-insensitive; parameters (`; charset=utf-8`) may follow.
-        .is_some_and(|essence| essence.eq_ignore_ascii_case(EVENT_STREAM))
+        .and_then(|value| value.as_bytes().split_at_checked(EVENT_STREAM.len()))
+        // Media types are case-insensitive, and compared whole: `text/event-streaming` is
+        // another type. Parameters (`; charset=utf-8`) may follow, after optional whitespace.
+        .is_some_and(|(essence, rest)| {
+            essence.eq_ignore_ascii_case(EVENT_STREAM)
+                && rest
+                    .iter()
+                    .find(|&&byte| byte != b' ' && byte != b'\t')
+                    .is_none_or(|&byte| byte == b';')
+        })
 }
 
 /// Set on a response's extensions by a marked route, so an outer layer does not track the
