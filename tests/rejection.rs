@@ -9,10 +9,12 @@ use axum::Router;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Empty};
 use support::bounded;
+use support::gate::Gate;
 use support::http::{http1_client, http2_client, serve};
-use support::raw::raw_get;
+use support::raw::{has_connection_close, raw_get, read_response, read_to_eof, write_get};
+use tokio::net::TcpStream;
 use tokio::sync::{oneshot, Mutex};
-use tower_drain::Shutdown;
+use tower_drain::{DrainOutcome, InFlightLayer, LongLivedLayer, Shutdown};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn http1_rejection_is_503_with_retry_after_and_connection_close() {
@@ -142,4 +144,40 @@ async fn responses_passed_through_while_draining_close_http1_connections() {
     assert_eq!(body, "done\n");
     assert_eq!(headers["connection"], "close");
     assert!(bounded("drain", drain).await.is_drained());
+}
+
+/// A marked long-poll whose handler ignores its signal is answered 503 at the long-lived
+/// deadline; on HTTP/1 that answer closes the connection like every other 503 of the crate,
+/// even with no rejecting layer around the route to add it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn long_poll_cut_at_its_deadline_closes_the_http1_connection() {
+    let shutdown = Shutdown::new();
+    // The long-lived deadline at the drain's start: the cut follows at once.
+    shutdown.set_long_lived_grace(Duration::ZERO);
+    let gate = Gate::new();
+    let handler = {
+        let gate = gate.clone();
+        move || async move {
+            gate.enter();
+            std::future::pending::<&'static str>().await
+        }
+    };
+    let app = Router::new()
+        .route("/poll", get(handler).layer(LongLivedLayer::route(shutdown)))
+        .layer(InFlightLayer::new(shutdown));
+    let (addr, _server) = serve(app).await;
+
+    let mut stream = TcpStream::connect(addr).await.unwrap();
+    write_get(&mut stream, "/poll").await;
+    gate.entered(1).await;
+    // Spawned: the drain future fires the long-lived deadline as it runs.
+    let drain = tokio::spawn(shutdown.drain(Duration::from_secs(60)).unwrap());
+
+    let response = read_response(&mut stream).await;
+    assert!(response.starts_with("HTTP/1.1 503 "), "{response}");
+    assert!(has_connection_close(&response), "{response}");
+    assert_eq!(read_to_eof(&mut stream).await, "", "the server closes");
+    let report = bounded("the drain", drain).await.unwrap();
+    assert_eq!(report.outcome, DrainOutcome::Drained);
+    assert_eq!(report.long_lived.len(), 1, "the cut poll is reported");
 }

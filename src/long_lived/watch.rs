@@ -5,7 +5,7 @@ use std::fmt;
 use std::pin::Pin;
 use std::task::{ready, Context, Poll};
 
-use http::{Request, Response};
+use http::{Request, Response, Version};
 use http_body::Body;
 
 use super::{
@@ -32,6 +32,8 @@ pub(crate) struct RouteWatch {
     core: &'static Core,
     registration: Registration,
     tracking: &'static Tracking,
+    /// The request was HTTP/1: a 503 answered at the deadline closes the connection.
+    http1: bool,
     /// Registered the first time the handler is pending: wakes it at the long-lived deadline.
     /// Behind `dyn` to keep `Watch`'s drop glue small: every response future has one.
     deadline: Option<Wait>,
@@ -77,6 +79,7 @@ impl Watch {
                 core,
                 registration,
                 tracking,
+                http1: request.version() < Version::HTTP_2,
                 deadline: None,
             })),
         };
@@ -193,7 +196,7 @@ impl RouteWatch {
             .deadline
             .get_or_insert_with(|| Box::pin(expired.cancelled()) as Pin<Box<_>>);
         ready!(deadline.as_mut().poll(cx));
-        Poll::Ready(rejection::long_lived_cut())
+        Poll::Ready(rejection::long_lived_cut(self.http1))
     }
 }
 

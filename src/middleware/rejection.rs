@@ -84,10 +84,10 @@ fn unavailable(message: &'static str, http1: bool, retry_after_secs: u64) -> Res
 /// deadline: the handler is dropped, the client told to retry elsewhere.
 #[cold]
 #[inline(never)]
-pub(crate) fn long_lived_cut() -> Response<Rejection> {
+pub(crate) fn long_lived_cut(http1: bool) -> Response<Rejection> {
     unavailable(
         "request cut short: the server is shutting down\n",
-        false,
+        http1,
         RETRY_SOON_SECS,
     )
 }
