@@ -12,6 +12,7 @@ use support::bounded;
 use support::gate::Gate;
 use support::http::{http1_client, http2_client, serve};
 use support::raw::{has_connection_close, raw_get, read_response, read_to_eof, write_get};
+use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use tokio::sync::{oneshot, Mutex};
 use tower_drain::{DrainOutcome, InFlightLayer, LongLivedLayer, Shutdown};
@@ -144,6 +145,87 @@ async fn responses_passed_through_while_draining_close_http1_connections() {
     assert_eq!(body, "done\n");
     assert_eq!(headers["connection"], "close");
     assert!(bounded("drain", drain).await.is_drained());
+}
+
+/// Sends a gRPC-web call (`content_type`) with an empty body on a raw HTTP/1.1 connection
+/// and returns the connection, the response read so far.
+async fn raw_grpc_web_call(addr: std::net::SocketAddr, content_type: &str) -> (TcpStream, String) {
+    let mut stream = TcpStream::connect(addr).await.unwrap();
+    let request = format!(
+        "POST /echo.Echo/Say HTTP/1.1\r\nhost: localhost\r\ncontent-type: {content_type}\r\n\
+         x-grpc-web: 1\r\ncontent-length: 0\r\n\r\n"
+    );
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let response = read_response(&mut stream).await;
+    (stream, response)
+}
+
+fn grpc_app(shutdown: Shutdown) -> Router {
+    Router::new()
+        .route("/echo.Echo/Say", post(|| async { "not reached" }))
+        .layer(shutdown.layer())
+}
+
+/// A gRPC-web call (browsers, over HTTP/1.1) refused while draining closes its connection
+/// like every other HTTP/1 rejection, so the client reconnects to another instance rather
+/// than send its next call to this one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grpc_web_rejection_over_http1_closes_the_connection() {
+    let shutdown = Shutdown::new();
+    let (addr, _server) = serve(grpc_app(shutdown)).await;
+    let _ = shutdown.drain(Duration::from_secs(1)).unwrap().await;
+
+    let (mut stream, response) = raw_grpc_web_call(addr, "application/grpc-web+proto").await;
+    let head = response.to_ascii_lowercase();
+    assert!(head.starts_with("http/1.1 200 ok\r\n"), "{response}");
+    assert!(head.contains("\r\ngrpc-status: 14\r\n"), "{response}");
+    assert!(has_connection_close(&response), "{response}");
+    assert_eq!(read_to_eof(&mut stream).await, "", "the server closes");
+}
+
+/// A gRPC-web call is refused in gRPC-web's own content type, keeping the request's
+/// encoding (`-text`) and codec (`+proto`, `+json`): gRPC-web clients check the response's
+/// content type before its status (connect-es answers `application/grpc` with INTERNAL,
+/// "unexpected response content type"), so anything else hides the UNAVAILABLE.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grpc_web_rejection_answers_in_the_request_content_type() {
+    let shutdown = Shutdown::new();
+    let (addr, _server) = serve(grpc_app(shutdown)).await;
+    let client = http2_client();
+    // Open the HTTP/2 connection first: a draining server may refuse new ones.
+    let (status, _, _) = support::http::get(&client, addr, "/").await;
+    assert_eq!(status, 404);
+    let _ = shutdown.drain(Duration::from_secs(1)).unwrap().await;
+
+    for content_type in [
+        "application/grpc-web",
+        "application/grpc-web+proto",
+        "application/grpc-web+json",
+        "application/grpc-web-text",
+        "application/grpc-web-text+proto",
+    ] {
+        let (_, response) = raw_grpc_web_call(addr, content_type).await;
+        let head = response.to_ascii_lowercase();
+        assert!(head.contains("\r\ngrpc-status: 14\r\n"), "{response}");
+        assert!(
+            head.contains(&format!("\r\ncontent-type: {content_type}\r\n")),
+            "HTTP/1 answer to {content_type}: {response}"
+        );
+
+        let request = http::Request::post(format!("http://{addr}/echo.Echo/Say"))
+            .header("content-type", content_type)
+            .header("x-grpc-web", "1")
+            .body(Empty::<Bytes>::new())
+            .unwrap();
+        let response = bounded("grpc-web call", client.request(request))
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200);
+        assert_eq!(response.headers()["grpc-status"], "14");
+        assert_eq!(response.headers()["content-type"], content_type, "HTTP/2");
+        assert!(response.headers().get("connection").is_none());
+    }
+    assert_eq!(shutdown.rejected(), 10);
 }
 
 /// A marked long-poll whose handler ignores its signal is answered 503 at the long-lived

@@ -106,9 +106,10 @@ impl InFlightLayer {
 }
 
 /// Once admission has closed, answers every request with `503 Service Unavailable`,
-/// `Retry-After` and (on HTTP/1) `Connection: close`; gRPC requests get a trailers-only
-/// response with `grpc-status: 14` (UNAVAILABLE). While draining, HTTP/1 responses it passes
-/// through also get `Connection: close`.
+/// `Retry-After` and (on HTTP/1) `Connection: close`; gRPC and gRPC-web calls get a
+/// trailers-only response with `grpc-status: 14` (UNAVAILABLE), in the content type of their
+/// protocol, encoding and codec. While draining, HTTP/1 responses it passes through also get
+/// `Connection: close`.
 ///
 /// With [`InFlightLayer`], put this layer inside it (see there), or use [`Shutdown::layer`].
 #[derive(Debug, Clone)]
