@@ -169,6 +169,29 @@ async fn http1_0_keep_alive_response_during_the_drain_closes_the_connection() {
     bounded("the server to return", server).await.unwrap();
 }
 
+/// An HTTP/1.0 keep-alive request refused while draining gets the 503 with
+/// `Connection: close` (never `keep-alive`), and the connection closes.
+#[tokio::test]
+async fn http1_0_keep_alive_request_refused_while_draining_is_closed() {
+    let shutdown = Shutdown::new();
+    let addr = serve_without_graceful_close(shutdown).await;
+    assert_drained(shutdown.drain(BOUND).unwrap()).await;
+
+    let mut stream =
+        connect_and_write(addr, "GET / HTTP/1.0\r\nconnection: keep-alive\r\n\r\n").await;
+    let refused = read_to_eof(&mut stream).await;
+    assert!(refused.starts_with("HTTP/1.0 503 "), "{refused}");
+    assert_eq!(
+        header(&refused, "connection").as_deref(),
+        Some("close"),
+        "{refused}"
+    );
+    assert!(
+        refused.ends_with("\r\n\r\nservice is shutting down\n"),
+        "{refused}"
+    );
+}
+
 // === HEAD, bodiless statuses, known lengths, trailers ===
 
 /// A response of known length keeps it through the layer: `Content-Length`, not chunked, on

@@ -5,14 +5,14 @@ use std::fmt;
 use std::pin::Pin;
 use std::task::{ready, Context, Poll};
 
-use http::{Request, Response, Version};
+use http::{Request, Response};
 use http_body::Body;
 
 use super::{
     is_encoded, is_event_stream, AlreadyTracked, DrainSignal, LongLivedKind, Registration, Track,
     TrackedState, Tracking, Wait,
 };
-use crate::middleware::rejection::{self, Rejection};
+use crate::middleware::rejection::{self, Closing, Rejection};
 use crate::shutdown::Core;
 use crate::Shutdown;
 
@@ -32,8 +32,8 @@ pub(crate) struct RouteWatch {
     core: &'static Core,
     registration: Registration,
     tracking: &'static Tracking,
-    /// The request was HTTP/1: a 503 answered at the deadline closes the connection.
-    http1: bool,
+    /// How a 503 answered at the deadline closes the request's connection.
+    closing: Closing,
     /// Registered the first time the handler is pending: wakes it at the long-lived deadline.
     /// Behind `dyn` to keep `Watch`'s drop glue small: every response future has one.
     deadline: Option<Wait>,
@@ -79,7 +79,7 @@ impl Watch {
                 core,
                 registration,
                 tracking,
-                http1: request.version() < Version::HTTP_2,
+                closing: Closing::for_version(request.version()),
                 deadline: None,
             })),
         };
@@ -196,7 +196,7 @@ impl RouteWatch {
             .deadline
             .get_or_insert_with(|| Box::pin(expired.cancelled()) as Pin<Box<_>>);
         ready!(deadline.as_mut().poll(cx));
-        Poll::Ready(rejection::long_lived_cut(self.http1))
+        Poll::Ready(rejection::long_lived_cut(self.closing))
     }
 }
 

@@ -21,11 +21,11 @@ pub(crate) enum Reply {
     /// gRPC-web).
     Grpc {
         content_type: &'static str,
-        http1: bool,
+        closing: Closing,
     },
     /// A plain-text 503 with `Retry-After`.
     Http {
-        http1: bool,
+        closing: Closing,
         retry_after_secs: u64,
         message: &'static str,
     },
@@ -34,15 +34,15 @@ pub(crate) enum Reply {
 impl Reply {
     /// The reply for `request` under `policy`: UNAVAILABLE for gRPC calls, 503 otherwise.
     pub(crate) fn for_request<B>(request: &Request<B>, policy: &Policy) -> Reply {
-        let http1 = request.version() < Version::HTTP_2;
+        let closing = Closing::for_version(request.version());
         if let Some(content_type) = grpc_content_type(request) {
             return Reply::Grpc {
                 content_type,
-                http1,
+                closing,
             };
         }
         Reply::Http {
-            http1,
+            closing,
             retry_after_secs: policy.retry_after_secs,
             message: policy.message,
         }
@@ -54,14 +54,52 @@ impl Reply {
         match self {
             Reply::Grpc {
                 content_type,
-                http1,
-            } => grpc_unavailable(content_type, http1),
+                closing,
+            } => grpc_unavailable(content_type, closing),
             Reply::Http {
-                http1,
+                closing,
                 retry_after_secs,
                 message,
-            } => unavailable(message, http1, retry_after_secs),
+            } => unavailable(message, closing, retry_after_secs),
         }
+    }
+}
+
+/// How an answer made here closes the connection it travels on, decided by the request's
+/// HTTP version.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Closing {
+    /// Left to the server: HTTP/2 forbids connection headers; its GOAWAY does this job.
+    Untouched,
+    /// HTTP/1.1: `Connection: close`.
+    Http11,
+    /// HTTP/1.0: `Connection: close`, in a response marked HTTP/1.0. When an HTTP/1.0 client
+    /// asked for keep-alive, hyper appends `keep-alive` to the `Connection` header of a
+    /// response marked HTTP/1.1 (the default), `close` or not; clients that look for that
+    /// token then reuse a connection hyper closes. A response marked HTTP/1.0 it leaves alone.
+    Http10,
+}
+
+impl Closing {
+    pub(crate) fn for_version(version: Version) -> Closing {
+        if version >= Version::HTTP_2 {
+            Closing::Untouched
+        } else if version == Version::HTTP_11 {
+            Closing::Http11
+        } else {
+            Closing::Http10
+        }
+    }
+
+    fn apply<B>(self, response: &mut Response<B>) {
+        match self {
+            Closing::Untouched => return,
+            Closing::Http11 => {}
+            Closing::Http10 => *response.version_mut() = Version::HTTP_10,
+        }
+        response
+            .headers_mut()
+            .insert(CONNECTION, HeaderValue::from_static("close"));
     }
 }
 
@@ -70,9 +108,16 @@ impl Reply {
 #[cold]
 #[inline(never)]
 pub(crate) fn aborted(http1: bool) -> Response<Rejection> {
+    // The request's exact HTTP/1 version is not kept on the path of every request: an
+    // HTTP/1.0 client is answered as an HTTP/1.1 one here.
+    let closing = if http1 {
+        Closing::Http11
+    } else {
+        Closing::Untouched
+    };
     unavailable(
         "request aborted: the server's shutdown deadline passed\n",
-        http1,
+        closing,
         RETRY_SOON_SECS,
     )
 }
@@ -81,13 +126,16 @@ pub(crate) fn aborted(http1: bool) -> Response<Rejection> {
 const RETRY_SOON_SECS: u64 = 1;
 
 /// A plain-text 503 telling the client when to retry, closing HTTP/1 connections.
-fn unavailable(message: &'static str, http1: bool, retry_after_secs: u64) -> Response<Rejection> {
+fn unavailable(
+    message: &'static str,
+    closing: Closing,
+    retry_after_secs: u64,
+) -> Response<Rejection> {
     let mut response = plain_text(StatusCode::SERVICE_UNAVAILABLE, message);
-    let headers = response.headers_mut();
-    headers.insert(RETRY_AFTER, HeaderValue::from(retry_after_secs));
-    if http1 {
-        headers.insert(CONNECTION, HeaderValue::from_static("close"));
-    }
+    response
+        .headers_mut()
+        .insert(RETRY_AFTER, HeaderValue::from(retry_after_secs));
+    closing.apply(&mut response);
     response
 }
 
@@ -95,10 +143,10 @@ fn unavailable(message: &'static str, http1: bool, retry_after_secs: u64) -> Res
 /// deadline: the handler is dropped, the client told to retry elsewhere.
 #[cold]
 #[inline(never)]
-pub(crate) fn long_lived_cut(http1: bool) -> Response<Rejection> {
+pub(crate) fn long_lived_cut(closing: Closing) -> Response<Rejection> {
     unavailable(
         "request cut short: the server is shutting down\n",
-        http1,
+        closing,
         RETRY_SOON_SECS,
     )
 }
@@ -144,7 +192,7 @@ fn grpc_web_content_type(rest: &[u8]) -> &'static str {
 /// A trailers-only gRPC response: HTTP 200 whose single HEADERS frame carries the status and
 /// ends the stream, as gRPC servers answer a call they refuse outright. Over HTTP/1 (gRPC-web)
 /// it closes the connection, as every rejection does.
-fn grpc_unavailable(content_type: &'static str, http1: bool) -> Response<Rejection> {
+fn grpc_unavailable(content_type: &'static str, closing: Closing) -> Response<Rejection> {
     let mut response = Response::new(Rejection::empty());
     let headers = response.headers_mut();
     headers.insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
@@ -153,8 +201,6 @@ fn grpc_unavailable(content_type: &'static str, http1: bool) -> Response<Rejecti
         "grpc-message",
         HeaderValue::from_static("server is shutting down"),
     );
-    if http1 {
-        headers.insert(CONNECTION, HeaderValue::from_static("close"));
-    }
+    closing.apply(&mut response);
     response
 }
