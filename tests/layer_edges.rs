@@ -1,6 +1,7 @@
-//! Edges of the layers' settings: the split layers stacked, huge `retry_after`, and the SSE
-//! final event (a custom one without its blank line, a compressed stream). Driven at the
-//! service level: no server, no timers, no sleeps.
+//! Edges of the layers' settings: the split layers stacked, huge `retry_after`, the SSE
+//! media type and final event (a custom one without its blank line, a compressed stream), and
+//! the headers of the layers' own answers on HTTP/2. Driven at the service level: no server,
+//! no sleeps.
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -243,4 +244,93 @@ async fn sse_is_recognised_by_its_exact_media_type() {
         let (_, ended) = frames_now(&mut body);
         assert_eq!(ended, sse, "{content_type:?} ended on drain");
     }
+}
+
+/// The header fields HTTP/2 forbids (RFC 9113, 8.2.2): a response carrying one is malformed.
+const CONNECTION_SPECIFIC: [&str; 5] = [
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "transfer-encoding",
+    "upgrade",
+];
+
+fn http2_request(content_type: Option<&str>) -> Request<Empty<Bytes>> {
+    let mut request = Request::builder().version(http::Version::HTTP_2);
+    if let Some(content_type) = content_type {
+        request = request.header("content-type", content_type);
+    }
+    request.body(Empty::new()).unwrap()
+}
+
+fn assert_no_connection_specific_headers<B>(response: &Response<B>, what: &str) {
+    for name in CONNECTION_SPECIFIC {
+        assert!(
+            !response.headers().contains_key(name),
+            "{what}: {name} on an HTTP/2 answer: {:?}",
+            response.headers()
+        );
+    }
+}
+
+/// Every answer the layers make themselves to an HTTP/2 request, the 503, gRPC's and
+/// gRPC-web's UNAVAILABLE, the 503 at the drain deadline and the one at the long-lived
+/// deadline, carries no connection-specific header. (hyper strips them, so this is checked
+/// on the service, where a server that does not strip them would see them.)
+#[tokio::test]
+async fn answers_on_http2_carry_no_connection_specific_headers() {
+    // Refused once draining.
+    let shutdown = Shutdown::new();
+    let mut svc = ServiceBuilder::new()
+        .layer(shutdown.layer())
+        .service(stalled_handler(Arc::default()));
+    drop(shutdown.drain(Duration::from_secs(60)).unwrap());
+    for content_type in [
+        None,
+        Some("application/grpc"),
+        Some("application/grpc-web-text"),
+    ] {
+        let response = svc
+            .ready()
+            .await
+            .unwrap()
+            .call(http2_request(content_type))
+            .await
+            .unwrap();
+        assert_no_connection_specific_headers(&response, &format!("refused {content_type:?}"));
+    }
+
+    // Still running at the drain deadline.
+    let shutdown = Shutdown::new();
+    let mut svc = ServiceBuilder::new()
+        .layer(shutdown.layer())
+        .service(stalled_handler(Arc::default()));
+    let mut running = std::pin::pin!(svc.ready().await.unwrap().call(http2_request(None)));
+    assert!(running.as_mut().now_or_never().is_none());
+    let report = bounded(shutdown.drain(Duration::ZERO).unwrap()).await;
+    assert_eq!(report.still_running, 1);
+    let response = bounded(running).await.unwrap();
+    assert_eq!(response.status(), 503);
+    assert_no_connection_specific_headers(&response, "aborted at the drain deadline");
+
+    // A marked route still waiting at the long-lived deadline.
+    let shutdown = Shutdown::new();
+    shutdown.set_long_lived_grace(Duration::ZERO);
+    let mut svc = ServiceBuilder::new()
+        .layer(shutdown.layer())
+        .layer(tower_drain::LongLivedLayer::route(shutdown))
+        .service(stalled_handler(Arc::default()));
+    let mut waiting = std::pin::pin!(svc.ready().await.unwrap().call(http2_request(None)));
+    assert!(waiting.as_mut().now_or_never().is_none());
+    tokio::spawn(shutdown.drain(Duration::from_secs(60)).unwrap());
+    let response = bounded(waiting).await.unwrap();
+    assert_eq!(response.status(), 503);
+    assert_no_connection_specific_headers(&response, "cut at the long-lived deadline");
+}
+
+/// A wait bounded so that a hang fails the test.
+async fn bounded<F: Future>(future: F) -> F::Output {
+    tokio::time::timeout(Duration::from_secs(30), future)
+        .await
+        .expect("hung")
 }
