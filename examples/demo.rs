@@ -9,7 +9,8 @@
 //! readiness fails at once, requests are still served for the lame-duck delay, then new ones
 //! are refused while those in flight finish, then the hooks close the stand-in database pool
 //! and background worker, and a report is printed. Exit status: 0 when everything drained,
-//! 1 when the drain timeout cut something, 2 for bad flags or a plan over its budget.
+//! 1 when the drain timeout cut something, 2 for bad flags, a plan over its budget or an
+//! address it cannot listen on.
 
 use std::convert::Infallible;
 use std::future::IntoFuture;

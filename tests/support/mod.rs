@@ -1,10 +1,11 @@
 //! What the integration tests share: bounded waits, a gate that holds handlers in flight, real
 //! servers and clients on 127.0.0.1, and byte-level HTTP/1 and event-stream helpers for checks
-//! a pooling client would hide.
+//! a pooling client would hide, and the demo server run as a child process.
 //!
 //! Every test crate compiles all of it and uses its own part.
 #![allow(dead_code)]
 
+pub mod demo;
 pub mod gate;
 pub mod http;
 pub mod pause;

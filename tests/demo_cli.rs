@@ -1,0 +1,104 @@
+//! The demo server's command line (DESIGN §5): its flags, the errors for bad ones (exit
+//! status 2, nothing served), `--help`, and the commands its banner suggests.
+//!
+//! Needs the built example (`cargo test` builds it; for this file alone, run
+//! `cargo build --example demo` first).
+
+mod support;
+
+use std::ffi::OsStr;
+use std::net::TcpListener;
+use std::process::{Command, Output};
+
+use support::demo::*;
+
+/// Runs the demo with `args` to its end; it must end by itself, without a signal.
+fn run<I, S>(args: I) -> Output
+where
+    I: IntoIterator<Item = S>,
+    S: AsRef<OsStr>,
+{
+    Command::new(demo_binary())
+        .args(args)
+        .output()
+        .expect("demo runs")
+}
+
+/// Exit status and stderr of a run that must not serve.
+fn refused<I, S>(args: I) -> (Option<i32>, String)
+where
+    I: IntoIterator<Item = S>,
+    S: AsRef<OsStr>,
+{
+    let output = run(args);
+    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+    assert!(
+        !stderr.contains("listening on"),
+        "nothing is served: {stderr}"
+    );
+    assert!(output.stdout.is_empty(), "no report: {stderr}");
+    (output.status.code(), stderr)
+}
+
+#[test]
+fn bad_flags_and_plans_over_budget_are_refused_with_clear_errors() {
+    let (code, stderr) = refused(["--lame-duck-ms", "soon"]);
+    assert_eq!(code, Some(2));
+    assert!(
+        stderr.contains("--lame-duck-ms: `soon` is not a whole number of milliseconds"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("usage: demo"), "{stderr}");
+
+    let (code, stderr) = refused(["--drain-timeout-ms", "18446744073709551616"]);
+    assert_eq!(code, Some(2));
+    assert!(
+        stderr.contains("`18446744073709551616` is not a whole number of milliseconds"),
+        "{stderr}"
+    );
+
+    let (code, stderr) = refused(["--frobnicate"]);
+    assert_eq!(code, Some(2));
+    assert!(stderr.contains("unknown flag `--frobnicate`"), "{stderr}");
+
+    let (code, stderr) = refused(["--addr"]);
+    assert_eq!(code, Some(2));
+    assert!(stderr.contains("--addr needs a value"), "{stderr}");
+
+    let (code, stderr) = refused(["--addr", "localhost:3000"]);
+    assert_eq!(code, Some(2));
+    assert!(
+        stderr.contains("`localhost:3000` is not an address like 127.0.0.1:3000"),
+        "{stderr}"
+    );
+
+    let (code, stderr) = refused(["--drain-timeout-ms", "60000"]);
+    assert_eq!(code, Some(2));
+    assert!(stderr.contains("drain timeout 60s"), "{stderr}");
+    assert!(stderr.contains("over its budget of 25s"), "{stderr}");
+}
+
+#[test]
+fn an_address_in_use_is_refused_with_exit_status_two() {
+    let taken = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap().to_string();
+    let (code, stderr) = refused(["--addr", &addr]);
+    assert_eq!(code, Some(2));
+    assert!(
+        stderr.contains(&format!("demo: cannot listen on {addr}")),
+        "{stderr}"
+    );
+}
+
+/// Asking for help is not an error: the usage goes to stdout and the exit status is 0.
+#[test]
+fn help_prints_the_usage_on_stdout_and_exits_zero() {
+    for flag in ["--help", "-h"] {
+        let output = run([flag]);
+        assert_eq!(output.status.code(), Some(0));
+        assert!(String::from_utf8_lossy(&output.stdout).starts_with(
+            "usage: demo [--addr 127.0.0.1:3000] [--lame-duck-ms 2000] \
+             [--drain-timeout-ms 10000] [--json]"
+        ));
+    }
+}

@@ -1,0 +1,270 @@
+//! The demo server (`examples/demo.rs`) run as a child process and driven from outside: real
+//! signals, raw HTTP/1 bytes, its output lines. Every wait is on the demo's own output or
+//! answers, and bounded.
+//!
+//! Needs the built example (`cargo test` builds it; for one test file alone, run
+//! `cargo build --example demo` first).
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc::{self, Receiver};
+use std::sync::{Arc, Mutex};
+use std::thread::{self, JoinHandle};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+/// Bound on every wait; only reached when something is broken.
+pub const WAIT: Duration = Duration::from_secs(30);
+
+pub fn demo_binary() -> PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    // target/debug/deps/demo-<hash> → target/debug/examples/demo
+    let debug = exe.parent().and_then(|deps| deps.parent()).unwrap();
+    let binary = debug
+        .join("examples")
+        .join(format!("demo{}", std::env::consts::EXE_SUFFIX));
+    assert!(
+        binary.exists(),
+        "{} is missing: run `cargo build --example demo` (plain `cargo test` builds it)",
+        binary.display()
+    );
+    binary
+}
+
+/// A running demo: its address, and its output lines as they come.
+pub struct Demo {
+    child: Option<Child>,
+    pub pid: u32,
+    pub addr: SocketAddr,
+    stderr: Lines,
+    stdout: Lines,
+}
+
+/// How a demo ended.
+pub struct Exit {
+    pub code: Option<i32>,
+    pub stdout: Vec<String>,
+    pub stderr: Vec<String>,
+}
+
+impl Demo {
+    pub fn start(args: &[&str]) -> Demo {
+        let mut child = Command::new(demo_binary())
+            .args(["--addr", "127.0.0.1:0"])
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("demo starts");
+        let pid = child.id();
+        let stderr = Lines::of("stderr", child.stderr.take().unwrap());
+        let stdout = Lines::of("stdout", child.stdout.take().unwrap());
+        let mut demo = Demo {
+            child: Some(child),
+            pid,
+            addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+            stderr,
+            stdout,
+        };
+        let line = demo.wait_for("listening on http://");
+        let addr = line.rsplit("http://").next().unwrap().trim();
+        demo.addr = addr
+            .parse()
+            .unwrap_or_else(|_| panic!("address in {line:?}"));
+        demo
+    }
+
+    /// The next stderr line containing `needle`.
+    pub fn wait_for(&self, needle: &str) -> String {
+        self.stderr.wait_for(needle)
+    }
+
+    /// The next stdout line containing `needle`.
+    pub fn wait_for_stdout(&self, needle: &str) -> String {
+        self.stdout.wait_for(needle)
+    }
+
+    /// Every stderr line so far.
+    pub fn stderr_so_far(&self) -> Vec<String> {
+        self.stderr.so_far()
+    }
+
+    pub fn signal(&self, name: &str) {
+        let status = Command::new("kill")
+            .args([&format!("-{name}"), &self.pid.to_string()])
+            .status()
+            .expect("kill runs");
+        assert!(status.success(), "kill -{name} {}", self.pid);
+    }
+
+    pub fn wait_exit(mut self) -> Exit {
+        let mut child = self.child.take().unwrap();
+        let (done, exited) = mpsc::channel();
+        thread::spawn(move || {
+            let _ = done.send(child.wait());
+        });
+        let status = match exited.recv_timeout(WAIT) {
+            Ok(status) => status.unwrap(),
+            Err(_) => {
+                let _ = Command::new("kill")
+                    .args(["-KILL", &self.pid.to_string()])
+                    .status();
+                panic!(
+                    "demo did not exit; stderr:\n{}",
+                    self.stderr.so_far().join("\n")
+                );
+            }
+        };
+        Exit {
+            code: status.code(),
+            stdout: self.stdout.to_end(),
+            stderr: self.stderr.to_end(),
+        }
+    }
+}
+
+impl Drop for Demo {
+    fn drop(&mut self) {
+        // A failed test must not leave its demo running.
+        if let Some(child) = &mut self.child {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// The lines of one output pipe, as they come and all seen so far.
+struct Lines {
+    name: &'static str,
+    next: Receiver<String>,
+    seen: Arc<Mutex<Vec<String>>>,
+}
+
+impl Lines {
+    fn of(name: &'static str, pipe: impl Read + Send + 'static) -> Lines {
+        let (send, next) = mpsc::channel();
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let log = seen.clone();
+        thread::spawn(move || {
+            for line in BufReader::new(pipe).lines().map_while(Result::ok) {
+                log.lock().unwrap().push(line.clone());
+                let _ = send.send(line);
+            }
+        });
+        Lines { name, next, seen }
+    }
+
+    /// The next line containing `needle`.
+    fn wait_for(&self, needle: &str) -> String {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.next.recv_timeout(left) {
+                Ok(line) if line.contains(needle) => return line,
+                Ok(_) => {}
+                Err(error) => panic!(
+                    "no {} line with {needle:?} ({error}); so far:\n{}",
+                    self.name,
+                    self.so_far().join("\n")
+                ),
+            }
+        }
+    }
+
+    fn so_far(&self) -> Vec<String> {
+        self.seen.lock().unwrap().clone()
+    }
+
+    /// Every line, once the pipe has closed (the reader thread ends with it).
+    fn to_end(&self) -> Vec<String> {
+        while self.next.recv_timeout(WAIT).is_ok() {}
+        self.so_far()
+    }
+}
+
+/// Sends `GET path` on a new connection; returns the raw response (status line, headers,
+/// body as sent, chunked framing included), or the I/O error (refused, reset).
+pub fn get(addr: SocketAddr, path: &str) -> std::io::Result<String> {
+    request(addr, "GET", path)
+}
+
+/// Sends `method path` (no request body) on a new connection and reads the raw response to
+/// the server's close.
+pub fn request(addr: SocketAddr, method: &str, path: &str) -> std::io::Result<String> {
+    let mut stream = open_with(addr, method, path)?;
+    let mut response = Vec::new();
+    stream.read_to_end(&mut response)?;
+    Ok(String::from_utf8_lossy(&response).into_owned())
+}
+
+pub fn open(addr: SocketAddr, path: &str) -> std::io::Result<TcpStream> {
+    open_with(addr, "GET", path)
+}
+
+fn open_with(addr: SocketAddr, method: &str, path: &str) -> std::io::Result<TcpStream> {
+    let mut stream = TcpStream::connect_timeout(&addr, WAIT)?;
+    // A hang is a failure, never a wait for ever.
+    stream.set_read_timeout(Some(WAIT))?;
+    write!(
+        stream,
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )?;
+    Ok(stream)
+}
+
+/// The value of header `name` in a raw response, if present.
+pub fn header_of<'a>(response: &'a str, name: &str) -> Option<&'a str> {
+    let head = response.split("\r\n\r\n").next().unwrap_or_default();
+    head.lines().skip(1).find_map(|line| {
+        let (key, value) = line.split_once(':')?;
+        key.eq_ignore_ascii_case(name).then(|| value.trim())
+    })
+}
+
+pub fn status_of(response: &str) -> u16 {
+    response
+        .split(' ')
+        .nth(1)
+        .and_then(|code| code.parse().ok())
+        .unwrap_or_else(|| panic!("no status line in {response:?}"))
+}
+
+pub fn body_of(response: &str) -> &str {
+    response.split_once("\r\n\r\n").map_or("", |(_, body)| body)
+}
+
+/// A streaming request, read up to the line containing `first`: from then on it is
+/// certainly in flight. The rest is read on a thread.
+pub fn in_flight_stream(addr: SocketAddr, path: &str, first: &str) -> JoinHandle<String> {
+    let stream = open(addr, path).expect("streaming request sent");
+    let mut reader = BufReader::new(stream);
+    let mut seen = String::new();
+    while !seen.contains(first) {
+        let read = reader.read_line(&mut seen).expect("stream answers");
+        assert!(read > 0, "stream ended before {first:?}: {seen:?}");
+    }
+    thread::spawn(move || {
+        let mut rest = Vec::new();
+        // An aborted response ends in an error; what arrived before it is what counts.
+        let _ = reader.read_to_end(&mut rest);
+        seen + &String::from_utf8_lossy(&rest)
+    })
+}
+
+pub fn json_report(exit: &Exit) -> Value {
+    assert_eq!(
+        exit.stdout.len(),
+        1,
+        "exactly one report line on stdout: {:?}",
+        exit.stdout
+    );
+    serde_json::from_str(&exit.stdout[0]).expect("the report line is JSON")
+}
+
+pub fn count(lines: &[String], needle: &str) -> usize {
+    lines.iter().filter(|line| line.contains(needle)).count()
+}
