@@ -13,6 +13,7 @@
 //! address it cannot listen on.
 
 use std::convert::Infallible;
+use std::ffi::OsString;
 use std::future::IntoFuture;
 use std::io::IsTerminal;
 use std::net::SocketAddr;
@@ -45,14 +46,14 @@ usage: demo [--addr 127.0.0.1:3000] [--lame-duck-ms 2000] [--drain-timeout-ms 10
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    if std::env::args()
+    if std::env::args_os()
         .skip(1)
         .any(|arg| arg == "-h" || arg == "--help")
     {
         println!("{USAGE}");
         return ExitCode::SUCCESS;
     }
-    let args = match Args::parse(std::env::args().skip(1)) {
+    let args = match Args::parse(std::env::args_os().skip(1)) {
         Ok(args) => args,
         Err(error) => {
             eprintln!("demo: {error}\n{USAGE}");
@@ -327,7 +328,15 @@ struct Args {
 }
 
 impl Args {
-    fn parse(mut args: impl Iterator<Item = String>) -> Result<Args, String> {
+    fn parse(args: impl Iterator<Item = OsString>) -> Result<Args, String> {
+        // `std::env::args` would panic on an argument that is not UTF-8.
+        let mut args = args
+            .map(|arg| {
+                arg.into_string()
+                    .map_err(|arg| format!("argument `{}` is not UTF-8", arg.to_string_lossy()))
+            })
+            .collect::<Result<Vec<_>, _>>()?
+            .into_iter();
         let mut parsed = Args {
             addr: SocketAddr::from(([127, 0, 0, 1], 3000)),
             lame_duck_ms: 2000,

@@ -78,6 +78,26 @@ fn bad_flags_and_plans_over_budget_are_refused_with_clear_errors() {
     assert!(stderr.contains("over its budget of 25s"), "{stderr}");
 }
 
+/// An argument that is not UTF-8 is a bad flag like any other: exit status 2 and a message,
+/// not a panic.
+#[cfg(unix)]
+#[test]
+fn an_argument_that_is_not_utf8_is_refused_with_a_clear_error() {
+    use std::os::unix::ffi::OsStrExt;
+    for args in [
+        vec![
+            OsStr::from_bytes(b"--addr"),
+            OsStr::from_bytes(b"127.0.0.1:\xff"),
+        ],
+        vec![OsStr::from_bytes(b"--\xffjson")],
+    ] {
+        let (code, stderr) = refused(&args);
+        assert_eq!(code, Some(2), "{args:?}: {stderr}");
+        assert!(stderr.contains("is not UTF-8"), "{args:?}: {stderr}");
+        assert!(!stderr.contains("panicked"), "{args:?}: {stderr}");
+    }
+}
+
 #[test]
 fn an_address_in_use_is_refused_with_exit_status_two() {
     let taken = TcpListener::bind("127.0.0.1:0").unwrap();
