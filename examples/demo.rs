@@ -364,6 +364,7 @@ impl Args {
                 "--lame-duck-ms" => parsed.lame_duck_ms = millis(&name, &value()?)?,
                 "--drain-timeout-ms" => parsed.drain_timeout_ms = millis(&name, &value()?)?,
                 "--json" if inline.is_none() => parsed.json = true,
+                "--json" => return Err("--json takes no value".to_owned()),
                 _ => return Err(format!("unknown flag `{name}`")),
             }
         }

@@ -78,6 +78,15 @@ fn bad_flags_and_plans_over_budget_are_refused_with_clear_errors() {
     assert!(stderr.contains("over its budget of 25s"), "{stderr}");
 }
 
+/// `--json` is a switch: given a value, the error says so instead of calling the flag unknown.
+#[test]
+fn a_value_given_to_json_is_refused_as_such() {
+    let (code, stderr) = refused(["--json=yes"]);
+    assert_eq!(code, Some(2));
+    assert!(stderr.contains("--json takes no value"), "{stderr}");
+    assert!(!stderr.contains("unknown flag"), "{stderr}");
+}
+
 /// An argument that is not UTF-8 is a bad flag like any other: exit status 2 and a message,
 /// not a panic.
 #[cfg(unix)]
