@@ -24,6 +24,8 @@ use std::time::Duration;
 
 use axum::body::Body;
 use axum::extract::Query;
+use axum::http::header;
+use axum::response::IntoResponse;
 use axum::routing::get;
 use axum::Router;
 use futures_util::stream;
@@ -200,8 +202,9 @@ struct StreamQuery {
     interval_ms: u64,
 }
 
-/// `chunks` chunks, the first at once and then one every `interval_ms`.
-async fn chunks(Query(query): Query<StreamQuery>) -> Body {
+/// `chunks` chunks, the first at once and then one every `interval_ms`; text like the
+/// other plain routes.
+async fn chunks(Query(query): Query<StreamQuery>) -> impl IntoResponse {
     let interval = Duration::from_millis(query.interval_ms);
     let chunks = stream::unfold(0, move |i| async move {
         if i >= query.chunks {
@@ -212,7 +215,10 @@ async fn chunks(Query(query): Query<StreamQuery>) -> Body {
         }
         Some((Ok::<_, Infallible>(format!("chunk {i}\n")), i + 1))
     });
-    Body::from_stream(chunks)
+    (
+        [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+        Body::from_stream(chunks),
+    )
 }
 
 // === long-lived routes ===

@@ -8,6 +8,60 @@
 mod support;
 
 use support::demo::*;
+use support::raw::{decode_chunked, split_head};
+
+const TEXT: &str = "text/plain; charset=utf-8";
+
+/// Status, content type and body of `GET path`, chunked framing decoded.
+fn answer(demo: &Demo, path: &str) -> (u16, Option<String>, String) {
+    let response = get(demo.addr, path).unwrap_or_else(|error| panic!("GET {path}: {error}"));
+    let content_type = header_of(&response, "content-type").map(str::to_owned);
+    let body = if header_of(&response, "transfer-encoding") == Some("chunked") {
+        let chunked = decode_chunked(split_head(response.as_bytes()).1);
+        assert!(chunked.terminated, "GET {path} ended cleanly: {response:?}");
+        String::from_utf8(chunked.data).unwrap()
+    } else {
+        body_of(&response).to_owned()
+    };
+    (status_of(&response), content_type, body)
+}
+
+#[test]
+fn every_route_answers_with_its_status_content_type_and_exact_body() {
+    let demo = Demo::start(&["--lame-duck-ms", "0", "--drain-timeout-ms", "0"]);
+    let text = |status: u16, body: &str| (status, Some(TEXT.to_owned()), body.to_owned());
+
+    assert_eq!(answer(&demo, "/"), text(200, "ok\n"));
+    assert_eq!(answer(&demo, "/slow?ms=1"), text(200, "slow 1\n"));
+    assert_eq!(
+        answer(&demo, "/stream?chunks=3&interval_ms=0"),
+        text(200, "chunk 0\nchunk 1\nchunk 2\n"),
+        "text, chunks counted from 0 like the events' ticks"
+    );
+    assert_eq!(
+        answer(&demo, "/stream?chunks=0&interval_ms=0"),
+        text(200, "")
+    );
+    assert_eq!(answer(&demo, "/poll?ms=1"), text(200, "timeout\n"));
+    assert_eq!(answer(&demo, "/readyz"), text(200, "ready\n"));
+    assert_eq!(answer(&demo, "/livez"), text(200, "alive\n"));
+
+    let events = in_flight_stream(demo.addr, "/events", "data: tick 1");
+    demo.signal("TERM");
+    let events = events.join().unwrap();
+    assert_eq!(
+        header_of(&events, "content-type"),
+        Some("text/event-stream")
+    );
+    let events = decode_chunked(split_head(events.as_bytes()).1);
+    assert!(
+        String::from_utf8(events.data)
+            .unwrap()
+            .starts_with("data: tick 0\n\ndata: tick 1\n\n"),
+        "ticks counted from 0, one event each"
+    );
+    assert_eq!(demo.wait_exit().code, Some(0));
+}
 
 #[test]
 fn wrong_methods_unknown_paths_and_bad_query_values_are_client_errors() {
