@@ -171,10 +171,10 @@ demo: listening on http://{addr}
 
   try, in another terminal:
     curl -i http://{addr}/readyz                      # 200 now, 503 from SIGTERM on
-    curl http://{addr}/slow?ms=5000 &                 # in flight during the shutdown: completes
+    curl 'http://{addr}/slow?ms=5000' &               # in flight during the shutdown: completes
     curl -N 'http://{addr}/stream?chunks=20&interval_ms=500' &
     curl -N http://{addr}/events &                    # ends with `event: shutdown` on drain
-    curl http://{addr}/poll?ms=60000 &                # answers \"draining\" on drain
+    curl 'http://{addr}/poll?ms=60000' &              # answers \"draining\" on drain
     kill -TERM {pid}                                       # or Ctrl-C here; a second one forces",
         lame = args.lame_duck_ms,
         drain = args.drain_timeout_ms,

@@ -131,3 +131,31 @@ fn help_prints_the_usage_on_stdout_and_exits_zero() {
         ));
     }
 }
+
+/// The banner's commands are pasted into shells: a URL with a `?` is quoted, or zsh refuses
+/// it ("no matches found") and other shells may expand it.
+#[test]
+fn the_banner_quotes_every_url_with_a_query() {
+    let demo = Demo::start(&["--lame-duck-ms", "0", "--drain-timeout-ms", "0"]);
+    demo.wait_for("kill -TERM");
+    let urls: Vec<String> = demo
+        .stderr_so_far()
+        .iter()
+        .filter(|line| line.trim_start().starts_with("curl "))
+        .flat_map(|line| {
+            line.split_whitespace()
+                .map(str::to_owned)
+                .collect::<Vec<_>>()
+        })
+        .filter(|word| word.contains("http://"))
+        .collect();
+    assert_eq!(urls.len(), 5, "{urls:?}");
+    for url in urls.iter().filter(|url| url.contains('?')) {
+        assert!(
+            url.starts_with('\'') && url.ends_with('\''),
+            "{url} is quoted"
+        );
+    }
+    demo.signal("TERM");
+    assert_eq!(demo.wait_exit().code, Some(0));
+}
