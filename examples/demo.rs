@@ -14,7 +14,7 @@
 
 use std::convert::Infallible;
 use std::ffi::OsString;
-use std::future::IntoFuture;
+use std::future::{Future, IntoFuture};
 use std::io::IsTerminal;
 use std::net::SocketAddr;
 use std::process::ExitCode;
@@ -110,6 +110,10 @@ async fn main() -> ExitCode {
     banner(addr, &args, &sequence);
 
     let report = sequence.run().await;
+    // A further signal ends the wait for the server below, as a second one forces every
+    // step before it. Listening starts before the report is out, so that whoever reads
+    // the report and then signals is heard.
+    let another_signal = next_signal();
     // The report first: if the orchestrator's SIGKILL comes during the wait below, it is
     // already out.
     if args.json {
@@ -129,16 +133,55 @@ async fn main() -> ExitCode {
     } else {
         FLUSH_WAIT_AFTER_TIMEOUT
     };
-    if tokio::time::timeout(flush, server).await.is_err() {
-        tracing::warn!(
-            wait_ms = flush.as_millis() as u64,
-            "server still had connections open; exiting anyway"
-        );
+    tokio::select! {
+        flushed = tokio::time::timeout(flush, server) => if flushed.is_err() {
+            tracing::warn!(
+                wait_ms = flush.as_millis() as u64,
+                "server still had connections open; exiting anyway"
+            );
+        },
+        trigger = another_signal => tracing::warn!(
+            trigger,
+            "another signal: exiting without waiting for the server's connections to close"
+        ),
     }
     if report.drain.is_drained() {
         ExitCode::SUCCESS
     } else {
         ExitCode::from(1)
+    }
+}
+
+/// Resolves at the next SIGTERM or SIGINT, with its name. Listening starts at the call, not
+/// at the first poll.
+#[cfg(unix)]
+fn next_signal() -> impl Future<Output = &'static str> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let terminate = signal(SignalKind::terminate());
+    let interrupt = signal(SignalKind::interrupt());
+    async move {
+        // The sequence listened for both already, so neither can fail to install; if one
+        // did, the wait simply runs its course.
+        let (Ok(mut terminate), Ok(mut interrupt)) = (terminate, interrupt) else {
+            return std::future::pending().await;
+        };
+        tokio::select! {
+            Some(()) = terminate.recv() => "SIGTERM",
+            Some(()) = interrupt.recv() => "SIGINT",
+            else => std::future::pending().await,
+        }
+    }
+}
+
+/// Resolves at the next Ctrl-C.
+#[cfg(not(unix))]
+fn next_signal() -> impl Future<Output = &'static str> {
+    let ctrl_c = tokio::signal::ctrl_c();
+    async move {
+        if ctrl_c.await.is_err() {
+            return std::future::pending().await;
+        }
+        "Ctrl-C"
     }
 }
 

@@ -7,6 +7,8 @@
 
 mod support;
 
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
 use std::thread;
 
 use serde_json::Value;
@@ -227,4 +229,82 @@ fn events_and_long_polls_end_when_the_drain_begins() {
     let poll = poll.join().unwrap().expect("long poll answered");
     assert_eq!((status_of(&poll), body_of(&poll)), (200, "draining\n"));
     assert_eq!(demo.wait_exit().code, Some(0));
+}
+
+/// After its report the demo waits, up to 5 s, for the server's connections to close; a
+/// further signal ends that wait at once, as a second signal forces every other step.
+#[test]
+fn a_signal_while_connections_are_closing_exits_at_once() {
+    let demo = Demo::start(&[
+        "--lame-duck-ms",
+        "0",
+        "--drain-timeout-ms",
+        "1000",
+        "--json",
+    ]);
+    let _stalled = stalled_http2_connection(demo.addr);
+    demo.signal("TERM");
+    demo.wait_for_stdout("\"trigger\":\"SIGTERM\"");
+    demo.signal("INT");
+
+    let exit = demo.wait_exit();
+    assert_eq!(exit.code, Some(0), "nothing in flight was cut");
+    assert_eq!(json_report(&exit)["drain"]["outcome"], "drained");
+    let forced: Vec<_> = exit
+        .stderr
+        .iter()
+        .filter(|line| line.contains("exiting without waiting"))
+        .collect();
+    assert_eq!(forced.len(), 1, "{:#?}", exit.stderr);
+    assert!(forced[0].contains("SIGINT"), "{forced:?}");
+    assert_eq!(
+        count(&exit.stderr, "exiting anyway"),
+        0,
+        "the wait did not run out: {:#?}",
+        exit.stderr
+    );
+}
+
+/// Opens an HTTP/2 connection (prior knowledge, raw frames), has `GET /` answered on it,
+/// and returns it unread from then on: the server's graceful close waits for an answer to
+/// the ping it sends with its GOAWAY, which never comes, so the connection stays open.
+fn stalled_http2_connection(addr: SocketAddr) -> TcpStream {
+    const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+    const EMPTY_SETTINGS: [u8; 9] = [0, 0, 0, 4, 0, 0, 0, 0, 0];
+    // HEADERS on stream 1, END_STREAM | END_HEADERS; from HPACK's static table:
+    // `:method: GET`, `:scheme: http`, `:path: /`.
+    const GET_ROOT: [u8; 12] = [0, 0, 3, 1, 0x5, 0, 0, 0, 1, 0x82, 0x86, 0x84];
+    let mut stream = TcpStream::connect_timeout(&addr, WAIT).unwrap();
+    stream.set_read_timeout(Some(WAIT)).unwrap();
+    stream
+        .write_all(&[PREFACE, &EMPTY_SETTINGS, &GET_ROOT].concat())
+        .unwrap();
+    let mut received = Vec::new();
+    let mut buffer = [0u8; 4096];
+    // Bounded: the answer is a few small frames.
+    for _ in 0..64 {
+        if answered(&received) {
+            return stream;
+        }
+        let read = stream.read(&mut buffer).unwrap();
+        assert_ne!(read, 0, "connection closed before the answer: {received:?}");
+        received.extend_from_slice(&buffer[..read]);
+    }
+    panic!("no answer on stream 1: {received:?}");
+}
+
+/// True once the frames in `bytes` include stream 1's last (END_STREAM set).
+fn answered(mut bytes: &[u8]) -> bool {
+    while bytes.len() >= 9 {
+        let length =
+            usize::from(bytes[0]) << 16 | usize::from(bytes[1]) << 8 | usize::from(bytes[2]);
+        let (kind, flags) = (bytes[3], bytes[4]);
+        let stream_id = u32::from_be_bytes([bytes[5], bytes[6], bytes[7], bytes[8]]) & 0x7fff_ffff;
+        // DATA or HEADERS on stream 1 with END_STREAM.
+        if stream_id == 1 && kind <= 1 && flags & 0x1 != 0 {
+            return true;
+        }
+        bytes = bytes.get(9 + length..).unwrap_or_default();
+    }
+    false
 }
