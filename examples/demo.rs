@@ -15,7 +15,7 @@
 use std::convert::Infallible;
 use std::ffi::OsString;
 use std::future::{Future, IntoFuture};
-use std::io::IsTerminal;
+use std::io::{IsTerminal, Write};
 use std::net::SocketAddr;
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -32,7 +32,7 @@ use futures_util::stream;
 use serde::Deserialize;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
-use tower_drain::{LongLivedLayer, Shutdown, ShutdownSequence};
+use tower_drain::{LongLivedLayer, Shutdown, ShutdownReport, ShutdownSequence};
 
 /// Kubernetes' default `terminationGracePeriodSeconds` less the 5 s `preStop` sleep of
 /// `examples/kubernetes.yaml`: what the sequence must fit in.
@@ -52,7 +52,8 @@ async fn main() -> ExitCode {
         .skip(1)
         .any(|arg| arg == "-h" || arg == "--help")
     {
-        println!("{USAGE}");
+        // Help read by a pager closed early is still not an error.
+        let _ = writeln!(std::io::stdout(), "{USAGE}");
         return ExitCode::SUCCESS;
     }
     let args = match Args::parse(std::env::args_os().skip(1)) {
@@ -116,14 +117,7 @@ async fn main() -> ExitCode {
     let another_signal = next_signal();
     // The report first: if the orchestrator's SIGKILL comes during the wait below, it is
     // already out.
-    if args.json {
-        println!(
-            "{}",
-            serde_json::to_string(&report).expect("a report always serialises")
-        );
-    } else {
-        print!("{report}");
-    }
+    print_report(&report, args.json);
 
     // Every response the drain counted as finished has been handed to hyper, not
     // necessarily written to the socket: wait for the server's connections to close. The
@@ -149,6 +143,24 @@ async fn main() -> ExitCode {
         ExitCode::SUCCESS
     } else {
         ExitCode::from(1)
+    }
+}
+
+/// Prints the report on stdout, as one JSON line with `json`. A stdout nobody reads any more
+/// (`println!` would panic) must cost neither the wait for connections nor the exit status:
+/// the report goes to the log instead.
+fn print_report(report: &ShutdownReport, json: bool) {
+    let text = if json {
+        serde_json::to_string(report).expect("a report always serialises") + "\n"
+    } else {
+        report.to_string()
+    };
+    let mut stdout = std::io::stdout().lock();
+    if let Err(error) = stdout
+        .write_all(text.as_bytes())
+        .and_then(|()| stdout.flush())
+    {
+        tracing::warn!(%error, report = text.trim_end(), "could not print the report on stdout");
     }
 }
 

@@ -231,6 +231,34 @@ fn events_and_long_polls_end_when_the_drain_begins() {
     assert_eq!(demo.wait_exit().code, Some(0));
 }
 
+/// A report that cannot be printed (stdout closed, its reader gone) goes to the log instead,
+/// and changes neither the exit status nor the wait for connections.
+#[test]
+fn a_closed_stdout_costs_neither_the_report_nor_the_exit_status() {
+    let demo = Demo::start_with_stdout_closed(&[
+        "--lame-duck-ms",
+        "0",
+        "--drain-timeout-ms",
+        "0",
+        "--json",
+    ]);
+    demo.signal("TERM");
+
+    let exit = demo.wait_exit();
+    assert_eq!(exit.code, Some(0), "{:#?}", exit.stderr);
+    assert_eq!(count(&exit.stderr, "panicked"), 0, "{:#?}", exit.stderr);
+    let logged: Vec<_> = exit
+        .stderr
+        .iter()
+        .filter(|line| line.contains("could not print the report"))
+        .collect();
+    assert_eq!(logged.len(), 1, "{:#?}", exit.stderr);
+    assert!(
+        logged[0].contains(r#"report="{\"trigger\":\"SIGTERM\""#),
+        "the report is in the log line: {logged:?}"
+    );
+}
+
 /// After its report the demo waits, up to 5 s, for the server's connections to close; a
 /// further signal ends that wait at once, as a second signal forces every other step.
 #[test]

@@ -52,6 +52,16 @@ pub struct Exit {
 
 impl Demo {
     pub fn start(args: &[&str]) -> Demo {
+        Demo::start_reading_stdout(args, true)
+    }
+
+    /// Starts the demo with its stdout a pipe nobody reads: closed from the start, so a
+    /// write to it fails.
+    pub fn start_with_stdout_closed(args: &[&str]) -> Demo {
+        Demo::start_reading_stdout(args, false)
+    }
+
+    fn start_reading_stdout(args: &[&str], read_stdout: bool) -> Demo {
         let mut child = Command::new(demo_binary())
             .args(["--addr", "127.0.0.1:0"])
             .args(args)
@@ -62,7 +72,13 @@ impl Demo {
             .expect("demo starts");
         let pid = child.id();
         let stderr = Lines::of("stderr", child.stderr.take().unwrap());
-        let stdout = Lines::of("stdout", child.stdout.take().unwrap());
+        let stdout = child.stdout.take().unwrap();
+        let stdout = if read_stdout {
+            Lines::of("stdout", stdout)
+        } else {
+            drop(stdout);
+            Lines::of("stdout", std::io::empty())
+        };
         let mut demo = Demo {
             child: Some(child),
             pid,
