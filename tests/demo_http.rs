@@ -7,6 +7,9 @@
 
 mod support;
 
+use std::io::{Read, Write};
+use std::net::TcpStream;
+
 use support::demo::*;
 use support::raw::{decode_chunked, split_head};
 
@@ -123,4 +126,29 @@ fn the_largest_query_values_are_cut_by_the_drain_timeout() {
     assert_eq!(report["drain"]["still_running"], 2, "{report}");
     assert!(!endless.join().unwrap().ends_with("0\r\n\r\n"));
     assert!(!stalled.join().unwrap().contains("chunk 1"));
+}
+
+/// A request whose head was still arriving when admission closed is answered, not dropped:
+/// 503 with `Retry-After` and `Connection: close`, so the client retries elsewhere.
+#[test]
+fn a_request_completed_after_admission_closed_gets_503_retry_after_and_connection_close() {
+    let demo = Demo::start(&["--lame-duck-ms", "1000", "--drain-timeout-ms", "1000"]);
+    let mut client = TcpStream::connect(demo.addr).unwrap();
+    client.set_read_timeout(Some(WAIT)).unwrap();
+    // Half a request head, read by the server during the lame-duck delay at the latest.
+    client.write_all(b"GET /slow?ms=1 HTTP/1.1\r\nHo").unwrap();
+    demo.signal("TERM");
+    demo.wait_for("admission closed");
+    client.write_all(b"st: demo\r\n\r\n").unwrap();
+
+    let mut response = String::new();
+    client.read_to_string(&mut response).unwrap();
+    assert_eq!(status_of(&response), 503, "{response}");
+    assert_eq!(header_of(&response, "retry-after"), Some("1"), "{response}");
+    assert_eq!(
+        header_of(&response, "connection"),
+        Some("close"),
+        "{response}"
+    );
+    assert_eq!(demo.wait_exit().code, Some(0));
 }
