@@ -158,6 +158,33 @@ fn an_idle_demo_with_zero_timeouts_drains_and_exits_zero() {
     }
 }
 
+/// SIGINT (Ctrl-C) runs the same timeline as SIGTERM, one log line per phase, in order.
+#[test]
+fn sigint_runs_the_timeline_with_a_log_line_per_phase() {
+    let demo = Demo::start(&["--lame-duck-ms", "0", "--drain-timeout-ms", "0", "--json"]);
+    demo.signal("INT");
+    let exit = demo.wait_exit();
+    assert_eq!(exit.code, Some(0));
+    assert_eq!(json_report(&exit)["trigger"], "SIGINT");
+    let phases = [
+        "shutdown triggered",
+        "shutdown began: lame duck",
+        "admission closed",
+        "drained: every admitted request has finished",
+        "clean-up hook done hook=database pool",
+        "clean-up hook done hook=background worker",
+        "shutdown sequence complete",
+    ];
+    let at: Vec<_> = phases
+        .iter()
+        .map(|phase| {
+            let found = exit.stderr.iter().position(|line| line.contains(phase));
+            found.unwrap_or_else(|| panic!("no {phase:?} line: {:#?}", exit.stderr))
+        })
+        .collect();
+    assert!(at.is_sorted(), "in order: {:#?}", exit.stderr);
+}
+
 #[test]
 fn a_second_sigterm_forces_and_the_sequence_runs_once() {
     let demo = Demo::start(&[
