@@ -31,7 +31,7 @@ fn answer(demo: &Demo, path: &str) -> (u16, Option<String>, String) {
 
 #[test]
 fn every_route_answers_with_its_status_content_type_and_exact_body() {
-    let demo = Demo::start(&["--lame-duck-ms", "0", "--drain-timeout-ms", "0"]);
+    let demo = Demo::start(&["--lame-duck-ms", "0", "--drain-timeout-ms", "5000"]);
     let text = |status: u16, body: &str| (status, Some(TEXT.to_owned()), body.to_owned());
 
     assert_eq!(answer(&demo, "/"), text(200, "ok\n"));
