@@ -40,8 +40,9 @@ const BUDGET: Duration = Duration::from_secs(25);
 const HOOK_TIMEOUT: Duration = Duration::from_secs(1);
 /// How long to wait, after the sequence, for the server to flush what it has written.
 const FLUSH_WAIT: Duration = Duration::from_secs(5);
-/// Shorter when the drain was cut: the connections left are being aborted anyway.
-const FLUSH_WAIT_AFTER_TIMEOUT: Duration = Duration::from_millis(300);
+/// Shorter when the drain was cut (the connections left are being aborted anyway) or the
+/// shutdown forced.
+const FLUSH_WAIT_SHORT: Duration = Duration::from_millis(300);
 
 const USAGE: &str = "\
 usage: demo [--addr 127.0.0.1:3000] [--lame-duck-ms 2000] [--drain-timeout-ms 10000] [--json]";
@@ -121,11 +122,12 @@ async fn main() -> ExitCode {
 
     // Every response the drain counted as finished has been handed to hyper, not
     // necessarily written to the socket: wait for the server's connections to close. The
-    // budget's margin covers this wait (see the README's Kubernetes table).
-    let flush = if report.drain.is_drained() {
+    // budget's margin covers this wait (see the README's Kubernetes table). A forced
+    // shutdown was asked to hurry, so it gets the short wait even if nothing was cut.
+    let flush = if report.drain.is_drained() && report.forced_by.is_none() {
         FLUSH_WAIT
     } else {
-        FLUSH_WAIT_AFTER_TIMEOUT
+        FLUSH_WAIT_SHORT
     };
     tokio::select! {
         flushed = tokio::time::timeout(flush, server) => if flushed.is_err() {

@@ -320,6 +320,35 @@ fn a_signal_while_connections_are_closing_exits_at_once() {
     );
 }
 
+/// A forced shutdown is in a hurry to the end: even when nothing was cut, the wait for the
+/// server's connections is the short one, not the 5 s a calm shutdown allows.
+#[test]
+fn a_forced_shutdown_waits_only_briefly_for_connections() {
+    let demo = Demo::start(&[
+        "--lame-duck-ms",
+        "10000",
+        "--drain-timeout-ms",
+        "1000",
+        "--json",
+    ]);
+    let _stalled = stalled_http2_connection(demo.addr);
+    demo.signal("TERM");
+    demo.wait_for("shutdown began: lame duck");
+    demo.signal("TERM");
+
+    let exit = demo.wait_exit();
+    assert_eq!(exit.code, Some(0), "nothing in flight was cut");
+    let report = json_report(&exit);
+    assert_eq!(report["forced_by"], "SIGTERM", "{report}");
+    assert_eq!(report["drain"]["outcome"], "drained", "{report}");
+    assert_eq!(
+        count(&exit.stderr, "exiting anyway wait_ms=300"),
+        1,
+        "{:#?}",
+        exit.stderr
+    );
+}
+
 /// Opens an HTTP/2 connection (prior knowledge, raw frames), has `GET /` answered on it,
 /// and returns it unread from then on: the server's graceful close waits for an answer to
 /// the ping it sends with its GOAWAY, which never comes, so the connection stays open.
