@@ -120,19 +120,33 @@ async fn main() -> ExitCode {
     // already out.
     print_report(&report, args.json);
 
-    // Every response the drain counted as finished has been handed to hyper, not
-    // necessarily written to the socket: wait for the server's connections to close. The
-    // budget's margin covers this wait (see the README's Kubernetes table). A forced
-    // shutdown was asked to hurry, so it gets the short wait even if nothing was cut.
+    // A forced shutdown was asked to hurry: it gets the short wait even if nothing was cut.
     let flush = if report.drain.is_drained() && report.forced_by.is_none() {
         FLUSH_WAIT
     } else {
         FLUSH_WAIT_SHORT
     };
+    let_connections_close(server, flush, another_signal).await;
+    if report.drain.is_drained() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    }
+}
+
+/// Every response the drain counted as finished has been handed to hyper, not necessarily
+/// written to the socket: waits for the server's connections to close, for at most `limit`
+/// (the budget's margin covers it; see the README's Kubernetes table) and not past
+/// `another_signal`.
+async fn let_connections_close<S>(
+    server: JoinHandle<S>,
+    limit: Duration,
+    another_signal: impl Future<Output = &'static str>,
+) {
     tokio::select! {
-        flushed = tokio::time::timeout(flush, server) => if flushed.is_err() {
+        closed = tokio::time::timeout(limit, server) => if closed.is_err() {
             tracing::warn!(
-                wait_ms = flush.as_millis() as u64,
+                wait_ms = limit.as_millis() as u64,
                 "server still had connections open; exiting anyway"
             );
         },
@@ -140,11 +154,6 @@ async fn main() -> ExitCode {
             trigger,
             "another signal: exiting without waiting for the server's connections to close"
         ),
-    }
-    if report.drain.is_drained() {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::from(1)
     }
 }
 
