@@ -241,20 +241,28 @@ fn events_and_long_polls_end_when_the_drain_begins() {
     let poll = thread::spawn(move || get(addr, "/poll?ms=18446744073709551615"));
     let events = in_flight_stream(addr, "/events", "data: tick 0");
     demo.signal("TERM");
+    // Admitted while readiness already fails: they end the same way.
+    demo.wait_for("shutdown began: lame duck");
+    let late_poll = thread::spawn(move || get(addr, "/poll?ms=60000"));
+    let late_events = in_flight_stream(addr, "/events", "data: tick 0");
 
-    let events = events.join().unwrap();
-    assert!(events.starts_with("HTTP/1.1 200"), "{events}");
-    assert!(events.contains("text/event-stream"), "{events}");
-    assert!(
-        events.contains("event: shutdown\ndata: draining\nretry: 1000\n\n"),
-        "a final event with a retry hint: {events}"
-    );
-    assert!(
-        events.ends_with("0\r\n\r\n"),
-        "then the stream ends cleanly: {events:?}"
-    );
-    let poll = poll.join().unwrap().expect("long poll answered");
-    assert_eq!((status_of(&poll), body_of(&poll)), (200, "draining\n"));
+    for events in [events, late_events] {
+        let events = events.join().unwrap();
+        assert!(events.starts_with("HTTP/1.1 200"), "{events}");
+        assert!(events.contains("text/event-stream"), "{events}");
+        assert!(
+            events.contains("event: shutdown\ndata: draining\nretry: 1000\n\n"),
+            "a final event with a retry hint: {events}"
+        );
+        assert!(
+            events.ends_with("0\r\n\r\n"),
+            "then the stream ends cleanly: {events:?}"
+        );
+    }
+    for poll in [poll, late_poll] {
+        let poll = poll.join().unwrap().expect("long poll answered");
+        assert_eq!((status_of(&poll), body_of(&poll)), (200, "draining\n"));
+    }
     assert_eq!(demo.wait_exit().code, Some(0));
 }
 
