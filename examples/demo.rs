@@ -126,6 +126,9 @@ async fn main() -> ExitCode {
     } else {
         FLUSH_WAIT_SHORT
     };
+    // Never past the budget: a plan that fills it leaves no time before the orchestrator's
+    // SIGKILL, which would lose the exit status.
+    let flush = flush.min(BUDGET.saturating_sub(report.total));
     let_connections_close(server, flush, another_signal).await;
     if report.drain.is_drained() {
         ExitCode::SUCCESS
@@ -136,8 +139,7 @@ async fn main() -> ExitCode {
 
 /// Every response the drain counted as finished has been handed to hyper, not necessarily
 /// written to the socket: waits for the server's connections to close, for at most `limit`
-/// (the budget's margin covers it; see the README's Kubernetes table) and not past
-/// `another_signal`.
+/// and not past `another_signal`.
 async fn let_connections_close<S>(
     server: JoinHandle<S>,
     limit: Duration,
