@@ -125,6 +125,7 @@ out(f"{os.environ['REPORT_ARGS']} benches/report.sh   # runs all of these:")
 out(os.environ["OVERHEAD_CMD"])
 out(os.environ["DRAIN_CMD"])
 out(os.environ["LOAD_CMD"])
+out(os.environ["MEMORY_CMD"])
 if instructions:
     out(os.environ["INSTRUCTIONS_CMD"] + "   # N = 10000 and 20000, differenced")
 out("```")
@@ -258,6 +259,59 @@ if instructions:
         a1, a16 = one - bare1, sixteen - bare16
         out(f"| {label} | {one} | {a1:+d} | {sixteen} | {a16:+d} | {(a16 - a1) / 15:+.1f} |")
     out("")
+
+# === memory ===
+with open(os.path.join(WORK, "memory.json")) as f:
+    memory = json.load(f)
+per_request = {m["variant"]: m for m in memory if "variant" in m}
+long_lived = {m["long_lived"]: m for m in memory if "long_lived" in m}
+controller = next(m for m in memory if "controller" in m)
+out("## Memory")
+out("")
+out(
+    "`benches/memory.rs`, exact and independent of the machine's load. Per request, the same "
+    "loop as above (one frame): the size of the response future and of the response body, "
+    "which a server keeps in the connection's task while the handler runs and then while the "
+    "body is sent (with whatever the middleware holds beside them); and the heap bytes and "
+    "allocations per request, counted by a global allocator over 1,000 requests."
+)
+out("")
+out("| variant | response future | added | response body | added | heap per request | allocations per request |")
+out("|---|---|---|---|---|---|---|")
+bare_m = per_request["bare"]
+for v, label in VARIANTS:
+    m = per_request[v]
+    fut, body = m["future_bytes"], m["body_bytes"]
+    if v == "bare":
+        added_cells = "— | " + f"{body} B | —"
+    else:
+        added_cells = f"{fut - bare_m['future_bytes']:+d} B | {body} B | {body - bare_m['body_bytes']:+d} B"
+    out(
+        f"| {label} | {fut} B | {added_cells} "
+        f"| {m['heap_bytes_per_request']:g} B | {m['allocations_per_request']:g} |"
+    )
+out("")
+bare_ll = long_lived["sse_bare"]
+
+
+def net(m, key):
+    return m[key] - bare_ll[key]
+
+
+sse, marked = long_lived["sse_detected"], long_lived["sse_marked_route"]
+out(
+    "A long-lived response pays on the heap, once, for as long as it runs. Held 100 at once, "
+    "each event stream (a response whose own header map takes "
+    f"{bare_ll['heap_bytes_held']:g} B) holds {net(sse, 'heap_bytes_held'):g} B more when "
+    f"`shutdown.layer()` detects it ({net(sse, 'allocations'):g} allocation per response: its "
+    f"tracked state), and {net(marked, 'heap_bytes_held'):g} B more on a route marked with "
+    f"`LongLivedLayer::route` ({net(marked, 'allocations'):g} allocations per response, the "
+    "`DrainSignal` in the request's extensions among them). Both allocate once more when they "
+    "first wait (a wake-up registration), which this count does not reach. A controller (`Shutdown::new()`) takes "
+    f"{controller['heap_bytes']} B for the life of the process, its {controller['slots']} counter "
+    "slots of 128 B included."
+)
+out("")
 
 # === drain ===
 out("## Drain")

@@ -26,6 +26,7 @@ criterion_args=(--warm-up-time "$WARMUP" --measurement-time "$MEASURE" --noplot)
 overhead_cmd="cargo bench --bench overhead -- ${criterion_args[*]}"
 drain_cmd="cargo bench --bench drain -- ${criterion_args[*]}"
 load_cmd="cargo run --release --example load -- --seconds $LOAD_SECONDS --rounds $LOAD_ROUNDS"
+memory_cmd="cargo bench --bench memory"
 instructions_cmd="valgrind --tool=cachegrind --cache-sim=no <instructions bench> VARIANT FRAMES N"
 
 if [ "$REPORT_ONLY" = 0 ]; then
@@ -41,6 +42,9 @@ if [ "$REPORT_ONLY" = 0 ]; then
     echo "== $load_cmd" >&2
     cargo run --release --example load -- --seconds "$LOAD_SECONDS" --rounds "$LOAD_ROUNDS" \
         --json "$work/load.json"
+
+    echo "== $memory_cmd" >&2
+    cargo bench --bench memory -- --json "$work/memory.json"
 
     # Instructions per request: total instructions at two request counts, differenced, so
     # start-up and set-up cancel out.
@@ -69,7 +73,7 @@ for line in sys.stdin:
     cat /proc/loadavg >"$work/loadavg-end"
 fi
 
-export WORK=$work OUT OVERHEAD_CMD=$overhead_cmd DRAIN_CMD=$drain_cmd LOAD_CMD=$load_cmd \
+export WORK=$work OUT OVERHEAD_CMD=$overhead_cmd DRAIN_CMD=$drain_cmd LOAD_CMD=$load_cmd MEMORY_CMD=$memory_cmd \
     INSTRUCTIONS_CMD=$instructions_cmd
 export CPU_MODEL=$(lscpu | sed -n 's/^Model name: *//p' | head -1)
 export CPU_COUNT=$(nproc)

@@ -42,6 +42,13 @@ pub struct Chunks {
     left: u8,
 }
 
+impl Chunks {
+    /// A body of `frames` frames.
+    pub fn new(frames: u8) -> Self {
+        Chunks { left: frames }
+    }
+}
+
 impl Body for Chunks {
     type Data = Bytes;
     type Error = Infallible;
@@ -136,6 +143,51 @@ where
 /// Something that serves one request per call; cloning it shares its middleware's state.
 pub trait Target: Clone + Send + 'static {
     fn request(&mut self, cx: &mut Context<'_>);
+    /// Serves one request like [`Target::request`], measuring what it holds on the way.
+    fn footprint(&mut self, cx: &mut Context<'_>) -> Footprint;
+}
+
+/// What one request in flight holds besides the heap: the bytes a server keeps in the
+/// connection's task while the handler runs (the response future) and then while the body
+/// is sent (the response body), each with whatever the middleware holds beside it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Footprint {
+    pub future_bytes: usize,
+    pub body_bytes: usize,
+}
+
+/// One whole request through `service`, as [`request_once`], measuring its future and body;
+/// `beside` is what the caller holds for the request's whole length.
+pub fn footprint_once<S, B>(service: &mut S, cx: &mut Context<'_>, beside: usize) -> Footprint
+where
+    S: Service<Request<()>, Response = Response<B>>,
+    S::Error: Debug,
+    B: Body,
+    B::Error: Debug,
+{
+    assert!(
+        service.poll_ready(cx).is_ready(),
+        "every variant is ready at once"
+    );
+    footprint_of(service.call(request()), cx, beside)
+}
+
+/// Measures `future` and then its response's body, consuming both.
+pub fn footprint_of<F, B, E>(future: F, cx: &mut Context<'_>, beside: usize) -> Footprint
+where
+    F: Future<Output = Result<Response<B>, E>>,
+    E: Debug,
+    B: Body,
+    B::Error: Debug,
+{
+    let future_bytes = std::mem::size_of_val(&future) + beside;
+    let body = ready_now(future, cx).expect("call failed").into_body();
+    let body_bytes = std::mem::size_of_val(&body) + beside;
+    consume(body, cx);
+    Footprint {
+        future_bytes,
+        body_bytes,
+    }
 }
 
 /// A service built from layers.
@@ -152,6 +204,10 @@ where
     #[inline]
     fn request(&mut self, cx: &mut Context<'_>) {
         request_once(&mut self.0, cx);
+    }
+
+    fn footprint(&mut self, cx: &mut Context<'_>) -> Footprint {
+        footprint_once(&mut self.0, cx, 0)
     }
 }
 
@@ -176,6 +232,11 @@ where
         let response = ready_now(future, cx).expect("call failed");
         consume(response.into_body(), cx);
     }
+
+    fn footprint(&mut self, cx: &mut Context<'_>) -> Footprint {
+        assert!(self.inner.poll_ready(cx).is_ready());
+        footprint_of(self.tracker.track_future(self.inner.call(request())), cx, 0)
+    }
 }
 
 /// tokio-graceful: a `ShutdownGuard` clone held for the whole request, body included.
@@ -197,6 +258,13 @@ where
         let guard = self.guard.clone();
         request_once(&mut self.inner, cx);
         drop(guard);
+    }
+
+    fn footprint(&mut self, cx: &mut Context<'_>) -> Footprint {
+        let guard = self.guard.clone();
+        let footprint = footprint_once(&mut self.inner, cx, std::mem::size_of_val(&guard));
+        drop(guard);
+        footprint
     }
 }
 
@@ -228,6 +296,10 @@ where
     #[inline]
     fn request(&mut self, cx: &mut Context<'_>) {
         request_once(&mut self.service, cx);
+    }
+
+    fn footprint(&mut self, cx: &mut Context<'_>) -> Footprint {
+        footprint_once(&mut self.service, cx, 0)
     }
 }
 
@@ -312,11 +384,17 @@ pub trait Runner {
     fn run_here(&mut self, iters: u64) -> Duration;
     /// Two threads hammering clones of this variant's service.
     fn pair(&self) -> Pair;
+    /// One request on the calling thread, measured.
+    fn footprint(&mut self) -> Footprint;
 }
 
 impl<T: Target> Runner for T {
     fn run_here(&mut self, iters: u64) -> Duration {
         run_here(self, iters)
+    }
+
+    fn footprint(&mut self) -> Footprint {
+        Target::footprint(self, &mut Context::from_waker(noop_waker_ref()))
     }
 
     fn pair(&self) -> Pair {
