@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use tower_drain::Shutdown;
+use tower_drain::{DrainOutcome, Shutdown, ShutdownSequence};
 use tracing::field::{Field, Visit};
 use tracing::{Event, Subscriber};
 use tracing_subscriber::layer::{Context, SubscriberExt};
@@ -101,4 +101,28 @@ async fn a_timed_out_drain_event_carries_the_figures() {
             "timed-out event lacks `{field}`: {last:?} (report: {report})"
         );
     }
+}
+
+/// A zero lame-duck delay skips that phase, as the builder promises: the sequence goes from
+/// serving straight to draining, with no lame-duck event and no wait for a timer tick.
+#[tokio::test(flavor = "current_thread")]
+async fn a_sequence_with_a_zero_lame_duck_goes_straight_to_draining() {
+    let events = Events::default();
+    let _default =
+        tracing::subscriber::set_default(tracing_subscriber::registry().with(events.clone()));
+    let shutdown = Shutdown::new();
+    let sequence = ShutdownSequence::builder(shutdown)
+        .lame_duck(Duration::ZERO)
+        .no_signals()
+        .build()
+        .unwrap();
+    sequence.trigger().fire();
+    let report = tokio::time::timeout(Duration::from_secs(30), sequence.run())
+        .await
+        .expect("the sequence did not finish");
+    assert_eq!(report.drain.outcome, DrainOutcome::Drained, "{report}");
+
+    let phases = events.phases();
+    let names: Vec<&str> = phases.iter().map(|e| e["phase"].as_str()).collect();
+    assert_eq!(names, ["draining", "drained"], "{phases:#?}");
 }

@@ -137,8 +137,10 @@ impl ShutdownSequence {
             "shutdown triggered"
         );
 
-        // Lame duck: readiness fails, requests still admitted.
-        if shutdown.begin_lame_duck() {
+        // Lame duck: readiness fails, requests still admitted. A zero delay skips the phase
+        // (the drain then flips readiness): entering it would log a lame duck that never was
+        // and wait a timer tick for a zero sleep.
+        if !lame_duck.is_zero() && shutdown.begin_lame_duck() {
             crate::metrics::record(&shutdown);
             run.lame_duck(lame_duck).await;
         }
