@@ -102,8 +102,9 @@ pub use sequence::{
 pub use shutdown::Shutdown;
 pub use static_body::StaticBody;
 
-// The README's complete example is compiled and run with the doctests. Its fragments are
-// marked `ignore` and not compiled; `examples/` holds the complete programs.
+// The README's complete example is compiled with the doctests (`no_run`: it waits for a
+// signal). Its fragments are marked `ignore` and not compiled; `examples/` holds the complete
+// programs.
 #[cfg(doctest)]
 #[doc = include_str!("../README.md")]
 struct ReadmeDoctests;
