@@ -334,3 +334,51 @@ async fn bounded<F: Future>(future: F) -> F::Output {
         .await
         .expect("hung")
 }
+
+/// True when `stream` ends with an empty line by the event-stream rules, where a line ends
+/// with CRLF, LF or CR alone, and a CR followed by LF is one line end, not two: only then
+/// does a client dispatch the last event before the stream's end.
+fn ends_with_blank_line(stream: &[u8]) -> bool {
+    let mut lines = Vec::new();
+    let (mut start, mut i) = (0, 0);
+    while i < stream.len() {
+        match stream[i] {
+            b'\r' => {
+                lines.push(&stream[start..i]);
+                if stream.get(i + 1) == Some(&b'\n') {
+                    i += 1;
+                }
+                start = i + 1;
+            }
+            b'\n' => {
+                lines.push(&stream[start..i]);
+                start = i + 1;
+            }
+            _ => {}
+        }
+        i += 1;
+    }
+    start == stream.len() && lines.last().is_some_and(|line| line.is_empty())
+}
+
+/// A custom final event written with CR line ends, as the event-stream format allows, and
+/// without its blank line: completed so that it ends with one. A LF added after its last CR
+/// would only turn that CR into a CRLF, one line end, and leave the event undispatched.
+#[tokio::test]
+async fn sse_custom_final_event_with_cr_line_ends_is_sent_as_a_whole_event() {
+    let shutdown = Shutdown::new();
+    let layer = shutdown.layer().final_event(Some("event: bye\rdata: x\r"));
+    let first = Bytes::from_static(b"data: 1\r\r");
+    let response = event_stream(layer, None, first).await;
+    let mut body = response.into_body();
+    let _ = frames_now(&mut body);
+    let _drain = shutdown.drain(Duration::from_secs(60)).unwrap();
+    let (after, ended) = frames_now(&mut body);
+    assert!(ended);
+    let tail: Vec<u8> = after.concat();
+    assert!(
+        tail.starts_with(b"event: bye\rdata: x\r") && ends_with_blank_line(&tail),
+        "final bytes: {:?}",
+        String::from_utf8_lossy(&tail)
+    );
+}

@@ -212,7 +212,10 @@ pub(crate) fn whole_event(event: &'static str) -> &'static str {
     if event.ends_with("\n\n") || event.ends_with("\r\n\r\n") || event.ends_with("\r\r") {
         return event;
     }
-    let end = if event.ends_with('\n') || event.ends_with('\r') {
+    // A LF after a lone CR would make the pair one line end (CRLF), not the empty line.
+    let end = if event.ends_with('\r') {
+        "\r"
+    } else if event.ends_with('\n') {
         "\n"
     } else {
         "\n\n"
