@@ -159,9 +159,10 @@ fn an_idle_demo_with_zero_timeouts_drains_and_exits_zero() {
 }
 
 /// SIGINT (Ctrl-C) runs the same timeline as SIGTERM, one log line per phase, in order.
+/// (A lame duck of zero would skip its phase and its line.)
 #[test]
 fn sigint_runs_the_timeline_with_a_log_line_per_phase() {
-    let demo = Demo::start(&["--lame-duck-ms", "0", "--drain-timeout-ms", "0", "--json"]);
+    let demo = Demo::start(&["--lame-duck-ms", "1", "--drain-timeout-ms", "0", "--json"]);
     demo.signal("INT");
     let exit = demo.wait_exit();
     assert_eq!(exit.code, Some(0));
