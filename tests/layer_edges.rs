@@ -190,20 +190,25 @@ async fn sse_with_content_encoding_gets_no_plain_text_final_event() {
     }
 }
 
-/// A custom final event without its blank line is sent as a whole event: SSE clients discard
-/// an event not ended by a blank line when the stream ends.
-#[tokio::test]
-async fn sse_custom_final_event_is_sent_as_a_whole_event() {
+/// What an event stream under `shutdown.layer()` with the custom `final_event` sends once the
+/// drain begins, after a first event `first`; the stream must end there.
+async fn final_bytes(final_event: &'static str, first: &'static [u8]) -> Vec<u8> {
     let shutdown = Shutdown::new();
-    let layer = shutdown.layer().final_event(Some("event: bye\ndata: x\n"));
-    let first = Bytes::from_static(b"data: 1\n\n");
-    let response = event_stream(layer, None, first).await;
+    let layer = shutdown.layer().final_event(Some(final_event));
+    let response = event_stream(layer, None, Bytes::from_static(first)).await;
     let mut body = response.into_body();
     let _ = frames_now(&mut body);
     let _drain = shutdown.drain(Duration::from_secs(60)).unwrap();
     let (after, ended) = frames_now(&mut body);
-    assert!(ended);
-    let tail: Vec<u8> = after.concat();
+    assert!(ended, "the stream ends after its final event");
+    after.concat()
+}
+
+/// A custom final event without its blank line is sent as a whole event: SSE clients discard
+/// an event not ended by a blank line when the stream ends.
+#[tokio::test]
+async fn sse_custom_final_event_is_sent_as_a_whole_event() {
+    let tail = final_bytes("event: bye\ndata: x\n", b"data: 1\n\n").await;
     assert!(
         tail.ends_with(b"\n\n"),
         "final bytes: {:?}",
@@ -366,16 +371,7 @@ fn ends_with_blank_line(stream: &[u8]) -> bool {
 /// would only turn that CR into a CRLF, one line end, and leave the event undispatched.
 #[tokio::test]
 async fn sse_custom_final_event_with_cr_line_ends_is_sent_as_a_whole_event() {
-    let shutdown = Shutdown::new();
-    let layer = shutdown.layer().final_event(Some("event: bye\rdata: x\r"));
-    let first = Bytes::from_static(b"data: 1\r\r");
-    let response = event_stream(layer, None, first).await;
-    let mut body = response.into_body();
-    let _ = frames_now(&mut body);
-    let _drain = shutdown.drain(Duration::from_secs(60)).unwrap();
-    let (after, ended) = frames_now(&mut body);
-    assert!(ended);
-    let tail: Vec<u8> = after.concat();
+    let tail = final_bytes("event: bye\rdata: x\r", b"data: 1\r\r").await;
     assert!(
         tail.starts_with(b"event: bye\rdata: x\r") && ends_with_blank_line(&tail),
         "final bytes: {:?}",
