@@ -17,14 +17,15 @@ use std::error::Error;
 use std::time::Duration;
 
 use echo::{CountReply, CountRequest, Echo, EchoServer, SayReply, SayRequest};
-use futures_util::stream;
+use futures_util::{stream, StreamExt};
 use tonic::codegen::BoxStream;
 use tonic::transport::Server;
-use tonic::Status;
+use tonic::{Status, Streaming};
 use tonic_health::ServingStatus;
 use tower_drain::{Shutdown, ShutdownSequence};
 
-/// `Say` answers after half a second; `Count` streams one reply every 100 ms.
+/// `Say` answers after half a second; `Count` streams one reply every 100 ms; `Sum` adds up
+/// what it is sent; `Chat` echoes each message.
 struct Service;
 
 impl Echo for Service {
@@ -38,6 +39,18 @@ impl Echo for Service {
             tokio::time::sleep(Duration::from_millis(100)).await;
             (n <= request.to).then_some((Ok(CountReply { n }), n + 1))
         }))
+    }
+
+    async fn sum(&self, mut numbers: Streaming<CountReply>) -> Result<CountRequest, Status> {
+        let mut to = 0u32;
+        while let Some(number) = numbers.message().await? {
+            to = to.saturating_add(number.n);
+        }
+        Ok(CountRequest { to })
+    }
+
+    fn chat(&self, messages: Streaming<SayRequest>) -> BoxStream<SayReply> {
+        Box::pin(messages.map(|message| message.map(|message| SayReply { text: message.text })))
     }
 }
 

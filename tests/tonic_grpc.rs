@@ -3,99 +3,21 @@
 
 #[path = "../examples/tonic/echo.rs"]
 mod echo;
+#[path = "tonic/server.rs"]
+mod server;
 mod support;
 
-use std::net::SocketAddr;
-
-use futures_util::stream;
-use tokio::net::TcpListener;
-use tokio::task::JoinHandle;
-use tonic::codegen::BoxStream;
-use tonic::transport::server::TcpIncoming;
-use tonic::transport::{Channel, Server};
+use tonic::transport::Channel;
 use tonic::{Code, Status};
 use tonic_health::pb::health_check_response::ServingStatus as Reported;
 use tonic_health::pb::health_client::HealthClient;
 use tonic_health::pb::HealthCheckRequest;
-use tonic_health::ServingStatus;
 use tower_drain::{DrainOutcome, Phase, Shutdown};
 
-use echo::{CountReply, CountRequest, Echo, EchoClient, EchoServer, SayReply, SayRequest};
+use echo::{CountReply, EchoClient};
+use server::{connect, start, start_with_signal};
 use support::gate::Gate;
 use support::{bounded, BOUND};
-
-/// `Say("held")` waits at the gate; `Count` sends its first reply, then waits at the gate
-/// before the rest.
-struct Held {
-    gate: Gate,
-}
-
-impl Echo for Held {
-    async fn say(&self, request: SayRequest) -> Result<SayReply, Status> {
-        if request.text == "held" {
-            self.gate.pass().await;
-        }
-        Ok(SayReply { text: request.text })
-    }
-
-    fn count(&self, request: CountRequest) -> BoxStream<CountReply> {
-        let gate = self.gate.clone();
-        Box::pin(stream::unfold(1, move |n| {
-            let gate = gate.clone();
-            async move {
-                if n > request.to {
-                    return None;
-                }
-                if n == 2 {
-                    gate.pass().await;
-                }
-                Some((Ok(CountReply { n }), n + 1))
-            }
-        }))
-    }
-}
-
-/// Probes must answer NOT_SERVING while draining, so they are not counted nor rejected.
-const HEALTH_CHECK: &str = "/grpc.health.v1.Health/Check";
-
-type Served = JoinHandle<Result<(), tonic::transport::Error>>;
-
-/// Serves the echo and health services the way `examples/tonic.rs` does.
-async fn start(shutdown: Shutdown, gate: &Gate) -> (SocketAddr, Served) {
-    start_with_signal(shutdown, gate, shutdown.closing()).await
-}
-
-async fn start_with_signal(
-    shutdown: Shutdown,
-    gate: &Gate,
-    signal: impl std::future::Future<Output = ()> + Send + 'static,
-) -> (SocketAddr, Served) {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-
-    let (health, health_service) = tonic_health::server::health_reporter();
-    health.set_serving::<EchoServer<Held>>().await;
-    tokio::spawn(async move {
-        shutdown.shutting_down().await;
-        health
-            .set_service_status("", ServingStatus::NotServing)
-            .await;
-        health.set_not_serving::<EchoServer<Held>>().await;
-    });
-
-    let echo = EchoServer::new(Held { gate: gate.clone() });
-    let server = Server::builder()
-        .layer(shutdown.layer().bypass(&[HEALTH_CHECK]))
-        .add_service(health_service)
-        .add_service(echo)
-        .serve_with_incoming_shutdown(TcpIncoming::from(listener), signal);
-    (addr, tokio::spawn(server))
-}
-
-async fn connect(addr: SocketAddr) -> Channel {
-    let endpoint = Channel::from_shared(format!("http://{addr}")).unwrap();
-    bounded("the connection", endpoint.connect()).await.unwrap()
-}
 
 #[tokio::test]
 async fn unary_call_in_flight_when_draining_begins_completes() {

@@ -1,10 +1,13 @@
-//! `tower_drain.example.Echo`: a small gRPC service with one unary and one server-streaming
-//! method, written the way `tonic-build` would generate it, so no `protoc` is needed.
+//! `tower_drain.example.Echo`: a small gRPC service with a method of each kind (unary, server
+//! streaming, client streaming, bidirectional), written the way `tonic-build` would generate
+//! it, so no `protoc` is needed.
 //!
 //! ```proto
 //! service Echo {
 //!   rpc Say(SayRequest) returns (SayReply);
 //!   rpc Count(CountRequest) returns (stream CountReply);
+//!   rpc Sum(stream CountReply) returns (CountRequest);
+//!   rpc Chat(stream SayRequest) returns (stream SayReply);
 //! }
 //! ```
 //!
@@ -16,16 +19,27 @@ use std::future::Future;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
+use futures_util::Stream;
 use http::uri::PathAndQuery;
 use http_body::Body;
-use tonic::codegen::{BoxFuture, BoxStream};
-use tonic::server::{Grpc, NamedService, ServerStreamingService, UnaryService};
+use tonic::codec::CompressionEncoding;
+use tonic::codegen::{BoxFuture, BoxStream, Bytes, StdError};
+use tonic::server::{
+    ClientStreamingService, Grpc, NamedService, ServerStreamingService, StreamingService,
+    UnaryService,
+};
 use tonic::transport::Channel;
 use tonic::{Request, Response, Status, Streaming};
 use tonic_prost::ProstCodec;
 
 const SAY: &str = "/tower_drain.example.Echo/Say";
 const COUNT: &str = "/tower_drain.example.Echo/Count";
+const SUM: &str = "/tower_drain.example.Echo/Sum";
+const CHAT: &str = "/tower_drain.example.Echo/Chat";
+
+/// Larger than tonic's default limit of 4 MiB, so that the tests can send messages of a few
+/// MiB in both directions.
+const MAX_MESSAGE: usize = 16 * 1024 * 1024;
 
 // === messages ===
 
@@ -59,18 +73,32 @@ pub struct CountReply {
 pub trait Echo: Send + Sync + 'static {
     fn say(&self, request: SayRequest) -> impl Future<Output = Result<SayReply, Status>> + Send;
     fn count(&self, request: CountRequest) -> BoxStream<CountReply>;
+    /// Adds up the `n` of every message: the reply's `to` is the total.
+    fn sum(
+        &self,
+        requests: Streaming<CountReply>,
+    ) -> impl Future<Output = Result<CountRequest, Status>> + Send;
+    fn chat(&self, requests: Streaming<SayRequest>) -> BoxStream<SayReply>;
 }
 
 /// The service to add to a tonic `Server`: routes each call to its method of `T`.
 pub struct EchoServer<T> {
     inner: Arc<T>,
+    gzip: bool,
 }
 
 impl<T> EchoServer<T> {
     pub fn new(inner: T) -> Self {
         EchoServer {
             inner: Arc::new(inner),
+            gzip: false,
         }
+    }
+
+    /// Accepts gzip-compressed calls and compresses replies for clients that accept it.
+    pub fn gzip(mut self) -> Self {
+        self.gzip = true;
+        self
     }
 }
 
@@ -78,6 +106,7 @@ impl<T> Clone for EchoServer<T> {
     fn clone(&self) -> Self {
         EchoServer {
             inner: Arc::clone(&self.inner),
+            gzip: self.gzip,
         }
     }
 }
@@ -102,17 +131,42 @@ where
 
     fn call(&mut self, request: http::Request<B>) -> Self::Future {
         let inner = Arc::clone(&self.inner);
+        let gzip = self.gzip;
         match request.uri().path() {
             SAY => Box::pin(async move {
-                let mut grpc = Grpc::new(ProstCodec::default());
+                let mut grpc = server_grpc(gzip);
                 Ok(grpc.unary(Say(inner), request).await)
             }),
             COUNT => Box::pin(async move {
-                let mut grpc = Grpc::new(ProstCodec::default());
+                let mut grpc = server_grpc(gzip);
                 Ok(grpc.server_streaming(Count(inner), request).await)
+            }),
+            SUM => Box::pin(async move {
+                let mut grpc = server_grpc(gzip);
+                Ok(grpc.client_streaming(Sum(inner), request).await)
+            }),
+            CHAT => Box::pin(async move {
+                let mut grpc = server_grpc(gzip);
+                Ok(grpc.streaming(Chat(inner), request).await)
             }),
             _ => Box::pin(async { Ok(Status::unimplemented("no such method").into_http()) }),
         }
+    }
+}
+
+fn server_grpc<E, D>(gzip: bool) -> Grpc<ProstCodec<E, D>>
+where
+    E: prost::Message + Send + 'static,
+    D: prost::Message + Default + Send + 'static,
+{
+    let grpc = Grpc::new(ProstCodec::default())
+        .max_decoding_message_size(MAX_MESSAGE)
+        .max_encoding_message_size(MAX_MESSAGE);
+    if gzip {
+        grpc.accept_compressed(CompressionEncoding::Gzip)
+            .send_compressed(CompressionEncoding::Gzip)
+    } else {
+        grpc
     }
 }
 
@@ -141,19 +195,61 @@ impl<T: Echo> ServerStreamingService<CountRequest> for Count<T> {
     }
 }
 
-// === client ===
+struct Sum<T>(Arc<T>);
 
-/// A client of the service over a tonic `Channel`.
-#[derive(Clone)]
-pub struct EchoClient {
-    grpc: tonic::client::Grpc<Channel>,
+impl<T: Echo> ClientStreamingService<CountReply> for Sum<T> {
+    type Response = CountRequest;
+    type Future = BoxFuture<Response<CountRequest>, Status>;
+
+    fn call(&mut self, request: Request<Streaming<CountReply>>) -> Self::Future {
+        let inner = Arc::clone(&self.0);
+        Box::pin(async move { inner.sum(request.into_inner()).await.map(Response::new) })
+    }
 }
 
-impl EchoClient {
-    pub fn new(channel: Channel) -> Self {
-        EchoClient {
-            grpc: tonic::client::Grpc::new(channel),
-        }
+struct Chat<T>(Arc<T>);
+
+impl<T: Echo> StreamingService<SayRequest> for Chat<T> {
+    type Response = SayReply;
+    type ResponseStream = BoxStream<SayReply>;
+    type Future = BoxFuture<Response<BoxStream<SayReply>>, Status>;
+
+    fn call(&mut self, request: Request<Streaming<SayRequest>>) -> Self::Future {
+        let stream = self.0.chat(request.into_inner());
+        Box::pin(async move { Ok(Response::new(stream)) })
+    }
+}
+
+// === client ===
+
+/// A client of the service over a tonic `Channel`, or any other gRPC transport (a gRPC-web
+/// client, for one).
+#[derive(Clone)]
+pub struct EchoClient<T = Channel> {
+    grpc: tonic::client::Grpc<T>,
+}
+
+impl<T> EchoClient<T>
+where
+    T: tonic::client::GrpcService<tonic::body::Body>,
+    T::Error: Into<StdError>,
+    T::ResponseBody: Body<Data = Bytes> + Send + 'static,
+    <T::ResponseBody as Body>::Error: Into<StdError> + Send,
+{
+    pub fn new(transport: T) -> Self {
+        let grpc = tonic::client::Grpc::new(transport)
+            .max_decoding_message_size(MAX_MESSAGE)
+            .max_encoding_message_size(MAX_MESSAGE);
+        EchoClient { grpc }
+    }
+
+    /// Compresses calls with gzip and accepts gzip-compressed replies.
+    pub fn gzip(mut self) -> Self {
+        self.grpc = self
+            .grpc
+            .send_compressed(CompressionEncoding::Gzip)
+            .accept_compressed(CompressionEncoding::Gzip);
+        self
     }
 
     pub async fn say(&mut self, text: &str) -> Result<SayReply, Status> {
@@ -176,10 +272,37 @@ impl EchoClient {
         Ok(response.into_inner())
     }
 
+    /// Sends every `n` of `numbers`; the reply's `to` is their total.
+    pub async fn sum(
+        &mut self,
+        numbers: impl Stream<Item = CountReply> + Send + 'static,
+    ) -> Result<CountRequest, Status> {
+        self.ready().await?;
+        let path = PathAndQuery::from_static(SUM);
+        let codec = ProstCodec::default();
+        let request = Request::new(numbers);
+        let response = self.grpc.client_streaming(request, path, codec).await?;
+        Ok(response.into_inner())
+    }
+
+    pub async fn chat(
+        &mut self,
+        messages: impl Stream<Item = SayRequest> + Send + 'static,
+    ) -> Result<Streaming<SayReply>, Status> {
+        self.ready().await?;
+        let path = PathAndQuery::from_static(CHAT);
+        let codec = ProstCodec::default();
+        let response = self
+            .grpc
+            .streaming(Request::new(messages), path, codec)
+            .await?;
+        Ok(response.into_inner())
+    }
+
     async fn ready(&mut self) -> Result<(), Status> {
         self.grpc
             .ready()
             .await
-            .map_err(|error| Status::unavailable(format!("channel not ready: {error}")))
+            .map_err(|error| Status::unavailable(format!("channel not ready: {}", error.into())))
     }
 }

@@ -1,0 +1,191 @@
+//! The tonic server the gRPC tests run: the echo service with handlers the test holds at a
+//! gate, and gRPC health, served the way `examples/tonic.rs` serves them.
+#![allow(dead_code)] // Each test crate uses part of it.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::pin::Pin;
+
+use futures_util::{stream, Stream, StreamExt};
+use tokio::net::TcpListener;
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+use tonic::codegen::BoxStream;
+use tonic::transport::server::TcpIncoming;
+use tonic::transport::{Channel, Server};
+use tonic::{Status, Streaming};
+use tonic_health::ServingStatus;
+use tonic_web::GrpcWebLayer;
+use tower_drain::Shutdown;
+
+use crate::echo::{CountReply, CountRequest, Echo, EchoServer, SayReply, SayRequest};
+use crate::support::bounded;
+use crate::support::gate::Gate;
+
+/// `Say("held")` waits at the gate; `Count` sends its first reply, then waits at the gate
+/// before the rest; `Sum` waits at the gate after its first message; `Chat` echoes each
+/// message as it comes, and waits at the gate before echoing one that says "held".
+pub struct Held {
+    pub gate: Gate,
+}
+
+impl Echo for Held {
+    async fn say(&self, request: SayRequest) -> Result<SayReply, Status> {
+        if request.text == "held" {
+            self.gate.pass().await;
+        }
+        Ok(SayReply { text: request.text })
+    }
+
+    fn count(&self, request: CountRequest) -> BoxStream<CountReply> {
+        let gate = self.gate.clone();
+        Box::pin(stream::unfold(1, move |n| {
+            let gate = gate.clone();
+            async move {
+                if n > request.to {
+                    return None;
+                }
+                if n == 2 {
+                    gate.pass().await;
+                }
+                Some((Ok(CountReply { n }), n + 1))
+            }
+        }))
+    }
+
+    async fn sum(&self, mut requests: Streaming<CountReply>) -> Result<CountRequest, Status> {
+        let mut to = 0;
+        let mut first = true;
+        // Bounded by the client, which ends its stream.
+        while let Some(number) = requests.message().await? {
+            to += number.n;
+            if std::mem::take(&mut first) {
+                self.gate.pass().await;
+            }
+        }
+        Ok(CountRequest { to })
+    }
+
+    fn chat(&self, requests: Streaming<SayRequest>) -> BoxStream<SayReply> {
+        let gate = self.gate.clone();
+        Box::pin(requests.then(move |message| {
+            let gate = gate.clone();
+            async move {
+                let message = message?;
+                if message.text == "held" {
+                    gate.pass().await;
+                }
+                Ok(SayReply { text: message.text })
+            }
+        }))
+    }
+}
+
+/// Health checks pass the layer: never counted, never rejected.
+pub const HEALTH: &[&str] = &["/grpc.health.v1.Health/Check"];
+
+pub type Served = JoinHandle<Result<(), tonic::transport::Error>>;
+
+/// Serves the echo and health services the way `examples/tonic.rs` does.
+pub async fn start(shutdown: Shutdown, gate: &Gate) -> (SocketAddr, Served) {
+    start_with_signal(shutdown, gate, shutdown.closing()).await
+}
+
+pub async fn start_with_signal(
+    shutdown: Shutdown,
+    gate: &Gate,
+    signal: impl Future<Output = ()> + Send + 'static,
+) -> (SocketAddr, Served) {
+    start_with(shutdown, gate, signal, Options::default()).await
+}
+
+/// What a test server does beyond what `examples/tonic.rs` does.
+#[derive(Default, Clone, Copy)]
+pub struct Options {
+    /// The echo service accepts and sends gzip.
+    pub gzip: bool,
+    /// gRPC-web over HTTP/1 too, through tonic-web: outside the shutdown layer (which then
+    /// sees plain gRPC calls) or inside it (which then sees gRPC-web ones).
+    pub web: Option<WebLayer>,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum WebLayer {
+    Outside,
+    Inside,
+}
+
+/// As [`start`], with [`Options`].
+pub async fn start_with(
+    shutdown: Shutdown,
+    gate: &Gate,
+    signal: impl Future<Output = ()> + Send + 'static,
+    options: Options,
+) -> (SocketAddr, Served) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+
+    let (health, health_service) = tonic_health::server::health_reporter();
+    health.set_serving::<EchoServer<Held>>().await;
+    tokio::spawn(async move {
+        shutdown.shutting_down().await;
+        health
+            .set_service_status("", ServingStatus::NotServing)
+            .await;
+        health.set_not_serving::<EchoServer<Held>>().await;
+    });
+
+    let mut echo = EchoServer::new(Held { gate: gate.clone() });
+    if options.gzip {
+        echo = echo.gzip();
+    }
+    let drain = shutdown.layer().bypass(HEALTH);
+    let incoming = TcpIncoming::from(listener);
+    // tonic's layers wrap in the order given: the first is the outermost.
+    let server: Pin<Box<dyn Future<Output = _> + Send>> = match options.web {
+        None => Box::pin(
+            Server::builder()
+                .layer(drain)
+                .add_service(health_service)
+                .add_service(echo)
+                .serve_with_incoming_shutdown(incoming, signal),
+        ),
+        Some(WebLayer::Outside) => Box::pin(
+            Server::builder()
+                .accept_http1(true)
+                .layer(GrpcWebLayer::new())
+                .layer(drain)
+                .add_service(health_service)
+                .add_service(echo)
+                .serve_with_incoming_shutdown(incoming, signal),
+        ),
+        Some(WebLayer::Inside) => Box::pin(
+            Server::builder()
+                .accept_http1(true)
+                .layer(drain)
+                .layer(GrpcWebLayer::new())
+                .add_service(health_service)
+                .add_service(echo)
+                .serve_with_incoming_shutdown(incoming, signal),
+        ),
+    };
+    (addr, tokio::spawn(server))
+}
+
+pub async fn connect(addr: SocketAddr) -> Channel {
+    let endpoint = Channel::from_shared(format!("http://{addr}")).unwrap();
+    bounded("the connection", endpoint.connect()).await.unwrap()
+}
+
+/// A client stream of what the test sends on the returned sender; it ends when the sender is
+/// dropped.
+pub fn client_stream<T: Send + 'static>() -> (
+    mpsc::UnboundedSender<T>,
+    impl Stream<Item = T> + Send + 'static,
+) {
+    let (tx, rx) = mpsc::unbounded_channel();
+    let stream = stream::unfold(rx, |mut rx| async move {
+        rx.recv().await.map(|item| (item, rx))
+    });
+    (tx, stream)
+}
