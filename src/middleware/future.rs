@@ -21,9 +21,10 @@ pin_project! {
     /// fired, the handler panicked) its guard is dropped with it and the request stops counting.
     /// If it counts its request (under [`Shutdown::layer`](crate::Shutdown::layer) or
     /// [`InFlightLayer`](crate::InFlightLayer)) and is polled after the drain deadline passed,
-    /// it stops waiting for the handler and answers `503 Service Unavailable` (which gRPC clients read as UNAVAILABLE). A handler
-    /// stalled on something else is not polled again; it ends when the server drops its
-    /// connection at the deadline.
+    /// it stops waiting for the handler and answers `503 Service Unavailable` with
+    /// `grpc-status: 14`, which gRPC clients read as UNAVAILABLE. A handler stalled on
+    /// something else is not polled again; it ends when the server drops its connection at
+    /// the deadline.
     pub struct ResponseFuture<F> {
         #[pin]
         kind: Kind<F>,

@@ -115,11 +115,13 @@ pub(crate) fn aborted(http1: bool) -> Response<Rejection> {
     } else {
         Closing::Untouched
     };
-    unavailable(
+    let mut response = unavailable(
         "request aborted: the server's shutdown deadline passed\n",
         closing,
         RETRY_SOON_SECS,
-    )
+    );
+    grpc_status_too(&mut response, "the server's shutdown deadline passed");
+    response
 }
 
 /// `Retry-After` for the answers made at a deadline, where no layer's setting is at hand.
@@ -144,11 +146,24 @@ fn unavailable(
 #[cold]
 #[inline(never)]
 pub(crate) fn long_lived_cut(closing: Closing) -> Response<Rejection> {
-    unavailable(
+    let mut response = unavailable(
         "request cut short: the server is shutting down\n",
         closing,
         RETRY_SOON_SECS,
-    )
+    );
+    grpc_status_too(&mut response, "server is shutting down");
+    response
+}
+
+/// Makes a 503 answered where the request is gone also a gRPC UNAVAILABLE. Whether the request
+/// was a gRPC call is not known there (keeping its content type would cost every request), and
+/// a gRPC client reads the text body as gRPC frames: tonic's then reports INTERNAL (a bad
+/// frame), not UNAVAILABLE. A `grpc-status` in the headers is the call's status before any
+/// body is read (a trailers-only answer); HTTP clients ignore it.
+fn grpc_status_too(response: &mut Response<Rejection>, message: &'static str) {
+    let headers = response.headers_mut();
+    headers.insert("grpc-status", HeaderValue::from_static(GRPC_UNAVAILABLE));
+    headers.insert("grpc-message", HeaderValue::from_static(message));
 }
 
 /// The content type of the answer to a gRPC or gRPC-web call, or `None` for any other

@@ -1,0 +1,140 @@
+//! tonic calls still running when the drain is cut short: each ends with a status a client
+//! tells apart from success, and the server still returns.
+
+#[path = "../examples/tonic/echo.rs"]
+mod echo;
+#[path = "tonic/server.rs"]
+mod server;
+mod support;
+
+use futures_util::stream;
+use tonic::Code;
+use tower_drain::{DrainOutcome, Shutdown};
+
+use echo::{CountReply, EchoClient};
+use server::{client_stream, connect, start};
+use support::gate::Gate;
+use support::{bounded, BOUND};
+
+#[tokio::test]
+async fn unary_call_whose_handler_answers_after_the_deadline_gets_unavailable() {
+    let shutdown = Shutdown::new();
+    let gate = Gate::new();
+    let (addr, server) = start(shutdown, &gate).await;
+    let mut client = EchoClient::new(connect(addr).await);
+
+    let call = tokio::spawn(async move { client.say("held").await });
+    gate.entered(1).await;
+    let drain = shutdown.drain(BOUND).unwrap();
+    assert!(shutdown.force(), "the held call was cut short");
+    // The handler answers now; the layer answers for it instead.
+    gate.release(1);
+
+    let status = bounded("the call", call)
+        .await
+        .unwrap()
+        .expect_err("a call cut at the deadline succeeded");
+    assert_eq!(status.code(), Code::Unavailable, "{status:?}");
+    let report = bounded("the drain", drain).await;
+    assert_eq!(report.outcome, DrainOutcome::TimedOut);
+    assert_eq!(report.still_running, 1);
+    bounded("the server to return", server)
+        .await
+        .unwrap()
+        .unwrap();
+}
+
+#[tokio::test]
+async fn client_streaming_call_whose_handler_answers_after_the_deadline_gets_unavailable() {
+    let shutdown = Shutdown::new();
+    let gate = Gate::new();
+    let (addr, server) = start(shutdown, &gate).await;
+    let mut client = EchoClient::new(connect(addr).await);
+
+    let (numbers, sent) = client_stream();
+    numbers.send(CountReply { n: 1 }).unwrap();
+    let call = tokio::spawn(async move { client.sum(sent).await });
+    gate.entered(1).await;
+    let drain = shutdown.drain(BOUND).unwrap();
+    assert!(shutdown.force(), "the held call was cut short");
+    gate.release(1);
+    numbers.send(CountReply { n: 2 }).unwrap();
+    drop(numbers);
+
+    let status = bounded("the call", call)
+        .await
+        .unwrap()
+        .expect_err("a call cut at the deadline succeeded");
+    assert_eq!(status.code(), Code::Unavailable, "{status:?}");
+    assert_eq!(
+        bounded("the drain", drain).await.outcome,
+        DrainOutcome::TimedOut
+    );
+    bounded("the server to return", server)
+        .await
+        .unwrap()
+        .unwrap();
+}
+
+/// hyper resets a stream whose body fails with RST_STREAM(INTERNAL_ERROR), and tonic's client
+/// reports that as INTERNAL: an error, never the stream's clean end.
+#[tokio::test]
+async fn server_stream_cut_at_the_deadline_fails_with_internal() {
+    let shutdown = Shutdown::new();
+    let gate = Gate::new();
+    let (addr, server) = start(shutdown, &gate).await;
+    let mut client = EchoClient::new(connect(addr).await);
+
+    let mut replies = bounded("the call", client.count(3)).await.unwrap();
+    let first = bounded("the first reply", replies.message()).await.unwrap();
+    assert_eq!(first, Some(CountReply { n: 1 }));
+    gate.entered(1).await;
+    let drain = shutdown.drain(BOUND).unwrap();
+    assert!(shutdown.force(), "the stream was cut short");
+    gate.release(1);
+
+    let status = bounded("the rest of the stream", replies.message())
+        .await
+        .expect_err("a stream cut at the deadline went on");
+    assert_eq!(status.code(), Code::Internal, "{status:?}");
+    assert_eq!(
+        bounded("the drain", drain).await.outcome,
+        DrainOutcome::TimedOut
+    );
+    bounded("the server to return", server)
+        .await
+        .unwrap()
+        .unwrap();
+}
+
+/// The same for a bidirectional stream cut between two replies.
+#[tokio::test]
+async fn bidirectional_stream_cut_at_the_deadline_fails_with_internal() {
+    let shutdown = Shutdown::new();
+    let gate = Gate::new();
+    let (addr, server) = start(shutdown, &gate).await;
+    let mut client = EchoClient::new(connect(addr).await);
+
+    let messages =
+        stream::iter(["one", "held", "three"].map(|text| echo::SayRequest { text: text.into() }));
+    let mut replies = bounded("the call", client.chat(messages)).await.unwrap();
+    let first = bounded("the first reply", replies.message()).await.unwrap();
+    assert_eq!(first.unwrap().text, "one");
+    gate.entered(1).await;
+    let drain = shutdown.drain(BOUND).unwrap();
+    assert!(shutdown.force(), "the stream was cut short");
+    gate.release(1);
+
+    let status = bounded("the rest of the stream", replies.message())
+        .await
+        .expect_err("a stream cut at the deadline went on");
+    assert_eq!(status.code(), Code::Internal, "{status:?}");
+    assert_eq!(
+        bounded("the drain", drain).await.outcome,
+        DrainOutcome::TimedOut
+    );
+    bounded("the server to return", server)
+        .await
+        .unwrap()
+        .unwrap();
+}
