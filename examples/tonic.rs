@@ -24,6 +24,12 @@ use tonic::{Status, Streaming};
 use tonic_health::ServingStatus;
 use tower_drain::{Shutdown, ShutdownSequence};
 
+/// The gRPC health methods: probes, never counted nor refused.
+const HEALTH_CHECKS: &[&str] = &[
+    "/grpc.health.v1.Health/Check",
+    "/grpc.health.v1.Health/Watch",
+];
+
 /// `Say` answers after half a second; `Count` streams one reply every 100 ms; `Sum` adds up
 /// what it is sent; `Chat` echoes each message.
 struct Service;
@@ -78,8 +84,9 @@ async fn main() -> Result<(), Box<dyn Error>> {
     let addr = "127.0.0.1:50051".parse()?;
     let server = Server::builder()
         // Counts every call until its last message; answers UNAVAILABLE once draining.
-        // Health checks pass through, so they can still say NOT_SERVING.
-        .layer(shutdown.layer().bypass(&["/grpc.health.v1.Health/Check"]))
+        // Health checks pass through, so they can still say NOT_SERVING, and a client that
+        // keeps a health watch open (client-side health checking) does not hold the drain.
+        .layer(shutdown.layer().bypass(HEALTH_CHECKS))
         .add_service(health_service)
         .add_service(EchoServer::new(Service))
         // When admission closes: stop accepting, GOAWAY on every connection.
@@ -93,7 +100,8 @@ async fn main() -> Result<(), Box<dyn Error>> {
     println!("{report}");
 
     // tonic returns once its last connection has closed. Calls the drain cut short end at
-    // once; the bound covers a stream that nothing wakes (an idle health watch).
+    // once; the bound covers a connection that a stream keeps open: a health watch, which
+    // never ends by itself, or a stream idle at the deadline, which nothing wakes.
     match tokio::time::timeout(Duration::from_secs(1), server).await {
         Ok(served) => served??,
         Err(_) => println!("connections still open after the drain; exiting anyway"),

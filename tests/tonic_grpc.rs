@@ -7,6 +7,8 @@ mod echo;
 mod server;
 mod support;
 
+use std::time::Duration;
+
 use tonic::transport::Channel;
 use tonic::{Code, Status};
 use tonic_health::pb::health_check_response::ServingStatus as Reported;
@@ -222,4 +224,43 @@ async fn health_reports_not_serving_from_lame_duck_on() {
         .await
         .unwrap()
         .unwrap();
+}
+
+/// gRPC clients that balance by health (client-side health checking in grpc-go and
+/// grpc-java) keep a `Watch` open on every backend. It is a probe like `Check`: it must not
+/// hold the drain to its deadline, nor be refused while draining.
+#[tokio::test]
+async fn health_watch_is_neither_counted_nor_rejected() {
+    let shutdown = Shutdown::new();
+    let gate = Gate::new();
+    // A server that ignores `closing()` keeps its connection open, so the watch opened while
+    // draining below reaches the layer.
+    let (addr, server) = start_with_signal(shutdown, &gate, std::future::pending()).await;
+    let mut health = HealthClient::new(connect(addr).await);
+    let overall = || HealthCheckRequest {
+        service: String::new(),
+    };
+
+    let mut watch = bounded("a health watch", health.watch(overall()))
+        .await
+        .unwrap()
+        .into_inner();
+    let status = bounded("the first status", watch.message()).await.unwrap();
+    assert_eq!(status.unwrap().status(), Reported::Serving);
+
+    // A drain that does not wait finds nothing in flight: the watch is not counted.
+    let report = bounded("the drain", shutdown.drain(Duration::ZERO).unwrap()).await;
+    assert_eq!(report.in_flight_at_start, 0, "{report}");
+    assert_eq!(report.outcome, DrainOutcome::Drained, "{report}");
+
+    let status = bounded("the next status", watch.message()).await.unwrap();
+    assert_eq!(status.unwrap().status(), Reported::NotServing);
+    let mut late = bounded("a health watch while draining", health.watch(overall()))
+        .await
+        .expect("a health watch was refused while draining")
+        .into_inner();
+    let status = bounded("its first status", late.message()).await.unwrap();
+    assert_eq!(status.unwrap().status(), Reported::NotServing);
+    assert_eq!(shutdown.rejected(), 0);
+    server.abort();
 }

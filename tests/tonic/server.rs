@@ -82,7 +82,10 @@ impl Echo for Held {
 }
 
 /// Health checks pass the layer: never counted, never rejected.
-pub const HEALTH: &[&str] = &["/grpc.health.v1.Health/Check"];
+pub const HEALTH: &[&str] = &[
+    "/grpc.health.v1.Health/Check",
+    "/grpc.health.v1.Health/Watch",
+];
 
 pub type Served = JoinHandle<Result<(), tonic::transport::Error>>;
 
