@@ -237,7 +237,17 @@ where
     <T::ResponseBody as Body>::Error: Into<StdError> + Send,
 {
     pub fn new(transport: T) -> Self {
-        let grpc = tonic::client::Grpc::new(transport)
+        Self::configured(tonic::client::Grpc::new(transport))
+    }
+
+    /// A client whose calls go to `origin` (`http://host:port`): for a transport that needs
+    /// absolute URIs, as a plain HTTP client does.
+    pub fn with_origin(transport: T, origin: http::Uri) -> Self {
+        Self::configured(tonic::client::Grpc::with_origin(transport, origin))
+    }
+
+    fn configured(grpc: tonic::client::Grpc<T>) -> Self {
+        let grpc = grpc
             .max_decoding_message_size(MAX_MESSAGE)
             .max_encoding_message_size(MAX_MESSAGE);
         EchoClient { grpc }

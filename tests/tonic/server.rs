@@ -22,16 +22,16 @@ use crate::echo::{CountReply, CountRequest, Echo, EchoServer, SayReply, SayReque
 use crate::support::bounded;
 use crate::support::gate::Gate;
 
-/// `Say("held")` waits at the gate; `Count` sends its first reply, then waits at the gate
-/// before the rest; `Sum` waits at the gate after its first message; `Chat` echoes each
-/// message as it comes, and waits at the gate before echoing one that says "held".
+/// `Say` of a text starting "held" waits at the gate; `Count` sends its first reply, then
+/// waits at the gate before the rest; `Sum` waits at the gate after its first message; `Chat`
+/// echoes each message as it comes, and waits at the gate before echoing one starting "held".
 pub struct Held {
     pub gate: Gate,
 }
 
 impl Echo for Held {
     async fn say(&self, request: SayRequest) -> Result<SayReply, Status> {
-        if request.text == "held" {
+        if request.text.starts_with("held") {
             self.gate.pass().await;
         }
         Ok(SayReply { text: request.text })
@@ -72,7 +72,7 @@ impl Echo for Held {
             let gate = gate.clone();
             async move {
                 let message = message?;
-                if message.text == "held" {
+                if message.text.starts_with("held") {
                     gate.pass().await;
                 }
                 Ok(SayReply { text: message.text })

@@ -1,0 +1,147 @@
+//! tonic client-streaming and bidirectional calls, compressed and large messages, in flight
+//! when the drain begins: each completes whole, counted until its trailers.
+
+#[path = "../examples/tonic/echo.rs"]
+mod echo;
+#[path = "tonic/server.rs"]
+mod server;
+mod support;
+
+use futures_util::FutureExt;
+use tower_drain::{DrainOutcome, Shutdown};
+
+use echo::{CountReply, CountRequest, EchoClient, SayRequest};
+use server::{client_stream, connect, start, start_with, Options};
+use support::gate::Gate;
+use support::{bounded, BOUND};
+
+/// Text of `len` bytes that gzip cannot shrink much, so a compressed message is still
+/// several times the HTTP/2 flow-control window on the wire.
+fn large_text(prefix: &str, len: usize) -> String {
+    let mut rng = fastrand::Rng::with_seed(7);
+    let mut text = String::with_capacity(len);
+    text.push_str(prefix);
+    text.extend((prefix.len()..len).map(|_| rng.alphanumeric()));
+    text
+}
+
+#[tokio::test]
+async fn client_streaming_call_in_flight_when_draining_begins_completes() {
+    let shutdown = Shutdown::new();
+    let gate = Gate::new();
+    let (addr, server) = start(shutdown, &gate).await;
+    let mut client = EchoClient::new(connect(addr).await);
+
+    let (numbers, sent) = client_stream();
+    numbers.send(CountReply { n: 1 }).unwrap();
+    let call = tokio::spawn(async move { client.sum(sent).await });
+    gate.entered(1).await;
+
+    let drain = shutdown.drain(BOUND).unwrap();
+    gate.release(1);
+    // The client goes on sending on its stream after the GOAWAY.
+    numbers.send(CountReply { n: 2 }).unwrap();
+    numbers.send(CountReply { n: 3 }).unwrap();
+    drop(numbers);
+
+    let reply = bounded("the call", call).await.unwrap();
+    assert_eq!(reply.expect("the call failed"), CountRequest { to: 6 });
+    let report = bounded("the drain", drain).await;
+    assert_eq!(report.outcome, DrainOutcome::Drained, "{report}");
+    assert_eq!(report.completed, 1);
+    bounded("the server to return", server)
+        .await
+        .unwrap()
+        .unwrap();
+}
+
+#[tokio::test]
+async fn bidirectional_call_in_flight_when_draining_begins_completes() {
+    let shutdown = Shutdown::new();
+    let gate = Gate::new();
+    let (addr, server) = start(shutdown, &gate).await;
+    let mut client = EchoClient::new(connect(addr).await);
+
+    let (messages, sent) = client_stream();
+    let say = |text: &str| SayRequest { text: text.into() };
+    messages.send(say("one")).unwrap();
+    let mut replies = bounded("the call", client.chat(sent)).await.unwrap();
+    let first = bounded("the first reply", replies.message()).await.unwrap();
+    assert_eq!(first.unwrap().text, "one");
+
+    let mut drain = std::pin::pin!(shutdown.drain(BOUND).unwrap());
+    messages.send(say("two")).unwrap();
+    let second = bounded("the second reply", replies.message())
+        .await
+        .unwrap();
+    assert_eq!(second.unwrap().text, "two");
+    // Both sides still open: counted, and the drain waits.
+    assert_eq!(shutdown.in_flight(), 1);
+    assert!(drain.as_mut().now_or_never().is_none(), "drained too early");
+
+    drop(messages);
+    let end = bounded("the end of the stream", replies.message()).await;
+    assert_eq!(end.expect("the stream ended with an error"), None);
+    let report = bounded("the drain", drain).await;
+    assert_eq!(report.outcome, DrainOutcome::Drained, "{report}");
+    assert_eq!(report.completed, 1);
+    bounded("the server to return", server)
+        .await
+        .unwrap()
+        .unwrap();
+}
+
+/// Several MiB each way, gzip-compressed, while the GOAWAY is out: flow control and
+/// compression across the drain lose nothing.
+#[tokio::test]
+async fn large_compressed_calls_in_flight_when_draining_begins_complete_whole() {
+    const LEN: usize = 3 * 1024 * 1024;
+    let shutdown = Shutdown::new();
+    let gate = Gate::new();
+    let options = Options {
+        gzip: true,
+        ..Options::default()
+    };
+    let (addr, server) = start_with(shutdown, &gate, shutdown.closing(), options).await;
+    let channel = connect(addr).await;
+    let mut unary = EchoClient::new(channel.clone()).gzip();
+    let mut chat = EchoClient::new(channel).gzip();
+
+    // A held unary call, its request already received whole.
+    let held = large_text("held", LEN);
+    let expected = held.clone();
+    let call = tokio::spawn(async move { unary.say(&held).await });
+    gate.entered(1).await;
+    // A bidirectional call, open.
+    let (messages, sent) = client_stream();
+    messages.send(SayRequest { text: "one".into() }).unwrap();
+    let mut replies = bounded("the chat", chat.chat(sent)).await.unwrap();
+    let first = bounded("the first reply", replies.message()).await.unwrap();
+    assert_eq!(first.unwrap().text, "one");
+
+    let drain = shutdown.drain(BOUND).unwrap();
+    // A large message sent, and echoed, after the drain began.
+    let large = large_text("large", LEN);
+    messages
+        .send(SayRequest {
+            text: large.clone(),
+        })
+        .unwrap();
+    drop(messages);
+    gate.release(1);
+
+    let reply = bounded("the held call", call).await.unwrap();
+    assert!(reply.expect("the held call failed").text == expected);
+    let echoed = bounded("the large reply", replies.message()).await.unwrap();
+    assert!(echoed.expect("no large reply").text == large);
+    let end = bounded("the end of the stream", replies.message()).await;
+    assert_eq!(end.expect("the stream ended with an error"), None);
+
+    let report = bounded("the drain", drain).await;
+    assert_eq!(report.outcome, DrainOutcome::Drained, "{report}");
+    assert_eq!(report.completed, 2);
+    bounded("the server to return", server)
+        .await
+        .unwrap()
+        .unwrap();
+}
