@@ -9,6 +9,7 @@ mod support;
 
 use std::time::Duration;
 
+use futures_util::stream;
 use tonic::transport::Channel;
 use tonic::{Code, Status};
 use tonic_health::pb::health_check_response::ServingStatus as Reported;
@@ -16,8 +17,8 @@ use tonic_health::pb::health_client::HealthClient;
 use tonic_health::pb::HealthCheckRequest;
 use tower_drain::{DrainOutcome, Phase, Shutdown};
 
-use echo::{CountReply, EchoClient};
-use server::{connect, start, start_with_signal};
+use echo::{CountReply, EchoClient, SayRequest};
+use server::{client_stream, connect, start, start_with_signal};
 use support::gate::Gate;
 use support::{bounded, BOUND};
 
@@ -171,8 +172,41 @@ async fn middleware_answers_calls_while_draining_with_grpc_unavailable() {
     let streaming = bounded("a streaming call", client.count(3)).await;
     let status = streaming.expect_err("a call was admitted while draining");
     assert_eq!(status.code(), Code::Unavailable, "{status:?}");
-    assert_eq!(shutdown.rejected(), 4);
+    // Calls that stream their requests are answered without waiting for them; the client
+    // stops sending.
+    let numbers = stream::iter([1, 2, 3].map(|n| CountReply { n }));
+    let summing = bounded("a client-streaming call", client.sum(numbers)).await;
+    let status = summing.expect_err("a call was admitted while draining");
+    assert_eq!(status.code(), Code::Unavailable, "{status:?}");
+    let (messages, sent) = client_stream::<SayRequest>();
+    let chat = bounded("a bidirectional call", client.chat(sent)).await;
+    let status = chat.expect_err("a call was admitted while draining");
+    assert_eq!(status.code(), Code::Unavailable, "{status:?}");
+    drop(messages);
+    assert_eq!(shutdown.rejected(), 6);
     server.abort();
+}
+
+#[tokio::test]
+async fn call_abandoned_by_its_client_while_draining_ends_its_count() {
+    let shutdown = Shutdown::new();
+    let gate = Gate::new();
+    let (addr, server) = start(shutdown, &gate).await;
+    let mut client = EchoClient::new(connect(addr).await);
+
+    let call = tokio::spawn(async move { client.say("held").await });
+    gate.entered(1).await;
+    let drain = shutdown.drain(BOUND).unwrap();
+    // The client gives up (a deadline, a cancelled request): its stream is reset, tonic's
+    // server drops the handler, and the count ends with it.
+    call.abort();
+    let report = bounded("the drain", drain).await;
+    assert_eq!(report.outcome, DrainOutcome::Drained, "{report}");
+    assert_eq!(report.completed, 1);
+    bounded("the server to return", server)
+        .await
+        .unwrap()
+        .unwrap();
 }
 
 #[tokio::test]
