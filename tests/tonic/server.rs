@@ -16,7 +16,7 @@ use tonic::transport::{Channel, Server};
 use tonic::{Status, Streaming};
 use tonic_health::ServingStatus;
 use tonic_web::GrpcWebLayer;
-use tower_drain::Shutdown;
+use tower_drain::{InFlightLayer, RejectWhenDrainingLayer, Shutdown};
 
 use crate::echo::{CountReply, CountRequest, Echo, EchoServer, SayReply, SayRequest};
 use crate::support::bounded;
@@ -110,6 +110,9 @@ pub struct Options {
     /// gRPC-web over HTTP/1 too, through tonic-web: outside the shutdown layer (which then
     /// sees plain gRPC calls) or inside it (which then sees gRPC-web ones).
     pub web: Option<WebLayer>,
+    /// `InFlightLayer` outside `RejectWhenDrainingLayer` instead of `Shutdown::layer` (not
+    /// with `web`).
+    pub split: bool,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -146,6 +149,14 @@ pub async fn start_with(
     let incoming = TcpIncoming::from(listener);
     // tonic's layers wrap in the order given: the first is the outermost.
     let server: Pin<Box<dyn Future<Output = _> + Send>> = match options.web {
+        None if options.split => Box::pin(
+            Server::builder()
+                .layer(InFlightLayer::new(shutdown).bypass(HEALTH))
+                .layer(RejectWhenDrainingLayer::new(shutdown).bypass(HEALTH))
+                .add_service(health_service)
+                .add_service(echo)
+                .serve_with_incoming_shutdown(incoming, signal),
+        ),
         None => Box::pin(
             Server::builder()
                 .layer(drain)
