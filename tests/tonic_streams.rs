@@ -145,3 +145,43 @@ async fn large_compressed_calls_in_flight_when_draining_begins_complete_whole() 
         .unwrap()
         .unwrap();
 }
+
+/// A call refused while draining is answered at once, before its large request has been
+/// sent: the client gets UNAVAILABLE, not the reset of the request it was still sending.
+#[tokio::test]
+async fn large_calls_arriving_while_draining_get_unavailable() {
+    const LEN: usize = 3 * 1024 * 1024;
+    let shutdown = Shutdown::new();
+    let gate = Gate::new();
+    let options = Options {
+        gzip: true,
+        ..Options::default()
+    };
+    // A server that ignores `closing()` keeps its connection open, so each call below
+    // reaches the layer.
+    let (addr, server) = start_with(shutdown, &gate, std::future::pending(), options).await;
+    let channel = connect(addr).await;
+    let mut plain = EchoClient::new(channel.clone());
+    let mut compressed = EchoClient::new(channel).gzip();
+    assert_eq!(bounded("a call", plain.say("hi")).await.unwrap().text, "hi");
+
+    bounded("the drain", shutdown.drain(BOUND).unwrap()).await;
+    let large = large_text("large", LEN);
+    for client in [&mut plain, &mut compressed] {
+        let status = bounded("a large call while draining", client.say(&large))
+            .await
+            .expect_err("a call was admitted while draining");
+        assert_eq!(status.code(), tonic::Code::Unavailable, "{status:?}");
+        let messages = futures_util::stream::iter([SayRequest {
+            text: large.clone(),
+        }]);
+        let chat = bounded(
+            "a large bidirectional call while draining",
+            client.chat(messages),
+        );
+        let status = chat.await.expect_err("a call was admitted while draining");
+        assert_eq!(status.code(), tonic::Code::Unavailable, "{status:?}");
+    }
+    assert_eq!(shutdown.rejected(), 4);
+    server.abort();
+}
