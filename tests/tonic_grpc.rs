@@ -82,14 +82,24 @@ async fn server_streaming_call_in_flight_when_draining_begins_completes() {
         .unwrap();
 }
 
-/// True for the one way tonic's client reports a call it never sent because the connection
-/// had just received GOAWAY: hyper hands the request back as canceled ("connection closed")
-/// and tonic maps that to CANCELLED rather than UNAVAILABLE. Its next call reconnects.
-fn is_unsent_after_goaway(status: &Status) -> bool {
+/// True for the two ways tonic's client reports a call the server never processed because
+/// it raced the connection's GOAWAY; its next call reconnects. hyper hands a call it had not
+/// sent yet back as canceled ("connection closed"), which tonic reports as CANCELLED; h2
+/// fails a stream opened above the last stream id of the server's final GOAWAY with that
+/// GOAWAY's NO_ERROR, which tonic reports as INTERNAL. Neither is UNAVAILABLE.
+fn refused_unprocessed(status: &Status) -> bool {
     let mut source = std::error::Error::source(status);
     while let Some(error) = source {
         if let Some(hyper) = error.downcast_ref::<hyper::Error>() {
-            return status.code() == Code::Cancelled && hyper.is_canceled();
+            if status.code() == Code::Cancelled && hyper.is_canceled() {
+                return true;
+            }
+        }
+        if let Some(h2) = error.downcast_ref::<h2::Error>() {
+            return status.code() == Code::Internal
+                && h2.is_go_away()
+                && h2.is_remote()
+                && h2.reason() == Some(h2::Reason::NO_ERROR);
         }
         source = error.source();
     }
@@ -115,19 +125,22 @@ async fn calls_after_draining_began_get_unavailable() {
 
     // Each late call on the same channel is answered by the middleware or meets the
     // server's GOAWAY (and then its closed listener): UNAVAILABLE, which tells a client to
-    // retry elsewhere. The exception is tonic's own: the one call it dispatches as the
-    // GOAWAY lands comes back CANCELLED, unsent. None is admitted, none hangs.
-    let mut unsent = 0;
+    // retry elsewhere. The exception is tonic's own: the one call that races the GOAWAY
+    // comes back CANCELLED or INTERNAL, unprocessed. None is admitted, none hangs.
+    let mut unprocessed = 0;
     for _ in 0..20 {
         let late = bounded("a call while draining", client.say("late")).await;
         let status = late.expect_err("a call was admitted while draining");
-        if is_unsent_after_goaway(&status) {
-            unsent += 1;
+        if refused_unprocessed(&status) {
+            unprocessed += 1;
         } else {
             assert_eq!(status.code(), Code::Unavailable, "{status:?}");
         }
     }
-    assert!(unsent <= 1, "{unsent} calls canceled by one GOAWAY");
+    assert!(
+        unprocessed <= 1,
+        "{unprocessed} calls refused by one GOAWAY"
+    );
 
     gate.release(1);
     let reply = bounded("the held call", held).await.unwrap();
@@ -145,6 +158,61 @@ async fn calls_after_draining_began_get_unavailable() {
     let after = bounded("a call after shutdown", latecomer.say("later")).await;
     let status = after.expect_err("nothing should answer");
     assert_eq!(status.code(), Code::Unavailable, "{status:?}");
+}
+
+/// Many callers on one channel as the GOAWAY lands: each late call fails, and the ones tonic
+/// reports other than UNAVAILABLE never reached the service.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_calls_racing_the_goaway_fail_and_only_refusals_reach_the_service() {
+    const CALLERS: usize = 16;
+    const CALLS: usize = 10;
+    let shutdown = Shutdown::new();
+    let gate = Gate::new();
+    let (addr, server) = start(shutdown, &gate).await;
+    let client = EchoClient::new(connect(addr).await);
+
+    let mut held_client = client.clone();
+    let held = tokio::spawn(async move { held_client.say("held").await });
+    gate.entered(1).await;
+    let drain = shutdown.drain(BOUND).unwrap();
+
+    let callers: Vec<_> = (0..CALLERS)
+        .map(|_| {
+            let mut client = client.clone();
+            tokio::spawn(async move {
+                let mut statuses = Vec::with_capacity(CALLS);
+                for _ in 0..CALLS {
+                    let late = client.say("late").await;
+                    statuses.push(late.expect_err("a call was admitted while draining"));
+                }
+                statuses
+            })
+        })
+        .collect();
+    let mut refused_by_the_layer = 0;
+    for caller in callers {
+        for status in bounded("a caller", caller).await.unwrap() {
+            if !refused_unprocessed(&status) {
+                assert_eq!(status.code(), Code::Unavailable, "{status:?}");
+                if status.message() == "server is shutting down" {
+                    refused_by_the_layer += 1;
+                }
+            }
+        }
+    }
+    // The others were refused before the service: by the GOAWAY, or by the closed listener.
+    assert_eq!(shutdown.rejected(), refused_by_the_layer);
+
+    gate.release(1);
+    let reply = bounded("the held call", held).await.unwrap();
+    assert_eq!(reply.unwrap().text, "held");
+    let report = bounded("the drain", drain).await;
+    assert_eq!(report.outcome, DrainOutcome::Drained, "{report}");
+    assert_eq!(report.completed, 1);
+    bounded("the server to return", server)
+        .await
+        .unwrap()
+        .unwrap();
 }
 
 #[tokio::test]
