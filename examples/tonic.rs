@@ -2,6 +2,7 @@
 //!
 //! ```sh
 //! cargo run --example tonic        # serves on 127.0.0.1:50051; Ctrl-C or SIGTERM to stop
+//! cargo run --example tonic -- 127.0.0.1:0   # or on the address given
 //! ```
 //!
 //! The timeline: on the signal the gRPC health service turns NOT_SERVING (load balancers and
@@ -18,7 +19,9 @@ use std::time::Duration;
 
 use echo::{CountReply, CountRequest, Echo, EchoServer, SayReply, SayRequest};
 use futures_util::{stream, StreamExt};
+use tokio::net::TcpListener;
 use tonic::codegen::BoxStream;
+use tonic::transport::server::TcpIncoming;
 use tonic::transport::Server;
 use tonic::{Status, Streaming};
 use tonic_health::ServingStatus;
@@ -81,7 +84,10 @@ async fn main() -> Result<(), Box<dyn Error>> {
         health.set_not_serving::<EchoServer<Service>>().await;
     });
 
-    let addr = "127.0.0.1:50051".parse()?;
+    // The address is the first argument if there is one (port 0 picks a free port).
+    let addr = std::env::args().nth(1);
+    let listener = TcpListener::bind(addr.as_deref().unwrap_or("127.0.0.1:50051")).await?;
+    let addr = listener.local_addr()?;
     let server = Server::builder()
         // Counts every call until its last message; answers UNAVAILABLE once draining.
         // Health checks pass through, so they can still say NOT_SERVING, and a client that
@@ -90,7 +96,7 @@ async fn main() -> Result<(), Box<dyn Error>> {
         .add_service(health_service)
         .add_service(EchoServer::new(Service))
         // When admission closes: stop accepting, GOAWAY on every connection.
-        .serve_with_shutdown(addr, shutdown.closing());
+        .serve_with_incoming_shutdown(TcpIncoming::from(listener), shutdown.closing());
     let server = tokio::spawn(server);
     println!("serving gRPC on {addr}");
 
