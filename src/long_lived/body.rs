@@ -56,6 +56,8 @@ pub(crate) enum Next {
 }
 
 impl TrackedState {
+    /// `kind`: what the response is (an event stream or another stream), which decides the
+    /// default on drain and whether a final event fits; not the kind a layer reports it as.
     /// `sized`: the body's length is known (and announced, as `Content-Length` on HTTP/1). Such
     /// a body is never finished early nor given a final event: either would break the length
     /// the client was told. It still aborts at the long-lived deadline. `encoded`: the body has

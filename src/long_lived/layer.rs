@@ -95,6 +95,8 @@ impl LongLivedLayer {
     }
 
     /// The kind reports give this route's responses, instead of one read from the response.
+    /// Only the name changes: what a body does on drain still follows what it is (an event
+    /// stream finishes with the final event, other streams keep until the deadline).
     pub fn kind(self, kind: LongLivedKind) -> Self {
         self.change(|tracking| tracking.kind = Some(kind))
     }

@@ -152,8 +152,10 @@ impl Watch {
             // allocates, and the outermost layer has nobody to tell.
             response.extensions_mut().insert(AlreadyTracked);
         }
-        let kind = tracking.kind.unwrap_or(kind);
-        let registration = core.long_lived.register(kind, None, None);
+        // The layer's kind only names the entry; the body behaves as what the response is.
+        let registration = core
+            .long_lived
+            .register(tracking.kind.unwrap_or(kind), None, None);
         // Only bodies of unknown length get here.
         let encoded = is_encoded(response.headers());
         Some(TrackedState::new(
@@ -173,14 +175,16 @@ impl Watch {
         tracking: &'static Tracking,
         response: &mut Response<B>,
     ) -> Box<TrackedState> {
-        let kind = tracking
-            .kind
-            .unwrap_or(if is_event_stream(response.headers()) {
-                LongLivedKind::Sse
-            } else {
-                LongLivedKind::Stream
-            });
-        registration.set_kind(kind);
+        // What the response is decides what its body does on drain; the layer's kind, if
+        // set, only names it in reports.
+        let kind = if is_event_stream(response.headers()) {
+            LongLivedKind::Sse
+        } else {
+            LongLivedKind::Stream
+        };
+        if tracking.kind.is_none() {
+            registration.set_kind(kind);
+        }
         response.extensions_mut().insert(AlreadyTracked);
         let sized = response.body().size_hint().exact().is_some();
         let encoded = is_encoded(response.headers());

@@ -1,0 +1,106 @@
+//! The kind a layer is told to report (`LongLivedLayer::kind`) names its responses in the
+//! report and nothing else: what a body does on drain is decided by the response itself.
+
+mod support;
+
+use std::convert::Infallible;
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::response::sse::{Event, Sse};
+use axum::routing::get;
+use axum::Router;
+use bytes::Bytes;
+use futures_util::stream::{self, StreamExt};
+use support::bounded;
+use support::http::serve_until_closing;
+use support::sse::{open_until, parse_events, FINAL_EVENT};
+use tower_drain::{LongLivedKind, LongLivedLayer, OnDrain, Shutdown};
+
+const LONG: Duration = Duration::from_secs(60);
+
+/// One event, then idle until the drain.
+fn idle_events() -> Sse<impl futures_util::Stream<Item = Result<Event, Infallible>>> {
+    let hello = stream::once(async { Ok::<_, Infallible>(Event::default().data("hi")) });
+    Sse::new(hello.chain(stream::pending()))
+}
+
+/// An event stream on a route whose reports call it a long-poll still ends on drain with the
+/// final event and a clean end, as every event stream does by default.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn event_stream_on_a_route_labelled_another_kind_still_finishes_with_the_final_event() {
+    let shutdown = Shutdown::new();
+    let app = Router::new()
+        .route(
+            "/feed",
+            get(|| async { idle_events() })
+                .layer(LongLivedLayer::route(shutdown).kind(LongLivedKind::LongPoll)),
+        )
+        .layer(shutdown.layer());
+    let server = serve_until_closing(app, shutdown).await;
+    let reading = open_until(server.addr, "/feed", b"data: hi\n\n").await;
+    assert_eq!(shutdown.long_lived(), 1);
+
+    let report = bounded("drain", shutdown.drain(LONG).unwrap()).await;
+    assert!(report.is_drained(), "nothing was cut: {report}");
+    let decoded = reading.finish().await;
+    assert!(decoded.terminated, "a clean end");
+    let (events, rest) = parse_events(&decoded.data);
+    assert!(rest.is_empty());
+    assert_eq!(events, ["data: hi", FINAL_EVENT]);
+    assert_eq!(shutdown.long_lived(), 0);
+}
+
+/// The same through `LongLivedLayer::new`: an event stream it reports as a stream is still
+/// an event stream on the wire.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn detected_event_stream_labelled_a_stream_still_finishes_with_the_final_event() {
+    let shutdown = Shutdown::new();
+    let app = Router::new()
+        .route("/feed", get(|| async { idle_events() }))
+        .layer(LongLivedLayer::new(shutdown).kind(LongLivedKind::Stream))
+        .layer(shutdown.layer());
+    let server = serve_until_closing(app, shutdown).await;
+    let reading = open_until(server.addr, "/feed", b"data: hi\n\n").await;
+
+    let report = bounded("drain", shutdown.drain(LONG).unwrap()).await;
+    assert!(report.is_drained(), "nothing was cut: {report}");
+    let decoded = reading.finish().await;
+    assert!(decoded.terminated, "a clean end");
+    let (events, rest) = parse_events(&decoded.data);
+    assert!(rest.is_empty());
+    assert_eq!(events, ["data: hi", FINAL_EVENT]);
+}
+
+/// A plain-text stream on a route whose reports call it server-sent events gets no event
+/// appended: the final event is an SSE frame, and this body is not an event stream.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plain_stream_labelled_sse_gets_no_final_event() {
+    let shutdown = Shutdown::new();
+    let app = Router::new()
+        .route(
+            "/lines",
+            get(|| async {
+                let first = stream::once(async { Ok::<_, Infallible>(Bytes::from("line 0\n")) });
+                Body::from_stream(first.chain(stream::pending()))
+            })
+            .layer(
+                LongLivedLayer::route(shutdown)
+                    .kind(LongLivedKind::Sse)
+                    .on_drain(OnDrain::Finish),
+            ),
+        )
+        .layer(shutdown.layer());
+    let server = serve_until_closing(app, shutdown).await;
+    let reading = open_until(server.addr, "/lines", b"line 0\n").await;
+
+    let report = bounded("drain", shutdown.drain(LONG).unwrap()).await;
+    assert!(report.is_drained(), "{report}");
+    let decoded = reading.finish().await;
+    assert!(decoded.terminated, "finished at a chunk boundary");
+    assert_eq!(
+        String::from_utf8_lossy(&decoded.data),
+        "line 0\n",
+        "an SSE frame appended to a plain-text stream"
+    );
+}
