@@ -378,3 +378,52 @@ async fn sse_custom_final_event_with_cr_line_ends_is_sent_as_a_whole_event() {
         String::from_utf8_lossy(&tail)
     );
 }
+
+/// An event stream is finished on drain only between events, whichever line ends it uses;
+/// one left inside an event (a handler that wrote part of one) gets neither the final event
+/// nor an end, goes on waiting for its inner body, and is aborted when shutdown is cut short.
+#[tokio::test]
+async fn sse_is_finished_on_drain_only_between_events() {
+    let cases: [(&[u8], bool); 10] = [
+        (b"data: 1\n\n", true),
+        (b"data: 1\r\n\r\n", true),
+        (b"data: 1\r\r", true),
+        (b"data: 1\n\r\n", true),
+        (b": keep-alive\n\n", true),
+        (b"data: 1\n", false),
+        (b"data: 1\r\n", false),
+        (b"data: 1\r", false),
+        (b"data: 1", false),
+        (b"data: 1\n\ndata: 2\n", false),
+    ];
+    for (first, between) in cases {
+        let shown = String::from_utf8_lossy(first);
+        let shutdown = Shutdown::new();
+        let response = event_stream(shutdown.layer(), None, Bytes::from_static(first)).await;
+        let mut body = response.into_body();
+        let (sent, _) = frames_now(&mut body);
+        assert_eq!(sent, [first]);
+        let _drain = shutdown.drain(Duration::from_secs(60)).unwrap();
+        if between {
+            let (after, ended) = frames_now(&mut body);
+            assert!(ended, "{shown:?}: not ended on drain");
+            assert_eq!(
+                after.concat(),
+                tower_drain::long_lived::DEFAULT_FINAL_EVENT.as_bytes()
+            );
+            continue;
+        }
+        assert!(
+            body.frame().now_or_never().is_none(),
+            "{shown:?}: finished inside an event"
+        );
+        assert_eq!(shutdown.long_lived(), 1);
+        assert!(shutdown.force(), "{shown:?}: the stream still runs");
+        let frame = body.frame().now_or_never().expect("aborted at once");
+        let error = frame.unwrap().expect_err("an abort, not data");
+        // The helper's body hides its error type; `Aborted` shows in its debug form.
+        assert_eq!(format!("{error:?}"), "Aborted", "{shown:?}");
+        assert_eq!(shutdown.long_lived(), 0);
+        assert_eq!(shutdown.in_flight(), 0);
+    }
+}

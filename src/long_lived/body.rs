@@ -1,5 +1,5 @@
-//! What a tracked (long-lived) response body does beyond counting: end server-sent events at
-//! a frame boundary when the drain begins, abort the rest at the long-lived deadline.
+//! What a tracked (long-lived) response body does beyond counting: end server-sent events
+//! between events when the drain begins, abort the rest at the long-lived deadline.
 
 use std::task::{Context, Poll};
 
@@ -20,6 +20,46 @@ pub(crate) struct TrackedState {
     /// at the long-lived deadline (to abort).
     wait: Option<(Target, Wait)>,
     state: State,
+    /// Where the bytes sent so far leave the event stream, for a plain-text event stream:
+    /// it is finished only between events. `None` for other bodies, finished between frames.
+    events: Option<EventEdge>,
+}
+
+/// Where the bytes sent so far leave an event stream, by their last line ends. An event ends
+/// with an empty line; a line ends with CRLF, LF or CR, and a LF right after a CR is part of
+/// the same line end.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum EventEdge {
+    /// Inside a line.
+    InLine,
+    /// After the end of a line that was not empty (CR: a LF may follow and belongs to it).
+    LineEnd { cr: bool },
+    /// After an empty line, or at the start: between events.
+    Between { cr: bool },
+}
+
+impl EventEdge {
+    fn after(self, byte: u8) -> EventEdge {
+        match (self, byte) {
+            (EventEdge::LineEnd { cr: true }, b'\n') => EventEdge::LineEnd { cr: false },
+            (EventEdge::Between { cr: true }, b'\n') => EventEdge::Between { cr: false },
+            (EventEdge::InLine, b'\n' | b'\r') => EventEdge::LineEnd { cr: byte == b'\r' },
+            (EventEdge::LineEnd { .. } | EventEdge::Between { .. }, b'\n' | b'\r') => {
+                EventEdge::Between { cr: byte == b'\r' }
+            }
+            _ => EventEdge::InLine,
+        }
+    }
+
+    /// The edge after `bytes` are sent. Only the line ends after the last other byte matter,
+    /// so a frame costs a scan of its tail, not of all of it.
+    fn after_bytes(self, bytes: &[u8]) -> EventEdge {
+        let (start, tail) = match bytes.iter().rposition(|&b| b != b'\n' && b != b'\r') {
+            Some(last) => (EventEdge::InLine, &bytes[last + 1..]),
+            None => (self, bytes),
+        };
+        tail.iter().fold(start, |edge, &byte| edge.after(byte))
+    }
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -86,7 +126,35 @@ impl TrackedState {
                 .filter(|_| kind == LongLivedKind::Sse && !sized && !encoded),
             wait: None,
             state: State::Streaming,
+            // Bytes of an encoded body say nothing about its events: it ends between frames.
+            events: (kind == LongLivedKind::Sse && !sized && !encoded)
+                .then_some(EventEdge::Between { cr: false }),
         })
+    }
+
+    /// Notes a data frame the body passes on, for a body that ends only between events:
+    /// `chunk` is the frame's first contiguous piece of `remaining` bytes. Its bytes, not the
+    /// frame: a frame whose address is taken on the path every response shares goes through
+    /// memory on every response. A frame in several pieces (a `Buf` other than `Bytes`) is
+    /// taken to leave the stream between events, as a body that is not watched would.
+    #[cold]
+    #[inline(never)]
+    pub(crate) fn sent(&mut self, chunk: &[u8], remaining: usize) {
+        let Some(edge) = self.events else { return };
+        self.events = Some(if chunk.len() == remaining {
+            edge.after_bytes(chunk)
+        } else {
+            EventEdge::Between { cr: false }
+        });
+    }
+
+    /// True where the body may end: between events of an event stream, anywhere between
+    /// frames for other bodies.
+    fn between_events(&self) -> bool {
+        !matches!(
+            self.events,
+            Some(EventEdge::InLine | EventEdge::LineEnd { .. })
+        )
     }
 
     pub(crate) fn is_end_stream(&self) -> bool {
@@ -99,7 +167,12 @@ impl TrackedState {
             || guard.as_ref().is_some_and(InFlightGuard::is_aborted)
         {
             Step::Abort
-        } else if self.on_drain == OnDrain::Finish && self.core.phase().admission_closed() {
+        } else if self.on_drain == OnDrain::Finish
+            && self.core.phase().admission_closed()
+            // Inside an event the body goes on to the event's end: a final event sent now
+            // would be read as part of it, and an end now would drop it.
+            && self.between_events()
+        {
             Step::Finish
         } else {
             Step::Continue
@@ -158,11 +231,15 @@ impl TrackedState {
     #[cold]
     #[inline(never)]
     pub(crate) fn poll_wait(&mut self, cx: &mut Context<'_>) -> Poll<()> {
-        // Decided by the setting alone, not by the phase: a body that read "serving" in
-        // `step` and then waits here must still be woken by the drain's start, which may have
-        // happened in between. Once `closing` has fired this is ready at once, and `step`
-        // then answers `Finish`, so the caller's loop ends.
-        let target = if self.on_drain == OnDrain::Finish {
+        // Decided by the setting, not by the phase: a body that read "serving" in `step` and
+        // then waits here must still be woken by the drain's start, which may have happened
+        // in between. Once `closing` has fired this is ready at once, and `step` then answers
+        // `Finish`, so the caller's loop ends. The one exception: a body inside an event once
+        // the drain has begun, which `step` lets go on; it waits for the inner body (whose
+        // next frame may end the event) and the deadline, or the loop would never rest.
+        let inside_event_while_draining =
+            !self.between_events() && self.core.phase().admission_closed();
+        let target = if self.on_drain == OnDrain::Finish && !inside_event_while_draining {
             Target::Closing
         } else {
             Target::Expired

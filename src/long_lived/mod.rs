@@ -6,11 +6,12 @@
 //! branch; only responses found long-lived pay for more (a registry entry under a lock, a
 //! wake-up registration). When the drain begins:
 //!
-//! * **Server-sent events** end at the next frame boundary, after an optional final event
-//!   (by default `event: shutdown`, `data: draining`, `retry: 1000`) so `EventSource` clients
-//!   reconnect, one second later, to another instance. The body is never ended inside a
-//!   frame, and only between frames; this assumes each frame holds whole events, as axum's
-//!   `Sse` (one frame per event) and any stream of `Bytes` per event do.
+//! * **Server-sent events** end at the next boundary between events, after an optional final
+//!   event (by default `event: shutdown`, `data: draining`, `retry: 1000`) so `EventSource`
+//!   clients reconnect, one second later, to another instance. The body is never ended inside
+//!   an event: one that has sent part of an event (an event split over several frames) goes
+//!   on to the event's end first. With axum's `Sse` (one frame per event) and any stream of
+//!   `Bytes` per event, that is the next frame boundary.
 //! * **Long-polls** on routes marked with [`LongLivedLayer::route`] find a [`DrainSignal`] in
 //!   their request extensions and answer early; any task can get one from
 //!   [`Shutdown::signal`](crate::Shutdown::signal).
@@ -90,8 +91,9 @@ impl fmt::Display for LongLivedKind {
 /// What a long-lived response body does when the drain begins.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum OnDrain {
-    /// End at the next frame boundary, after the final event if one is configured. The
-    /// default for server-sent events, whose clients reconnect and resume.
+    /// End at the next frame boundary (for server-sent events, the next boundary between
+    /// events), after the final event if one is configured. The default for server-sent
+    /// events, whose clients reconnect and resume.
     Finish,
     /// Keep streaming until the long-lived deadline, then abort. The default for every other
     /// kind: a stream the client cannot resume should get as long as possible to complete.

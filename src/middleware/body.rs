@@ -12,6 +12,7 @@ use super::rejection::Rejection;
 use super::BoxError;
 use crate::guard::InFlightGuard;
 use crate::long_lived::{Next, TrackedState};
+use bytes::Buf;
 
 pin_project! {
     /// The response body of a [`DrainService`](super::DrainService).
@@ -31,14 +32,21 @@ pin_project! {
 pin_project! {
     #[project = KindProj]
     enum Kind<B> {
-        // Fields drop in declaration order: a long-lived response leaves the registry before
-        // its count drops, so a report taken at the zero edge never lists finished work.
         Passed {
             #[pin]
             inner: B,
-            // Set for a long-lived response (see `crate::long_lived`), which ends or aborts on
-            // drain by its own rules. Boxed so that short responses carry one null pointer.
-            tracked: Option<Box<TrackedState>>,
+            guard: Option<InFlightGuard>,
+            aborted: bool,
+        },
+        // A long-lived response (see `crate::long_lived`), which ends or aborts on drain by
+        // its own rules. A variant of its own, so that the frames of other responses never
+        // pass its checks. Fields drop in declaration order: it leaves the registry before
+        // its count drops, so a report taken at the zero edge never lists finished work.
+        Tracked {
+            #[pin]
+            inner: B,
+            // Boxed so that short responses do not carry its size.
+            state: Box<TrackedState>,
             guard: Option<InFlightGuard>,
             aborted: bool,
         },
@@ -55,14 +63,20 @@ impl<B> ResponseBody<B> {
         guard: Option<InFlightGuard>,
         tracked: Option<Box<TrackedState>>,
     ) -> Self {
-        ResponseBody {
-            kind: Kind::Passed {
+        let kind = match tracked {
+            None => Kind::Passed {
                 inner,
-                tracked,
                 guard,
                 aborted: false,
             },
-        }
+            Some(state) => Kind::Tracked {
+                inner,
+                state,
+                guard,
+                aborted: false,
+            },
+        };
+        ResponseBody { kind }
     }
 
     pub(crate) fn rejected(rejection: Rejection) -> Self {
@@ -82,7 +96,7 @@ where
     type Error = BoxError;
 
     // Cost: inlined, an ordinary frame passes through for two flag checks and one load of the
-    // phase. A long-lived body's logic sits in functions that are not inlined and answer a
+    // phase. A long-lived body's decisions sit in functions that are not inlined and answer a
     // small `Next`, never a frame: a call that returns the frame, even one never taken, puts
     // every frame of every response through memory (`benches/overhead.rs`, 16 frames).
     #[inline]
@@ -92,24 +106,44 @@ where
     ) -> Poll<Option<Result<Frame<B::Data>, BoxError>>> {
         match self.project().kind.project() {
             KindProj::Passed {
-                mut inner,
+                inner,
                 guard,
                 aborted,
-                tracked,
-            } => loop {
-                // Bounded: a second pass happens only after a long-lived body's wake-up fired,
-                // and then `next` no longer answers `Poll` for the same reason.
-                let next = match tracked {
-                    Some(state) => state.next(guard),
-                    None if *aborted => Next::End,
-                    // Cost: one load of the phase per frame.
-                    None if guard.as_ref().is_some_and(InFlightGuard::is_aborted) => {
+            } => {
+                if *aborted {
+                    return Poll::Ready(None);
+                }
+                // Cost: one load of the phase per frame.
+                if guard.as_ref().is_some_and(InFlightGuard::is_aborted) {
+                    *guard = None;
+                    *aborted = true;
+                    return Poll::Ready(Some(Err(Box::new(Aborted))));
+                }
+                // One arm per outcome rather than `Option::map`: the data arm then moves the
+                // frame straight into the return value.
+                match inner.poll_frame(cx) {
+                    Poll::Ready(Some(Ok(frame))) => Poll::Ready(Some(Ok(frame))),
+                    // End of stream or an error: the response is over either way.
+                    Poll::Ready(Some(Err(error))) => {
                         *guard = None;
-                        Next::Abort
+                        Poll::Ready(Some(Err(error.into())))
                     }
-                    None => Next::Poll,
-                };
-                match next {
+                    Poll::Ready(None) => {
+                        *guard = None;
+                        Poll::Ready(None)
+                    }
+                    Poll::Pending => Poll::Pending,
+                }
+            }
+            KindProj::Tracked {
+                mut inner,
+                state,
+                guard,
+                aborted,
+            } => loop {
+                // Bounded: a second pass happens only after the body's wake-up fired, and
+                // then `next` no longer answers `Poll` for the same reason.
+                match state.next(guard) {
                     Next::Poll => {}
                     Next::Yield(chunk) => {
                         return Poll::Ready(Some(Ok(Frame::data(chunk.into()))));
@@ -120,24 +154,25 @@ where
                         return Poll::Ready(Some(Err(Box::new(Aborted))));
                     }
                 }
-                // One arm per outcome rather than `Option::map`: the data arm then moves the
-                // frame straight into the return value.
                 match inner.as_mut().poll_frame(cx) {
-                    Poll::Ready(Some(Ok(frame))) => return Poll::Ready(Some(Ok(frame))),
+                    Poll::Ready(Some(Ok(frame))) => {
+                        // Its bytes, not the frame: the frame stays where it is.
+                        if let Some(data) = frame.data_ref() {
+                            state.sent(data.chunk(), data.remaining());
+                        }
+                        return Poll::Ready(Some(Ok(frame)));
+                    }
                     // End of stream or an error: the response is over either way.
                     Poll::Ready(Some(Err(error))) => {
-                        ended(tracked, guard);
+                        state.end(guard);
                         return Poll::Ready(Some(Err(error.into())));
                     }
                     Poll::Ready(None) => {
-                        ended(tracked, guard);
+                        state.end(guard);
                         return Poll::Ready(None);
                     }
-                    Poll::Pending => match tracked {
-                        // Arms its wake-up; if that has already fired, decide again.
-                        Some(state) => ready!(state.poll_wait(cx)),
-                        None => return Poll::Pending,
-                    },
+                    // Arms its wake-up; if that has already fired, decide again.
+                    Poll::Pending => ready!(state.poll_wait(cx)),
                 }
             },
             KindProj::Rejected { rejection } => {
@@ -148,43 +183,29 @@ where
 
     fn is_end_stream(&self) -> bool {
         match &self.kind {
-            Kind::Passed {
+            Kind::Passed { inner, aborted, .. } => *aborted || inner.is_end_stream(),
+            Kind::Tracked {
                 inner,
+                state,
                 aborted,
-                tracked,
                 ..
-            } => {
-                *aborted
-                    || tracked.as_ref().is_some_and(|state| state.is_end_stream())
-                    || inner.is_end_stream()
-            }
+            } => *aborted || state.is_end_stream() || inner.is_end_stream(),
             Kind::Rejected { rejection } => rejection.is_end_stream(),
         }
     }
 
     fn size_hint(&self) -> SizeHint {
         match &self.kind {
-            Kind::Passed { inner, .. } => inner.size_hint(),
+            Kind::Passed { inner, .. } | Kind::Tracked { inner, .. } => inner.size_hint(),
             Kind::Rejected { rejection } => rejection.size_hint(),
         }
-    }
-}
-
-/// The inner body ended or failed: nothing is held any more.
-#[inline]
-fn ended(tracked: &mut Option<Box<TrackedState>>, guard: &mut Option<InFlightGuard>) {
-    match tracked {
-        Some(state) => state.end(guard),
-        None => *guard = None,
     }
 }
 
 impl<B> fmt::Debug for ResponseBody<B> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let kind = match &self.kind {
-            Kind::Passed {
-                tracked: Some(_), ..
-            } => "long-lived",
+            Kind::Tracked { .. } => "long-lived",
             Kind::Passed { guard, .. } if guard.is_some() => "counted",
             Kind::Passed { .. } => "passed",
             Kind::Rejected { .. } => "rejected",
