@@ -104,3 +104,69 @@ async fn plain_stream_labelled_sse_gets_no_final_event() {
         "an SSE frame appended to a plain-text stream"
     );
 }
+
+/// A route marked twice (its own `LongLivedLayer::route`, and the router's `route_layer`) is
+/// one long-lived response: one entry, one final event.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_route_marked_twice_is_tracked_once() {
+    let shutdown = Shutdown::new();
+    let app = Router::new()
+        .route(
+            "/feed",
+            get(|| async { idle_events() }).layer(LongLivedLayer::route(shutdown)),
+        )
+        .route_layer(LongLivedLayer::route(shutdown))
+        .layer(shutdown.layer());
+    let server = serve_until_closing(app, shutdown).await;
+    let reading = open_until(server.addr, "/feed", b"data: hi\n\n").await;
+    let entries = shutdown.long_lived();
+
+    let report = bounded("drain", shutdown.drain(LONG).unwrap()).await;
+    assert!(report.is_drained(), "{report}");
+    let decoded = reading.finish().await;
+    assert!(decoded.terminated);
+    let (events, rest) = parse_events(&decoded.data);
+    assert!(rest.is_empty());
+    assert_eq!(events, ["data: hi", FINAL_EVENT]);
+    assert_eq!(entries, 1, "one entry for one response");
+}
+
+/// A long-poll on a route marked twice that ignores its signal gets the whole `503` at the
+/// long-lived deadline, not one cut after its head, and is listed once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stubborn_long_poll_marked_twice_gets_a_whole_503_and_one_entry() {
+    use support::raw::{read_to_close, split_head};
+    use support::sse::open_event_stream;
+
+    let shutdown = Shutdown::new();
+    shutdown.set_long_lived_grace(Duration::from_millis(50));
+    let (entered_tx, mut entered) = tokio::sync::mpsc::channel::<()>(1);
+    let app = Router::new()
+        .route(
+            "/poll",
+            get(move || async move {
+                entered_tx.send(()).await.unwrap();
+                std::future::pending::<&'static str>().await
+            })
+            .layer(LongLivedLayer::route(shutdown)),
+        )
+        .route_layer(LongLivedLayer::route(shutdown))
+        .layer(shutdown.layer());
+    let server = serve_until_closing(app, shutdown).await;
+    let mut client = open_event_stream(server.addr, "/poll").await;
+    bounded("the long-poll to start", entered.recv())
+        .await
+        .unwrap();
+
+    let report = bounded("drain", shutdown.drain(LONG).unwrap()).await;
+    let mut raw = Vec::new();
+    bounded("the answer", read_to_close(&mut client, &mut raw)).await;
+    let (head, body) = split_head(&raw);
+    assert!(head.starts_with("HTTP/1.1 503"), "{head}");
+    assert_eq!(
+        String::from_utf8_lossy(body),
+        "request cut short: the server is shutting down\n",
+        "{head}"
+    );
+    assert_eq!(report.long_lived.len(), 1, "{report}");
+}

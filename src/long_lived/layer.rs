@@ -56,7 +56,8 @@ impl LongLivedLayer {
     }
 
     /// Marks every request through it long-lived: for a route, with axum's `route_layer` or
-    /// `MethodRouter::layer`.
+    /// `MethodRouter::layer`. A request marked twice (a route's own layer under the router's
+    /// `route_layer`) is tracked once, by the outer mark and its settings.
     pub fn route(shutdown: Shutdown) -> Self {
         Self::with(shutdown, Track::Route(Tracking::DEFAULT))
     }

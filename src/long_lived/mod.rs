@@ -253,7 +253,7 @@ pub(crate) fn is_event_stream(headers: &http::HeaderMap) -> bool {
         })
 }
 
-/// Set on a response's extensions by a marked route, so an outer layer does not track the
-/// same response twice.
+/// Set on a response's extensions by a layer that tracks it, and on a request's by a marked
+/// route, so that another layer of this crate does not track the same one twice.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct AlreadyTracked;

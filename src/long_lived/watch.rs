@@ -64,15 +64,21 @@ impl Watch {
         core: &'static Core,
         mut request: Request<B>,
     ) -> (Request<B>, Watch) {
+        // Marked by a route layer further out (a route's own layer under the router's
+        // `route_layer`): that one tracks it, or the request would be two entries.
+        if request.extensions().get::<AlreadyTracked>().is_some() {
+            return (request, Watch::default());
+        }
         let kind = tracking.kind.unwrap_or(LongLivedKind::LongPoll);
         let registration = core.long_lived.register(
             kind,
             Some(request.method().clone()),
             Some(request.uri().path().to_owned()),
         );
-        request
-            .extensions_mut()
-            .insert(DrainSignal::new(Shutdown { core }));
+        let extensions = request.extensions_mut();
+        extensions.insert(DrainSignal::new(Shutdown { core }));
+        // A zero-sized marker: no allocation of its own.
+        extensions.insert(AlreadyTracked);
         let watch = Watch {
             detect: None,
             route: Some(Box::new(RouteWatch {
@@ -116,7 +122,7 @@ impl Watch {
                 tracking,
                 ..
             } = *route;
-            return Some(Self::routed(core, registration, tracking, response));
+            return Self::routed(core, registration, tracking, response);
         }
         let tracking = self.detect?;
         if response.body().size_hint().exact().is_some() {
@@ -174,7 +180,12 @@ impl Watch {
         registration: Registration,
         tracking: &'static Tracking,
         response: &mut Response<B>,
-    ) -> Box<TrackedState> {
+    ) -> Option<Box<TrackedState>> {
+        // A `LongLivedLayer` further in already tracks the response; this route's entry
+        // leaves with `registration`, so that the response is one entry.
+        if response.extensions().get::<AlreadyTracked>().is_some() {
+            return None;
+        }
         // What the response is decides what its body does on drain; the layer's kind, if
         // set, only names it in reports.
         let kind = if is_event_stream(response.headers()) {
@@ -188,7 +199,14 @@ impl Watch {
         response.extensions_mut().insert(AlreadyTracked);
         let sized = response.body().size_hint().exact().is_some();
         let encoded = is_encoded(response.headers());
-        TrackedState::new(core, registration, kind, tracking, sized, encoded)
+        Some(TrackedState::new(
+            core,
+            registration,
+            kind,
+            tracking,
+            sized,
+            encoded,
+        ))
     }
 }
 
