@@ -378,3 +378,47 @@ async fn a_stream_cut_at_the_long_lived_deadline_is_aborted_without_blaming_the_
     let report = drain.await;
     assert_eq!(report.outcome, DrainOutcome::Drained, "{report}");
 }
+
+/// A marked route whose handler answers as the long-lived deadline passes (it woke at the
+/// deadline itself) has its answer delivered whole: cut before its first byte, the answer
+/// would leave the client with a closed connection and no response at all.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn long_poll_answering_as_the_long_lived_deadline_passes_is_answered_whole() {
+    let shutdown = Shutdown::new();
+    shutdown.set_long_lived_grace(Duration::from_millis(50));
+    let (entered_tx, mut entered) = mpsc::channel(1);
+    let late = move || {
+        let entered = entered_tx.clone();
+        async move {
+            // Taken while serving: its deadline is the long-lived deadline.
+            let watch = shutdown
+                .long_lived_guard(LongLivedKind::Upgrade, Method::GET, "/watch")
+                .unwrap();
+            entered.send(()).await.unwrap();
+            watch.deadline().await;
+            "late answer\n"
+        }
+    };
+    let app = Router::new()
+        .route("/late", get(late).layer(LongLivedLayer::route(shutdown)))
+        .layer(shutdown.layer());
+    let server = serve_until_closing(app, shutdown).await;
+    let mut client = open_event_stream(server.addr, "/late").await;
+    timeout(BOUND, entered.recv()).await.unwrap().unwrap();
+
+    let report = timeout(BOUND, shutdown.drain(LONG).unwrap()).await.unwrap();
+    let mut raw = Vec::new();
+    timeout(BOUND, read_to_close(&mut client, &mut raw))
+        .await
+        .unwrap();
+    assert!(
+        raw.windows(4).any(|window| window == b"\r\n\r\n"),
+        "no response at all: {:?}",
+        String::from_utf8_lossy(&raw)
+    );
+    let (head, body) = split_head(&raw);
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    assert_eq!(body, b"late answer\n");
+    assert_eq!(report.outcome, DrainOutcome::Drained, "{report}");
+    assert_eq!(shutdown.long_lived(), 0);
+}

@@ -23,6 +23,10 @@ pub(crate) struct TrackedState {
     /// Where the bytes sent so far leave the event stream, for a plain-text event stream:
     /// it is finished only between events. `None` for other bodies, finished between frames.
     events: Option<EventEdge>,
+    /// A body of known length that has sent nothing yet: a marked route's answer. Not
+    /// aborted at the long-lived deadline until it has begun, since an abort before its first
+    /// byte leaves the client no response at all (hyper drops the head with the body).
+    unstarted_answer: bool,
 }
 
 /// Where the bytes sent so far leave an event stream, by their last line ends. An event ends
@@ -100,7 +104,8 @@ impl TrackedState {
     /// default on drain and whether a final event fits; not the kind a layer reports it as.
     /// `sized`: the body's length is known (and announced, as `Content-Length` on HTTP/1). Such
     /// a body is never finished early nor given a final event: either would break the length
-    /// the client was told. It still aborts at the long-lived deadline. `encoded`: the body has
+    /// the client was told. It still aborts at the long-lived deadline if it has begun by
+    /// then, and otherwise is sent whole (see `unstarted_answer`). `encoded`: the body has
     /// a content coding (gzip): no plain-text final event can be appended to it.
     pub(crate) fn new(
         core: &'static Core,
@@ -129,6 +134,7 @@ impl TrackedState {
             // Bytes of an encoded body say nothing about its events: it ends between frames.
             events: (kind == LongLivedKind::Sse && !sized && !encoded)
                 .then_some(EventEdge::Between { cr: false }),
+            unstarted_answer: sized,
         })
     }
 
@@ -140,6 +146,7 @@ impl TrackedState {
     #[cold]
     #[inline(never)]
     pub(crate) fn sent(&mut self, chunk: &[u8], remaining: usize) {
+        self.unstarted_answer = false;
         let Some(edge) = self.events else { return };
         self.events = Some(if chunk.len() == remaining {
             edge.after_bytes(chunk)
@@ -163,9 +170,11 @@ impl TrackedState {
 
     /// Called only between frames: the only points at which a drain may end the body.
     fn step(&self, guard: &Option<InFlightGuard>) -> Step {
-        if self.core.long_lived.is_expired()
-            || guard.as_ref().is_some_and(InFlightGuard::is_aborted)
-        {
+        // An answer that only came at the long-lived deadline (the handler answered as it
+        // passed) is sent whole rather than cut before its first byte; the drain deadline
+        // still bounds it.
+        let cut = self.core.long_lived.is_expired() && !self.unstarted_answer;
+        if cut || guard.as_ref().is_some_and(InFlightGuard::is_aborted) {
             Step::Abort
         } else if self.on_drain == OnDrain::Finish
             && self.core.phase().admission_closed()
@@ -231,6 +240,11 @@ impl TrackedState {
     #[cold]
     #[inline(never)]
     pub(crate) fn poll_wait(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        // An answer let through past the long-lived deadline (see `step`) has nothing left
+        // to wait for but its inner body, which has its waker.
+        if self.unstarted_answer && self.core.long_lived.is_expired() {
+            return Poll::Pending;
+        }
         // Decided by the setting, not by the phase: a body that read "serving" in `step` and
         // then waits here must still be woken by the drain's start, which may have happened
         // in between. Once `closing` has fired this is ready at once, and `step` then answers

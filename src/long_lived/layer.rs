@@ -84,7 +84,9 @@ impl LongLivedLayer {
     /// What the body does when the drain begins; by default [`OnDrain::Finish`] for
     /// server-sent events and [`OnDrain::KeepUntilDeadline`] for everything else. A response
     /// of known length (a long-poll's answer) is always sent whole, until the long-lived
-    /// deadline: ending it early would break its `Content-Length`.
+    /// deadline: ending it early would break its `Content-Length`. One that has not begun by
+    /// then (the handler answered as the deadline passed) is sent whole too: cut before its
+    /// first byte, it would leave the client no response at all.
     pub fn on_drain(self, on_drain: OnDrain) -> Self {
         self.change(|tracking| tracking.on_drain = Some(on_drain))
     }
