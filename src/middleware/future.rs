@@ -81,8 +81,9 @@ where
 {
     type Output = Result<Response<ResponseBody<B>>, E>;
 
-    // Inlined so the response is re-wrapped in place rather than copied through a call.
-    #[inline]
+    // Inlined so the response is re-wrapped in place rather than copied through a call;
+    // always, for the reason given on `DrainService::call`.
+    #[inline(always)]
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         match self.project().kind.project() {
             KindProj::Called {
