@@ -23,18 +23,7 @@ use echo::EchoClient;
 use support::bounded;
 
 fn example_binary() -> PathBuf {
-    let exe = std::env::current_exe().unwrap();
-    // target/debug/deps/tonic_example-<hash> → target/debug/examples/tonic
-    let debug = exe.parent().and_then(|deps| deps.parent()).unwrap();
-    let binary = debug
-        .join("examples")
-        .join(format!("tonic{}", std::env::consts::EXE_SUFFIX));
-    assert!(
-        binary.exists(),
-        "{} is missing: run `cargo build --example tonic` (plain `cargo test` builds it)",
-        binary.display()
-    );
-    binary
+    support::example::example_binary("tonic", &["examples/tonic.rs", "examples/tonic", "src"])
 }
 
 /// The example's timeline end to end: health turns NOT_SERVING at the signal, a stream

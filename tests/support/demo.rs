@@ -3,7 +3,7 @@
 //! answers, and bounded.
 //!
 //! Needs the built example (`cargo test` builds it; for one test file alone, run
-//! `cargo build --example demo` first).
+//! `cargo build --example demo` first): a missing or stale one fails with that advice.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -20,18 +20,7 @@ use serde_json::Value;
 pub const WAIT: Duration = Duration::from_secs(30);
 
 pub fn demo_binary() -> PathBuf {
-    let exe = std::env::current_exe().unwrap();
-    // target/debug/deps/demo-<hash> → target/debug/examples/demo
-    let debug = exe.parent().and_then(|deps| deps.parent()).unwrap();
-    let binary = debug
-        .join("examples")
-        .join(format!("demo{}", std::env::consts::EXE_SUFFIX));
-    assert!(
-        binary.exists(),
-        "{} is missing: run `cargo build --example demo` (plain `cargo test` builds it)",
-        binary.display()
-    );
-    binary
+    super::example::example_binary("demo", &["examples/demo.rs", "src"])
 }
 
 /// A running demo: its address, and its output lines as they come.

@@ -6,6 +6,7 @@
 #![allow(dead_code)]
 
 pub mod demo;
+pub mod example;
 pub mod gate;
 pub mod http;
 pub mod pause;
