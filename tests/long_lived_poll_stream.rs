@@ -422,3 +422,85 @@ async fn long_poll_answering_as_the_long_lived_deadline_passes_is_answered_whole
     assert_eq!(report.outcome, DrainOutcome::Drained, "{report}");
     assert_eq!(shutdown.long_lived(), 0);
 }
+
+/// A body of known length in two frames, the second made only once the first is taken.
+struct TwoFrames {
+    frames: Vec<Bytes>,
+    length: u64,
+}
+
+impl TwoFrames {
+    fn new(first: &'static [u8], second: &'static [u8]) -> Self {
+        TwoFrames {
+            frames: vec![Bytes::from_static(second), Bytes::from_static(first)],
+            length: (first.len() + second.len()) as u64,
+        }
+    }
+}
+
+impl http_body::Body for TwoFrames {
+    type Data = Bytes;
+    type Error = Infallible;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        _cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Bytes>, Infallible>>> {
+        let frame = self.frames.pop();
+        if let Some(data) = &frame {
+            self.length -= data.len() as u64;
+        }
+        std::task::Poll::Ready(frame.map(|data| Ok(http_body::Frame::data(data))))
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.frames.is_empty()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        http_body::SizeHint::with_exact(self.length)
+    }
+}
+
+/// An answer of known length that begins only after the long-lived deadline is sent whole,
+/// every frame of it, not cut after its first: the client was told its length.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_answer_begun_after_the_long_lived_deadline_is_sent_whole_in_several_frames() {
+    let shutdown = Shutdown::new();
+    shutdown.set_long_lived_grace(Duration::from_millis(50));
+    let (entered_tx, mut entered) = mpsc::channel(1);
+    let late = move || {
+        let entered = entered_tx.clone();
+        async move {
+            // Taken while serving: its deadline is the long-lived deadline.
+            let watch = shutdown
+                .long_lived_guard(LongLivedKind::Upgrade, Method::GET, "/watch")
+                .unwrap();
+            entered.send(()).await.unwrap();
+            watch.deadline().await;
+            Body::new(TwoFrames::new(b"first ", b"second\n"))
+        }
+    };
+    let app = Router::new()
+        .route("/late", get(late).layer(LongLivedLayer::route(shutdown)))
+        .layer(shutdown.layer());
+    let server = serve_until_closing(app, shutdown).await;
+    let mut client = open_event_stream(server.addr, "/late").await;
+    timeout(BOUND, entered.recv()).await.unwrap().unwrap();
+
+    let report = timeout(BOUND, shutdown.drain(LONG).unwrap()).await.unwrap();
+    let mut raw = Vec::new();
+    timeout(BOUND, read_to_close(&mut client, &mut raw))
+        .await
+        .unwrap();
+    let (head, body) = split_head(&raw);
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    assert!(
+        head.to_ascii_lowercase().contains("content-length: 13"),
+        "{head}"
+    );
+    assert_eq!(body, b"first second\n");
+    assert_eq!(report.outcome, DrainOutcome::Drained, "{report}");
+    assert_eq!(shutdown.long_lived(), 0);
+    timeout(BOUND, server.task).await.unwrap().unwrap();
+}

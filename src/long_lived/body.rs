@@ -23,9 +23,10 @@ pub(crate) struct TrackedState {
     /// Where the bytes sent so far leave the event stream, for a plain-text event stream:
     /// it is finished only between events. `None` for other bodies, finished between frames.
     events: Option<EventEdge>,
-    /// A body of known length that has sent nothing yet: a marked route's answer. Not
-    /// aborted at the long-lived deadline until it has begun, since an abort before its first
-    /// byte leaves the client no response at all (hyper drops the head with the body).
+    /// A body of known length that had sent nothing before the long-lived deadline: a marked
+    /// route's answer. Not aborted at that deadline, since an abort before its first byte
+    /// leaves the client no response at all (hyper drops the head with the body), and one
+    /// after it breaks the length the client was told: it is sent whole.
     unstarted_answer: bool,
 }
 
@@ -146,7 +147,12 @@ impl TrackedState {
     #[cold]
     #[inline(never)]
     pub(crate) fn sent(&mut self, chunk: &[u8], remaining: usize) {
-        self.unstarted_answer = false;
+        // Begun before the long-lived deadline, it is cut there; begun after, it has been let
+        // through (see `step`) and goes on to its end: cut after its first frame, it would
+        // break its length as surely as one cut mid-stream.
+        if self.unstarted_answer && !self.core.long_lived.is_expired() {
+            self.unstarted_answer = false;
+        }
         let Some(edge) = self.events else { return };
         self.events = Some(if chunk.len() == remaining {
             edge.after_bytes(chunk)
@@ -171,8 +177,8 @@ impl TrackedState {
     /// Called only between frames: the only points at which a drain may end the body.
     fn step(&self, guard: &Option<InFlightGuard>) -> Step {
         // An answer that only came at the long-lived deadline (the handler answered as it
-        // passed) is sent whole rather than cut before its first byte; the drain deadline
-        // still bounds it.
+        // passed) is sent whole rather than cut before its first byte or after it; the drain
+        // deadline still bounds it.
         let cut = self.core.long_lived.is_expired() && !self.unstarted_answer;
         if cut || guard.as_ref().is_some_and(InFlightGuard::is_aborted) {
             Step::Abort
