@@ -393,3 +393,70 @@ async fn final_event_waits_for_an_event_split_over_frames_to_end() {
     assert!(rest.is_empty(), "ended inside an event: {rest:?}");
     assert_eq!(events, ["data: one", "data: two", FINAL_EVENT]);
 }
+
+/// Serves `before` as frames of an event stream, begins the drain once the client has read
+/// `seen`, then sends `after`; returns what the client read and the drain's report.
+async fn stream_with_drain_between(
+    before: &[&'static str],
+    seen: &[u8],
+    after: &[&'static str],
+) -> (Vec<u8>, tower_drain::DrainReport) {
+    let shutdown = Shutdown::new();
+    let (frames_tx, frames_rx) = tokio::sync::mpsc::unbounded_channel::<&'static str>();
+    let frames_rx = std::sync::Arc::new(std::sync::Mutex::new(Some(frames_rx)));
+    let app = Router::new()
+        .route(
+            "/events",
+            get(move || {
+                let frames = frames_rx.lock().unwrap().take().unwrap();
+                async move {
+                    let frames = stream::unfold(frames, |mut frames| async move {
+                        let frame = frames.recv().await?;
+                        Some((
+                            Ok::<_, Infallible>(Bytes::from_static(frame.as_bytes())),
+                            frames,
+                        ))
+                    });
+                    Response::builder()
+                        .header(CONTENT_TYPE, "text/event-stream")
+                        .body(Body::from_stream(frames))
+                        .unwrap()
+                }
+            }),
+        )
+        .layer(shutdown.layer());
+    let server = serve_until_closing(app, shutdown).await;
+    for frame in before {
+        frames_tx.send(frame).unwrap();
+    }
+    let reading = open_until(server.addr, "/events", seen).await;
+    let drain = shutdown.drain(LONG).unwrap();
+    for frame in after {
+        frames_tx.send(frame).unwrap();
+    }
+    let report = timeout(BOUND, drain).await.unwrap();
+    let decoded = reading.finish().await;
+    assert!(decoded.terminated, "a clean end");
+    (decoded.data, report)
+}
+
+/// An event whose last line ends in CR in one frame and whose LF (the same line end) and
+/// empty line come in the next: the final event follows the empty line, not the CR.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn final_event_waits_for_a_crlf_split_over_frames() {
+    let (data, report) =
+        stream_with_drain_between(&["data: one\r"], b"data: one\r", &["\n", "\r\n"]).await;
+    assert!(report.is_drained(), "{report}");
+    let expected = format!("data: one\r\n\r\n{FINAL_EVENT}\n\n");
+    assert_eq!(String::from_utf8_lossy(&data), expected);
+}
+
+/// An event ended by a lone CR line end and a CR empty line is whole: the final event
+/// follows at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn final_event_follows_an_event_ended_by_cr_alone() {
+    let (data, report) = stream_with_drain_between(&["data: one\r\r"], b"data: one\r\r", &[]).await;
+    assert!(report.is_drained(), "{report}");
+    let expected = format!("data: one\r\r{FINAL_EVENT}\n\n");
+    assert_eq!(String::from_utf8_lossy(&data), expected);
+}
