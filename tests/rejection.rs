@@ -228,6 +228,38 @@ async fn grpc_web_rejection_answers_in_the_request_content_type() {
     assert_eq!(shutdown.rejected(), 10);
 }
 
+/// Media types are case-insensitive: a gRPC call whose content type is spelled in capitals is
+/// still answered as gRPC (trailers-only UNAVAILABLE), in its protocol's lower-case type.
+#[tokio::test]
+async fn grpc_content_types_are_recognised_whatever_their_case() {
+    let shutdown = Shutdown::new();
+    let (addr, _server) = serve(grpc_app(shutdown)).await;
+    let client = http2_client();
+    // Open the HTTP/2 connection first: a draining server may refuse new ones.
+    let (status, _, _) = support::http::get(&client, addr, "/").await;
+    assert_eq!(status, 404);
+    let _ = shutdown.drain(Duration::from_secs(1)).unwrap().await;
+
+    for (sent, answered) in [
+        ("Application/gRPC", "application/grpc"),
+        ("APPLICATION/GRPC+PROTO", "application/grpc"),
+        ("application/grpc-Web", "application/grpc-web"),
+        (
+            "Application/gRPC-Web-Text+Proto",
+            "application/grpc-web-text+proto",
+        ),
+    ] {
+        let request = http::Request::post(format!("http://{addr}/echo.Echo/Say"))
+            .header("content-type", sent)
+            .body(Empty::<Bytes>::new())
+            .unwrap();
+        let response = bounded("grpc call", client.request(request)).await.unwrap();
+        assert_eq!(response.status(), 200, "{sent}");
+        assert_eq!(response.headers()["grpc-status"], "14", "{sent}");
+        assert_eq!(response.headers()["content-type"], answered, "{sent}");
+    }
+}
+
 /// A marked long-poll whose handler ignores its signal is answered 503 at the long-lived
 /// deadline; on HTTP/1 that answer closes the connection like every other 503 of the crate,
 /// even with no rejecting layer around the route to add it.

@@ -170,11 +170,17 @@ fn grpc_status_too(response: &mut Response<Rejection>, message: &'static str) {
 /// request.
 fn grpc_content_type<B>(request: &Request<B>) -> Option<&'static str> {
     let value = request.headers().get(CONTENT_TYPE)?.as_bytes();
-    let rest = value.strip_prefix(b"application/grpc")?;
-    match rest.strip_prefix(b"-web") {
+    // Media types are case-insensitive.
+    let rest = strip_prefix_ignore_case(value, b"application/grpc")?;
+    match strip_prefix_ignore_case(rest, b"-web") {
         Some(web) => Some(grpc_web_content_type(web)),
         None => Some("application/grpc"),
     }
+}
+
+fn strip_prefix_ignore_case<'a>(value: &'a [u8], prefix: &[u8]) -> Option<&'a [u8]> {
+    let (head, rest) = value.split_at_checked(prefix.len())?;
+    head.eq_ignore_ascii_case(prefix).then_some(rest)
 }
 
 /// gRPC-web clients check the response's content type before its status, and refuse one
@@ -182,7 +188,7 @@ fn grpc_content_type<B>(request: &Request<B>) -> Option<&'static str> {
 /// answer keeps both; `rest` is what follows `application/grpc-web`. A codec other than
 /// proto or JSON is answered without one.
 fn grpc_web_content_type(rest: &[u8]) -> &'static str {
-    let (text, codec) = match rest.strip_prefix(b"-text") {
+    let (text, codec) = match strip_prefix_ignore_case(rest, b"-text") {
         Some(codec) => (true, codec),
         None => (false, rest),
     };
