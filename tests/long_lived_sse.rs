@@ -352,44 +352,11 @@ async fn event_stream_starting_after_the_long_lived_deadline_is_cut_and_listed()
 /// would read the two as one event, of the wrong type and with the wrong data).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn final_event_waits_for_an_event_split_over_frames_to_end() {
-    let shutdown = Shutdown::new();
-    let (frames_tx, frames_rx) = tokio::sync::mpsc::unbounded_channel::<&'static str>();
-    let frames_rx = std::sync::Arc::new(std::sync::Mutex::new(Some(frames_rx)));
-    let app = Router::new()
-        .route(
-            "/events",
-            get(move || {
-                let frames = frames_rx.lock().unwrap().take().unwrap();
-                async move {
-                    let frames = stream::unfold(frames, |mut frames| async move {
-                        let frame = frames.recv().await?;
-                        Some((
-                            Ok::<_, Infallible>(Bytes::from_static(frame.as_bytes())),
-                            frames,
-                        ))
-                    });
-                    Response::builder()
-                        .header(CONTENT_TYPE, "text/event-stream")
-                        .body(Body::from_stream(frames))
-                        .unwrap()
-                }
-            }),
-        )
-        .layer(shutdown.layer());
-    let server = serve_until_closing(app, shutdown).await;
-
-    frames_tx.send("data: one\n\n").unwrap();
-    frames_tx.send("data: tw").unwrap();
-    let reading = open_until(server.addr, "/events", b"data: tw").await;
-    let drain = shutdown.drain(LONG).unwrap();
     // The handler is told nothing: it finishes its event when it gets to it.
-    frames_tx.send("o\n\n").unwrap();
-    let report = timeout(BOUND, drain).await.unwrap();
+    let (data, report) =
+        stream_with_drain_between(&["data: one\n\n", "data: tw"], b"data: tw", &["o\n\n"]).await;
     assert!(report.is_drained(), "{report}");
-
-    let decoded = reading.finish().await;
-    assert!(decoded.terminated, "a clean end");
-    let (events, rest) = parse_events(&decoded.data);
+    let (events, rest) = parse_events(&data);
     assert!(rest.is_empty(), "ended inside an event: {rest:?}");
     assert_eq!(events, ["data: one", "data: two", FINAL_EVENT]);
 }
