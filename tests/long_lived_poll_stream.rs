@@ -384,6 +384,28 @@ async fn a_stream_cut_at_the_long_lived_deadline_is_aborted_without_blaming_the_
 /// would leave the client with a closed connection and no response at all.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn long_poll_answering_as_the_long_lived_deadline_passes_is_answered_whole() {
+    let (raw, report, shutdown) = answered_at_the_long_lived_deadline(|| "late answer\n").await;
+    assert!(
+        raw.windows(4).any(|window| window == b"\r\n\r\n"),
+        "no response at all: {:?}",
+        String::from_utf8_lossy(&raw)
+    );
+    let (head, body) = split_head(&raw);
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    assert_eq!(body, b"late answer\n");
+    assert_eq!(report.outcome, DrainOutcome::Drained, "{report}");
+    assert_eq!(shutdown.long_lived(), 0);
+}
+
+/// Serves `answer` on a marked route whose handler makes it only once the long-lived deadline
+/// has passed (it waits on that deadline itself), drains, and returns what an HTTP/1 client
+/// read to the connection's close, the report, and the controller. The server has returned.
+async fn answered_at_the_long_lived_deadline<R>(
+    answer: fn() -> R,
+) -> (Vec<u8>, tower_drain::DrainReport, Shutdown)
+where
+    R: axum::response::IntoResponse + Send + 'static,
+{
     let shutdown = Shutdown::new();
     shutdown.set_long_lived_grace(Duration::from_millis(50));
     let (entered_tx, mut entered) = mpsc::channel(1);
@@ -396,7 +418,7 @@ async fn long_poll_answering_as_the_long_lived_deadline_passes_is_answered_whole
                 .unwrap();
             entered.send(()).await.unwrap();
             watch.deadline().await;
-            "late answer\n"
+            answer()
         }
     };
     let app = Router::new()
@@ -411,16 +433,8 @@ async fn long_poll_answering_as_the_long_lived_deadline_passes_is_answered_whole
     timeout(BOUND, read_to_close(&mut client, &mut raw))
         .await
         .unwrap();
-    assert!(
-        raw.windows(4).any(|window| window == b"\r\n\r\n"),
-        "no response at all: {:?}",
-        String::from_utf8_lossy(&raw)
-    );
-    let (head, body) = split_head(&raw);
-    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
-    assert_eq!(body, b"late answer\n");
-    assert_eq!(report.outcome, DrainOutcome::Drained, "{report}");
-    assert_eq!(shutdown.long_lived(), 0);
+    timeout(BOUND, server.task).await.unwrap().unwrap();
+    (raw, report, shutdown)
 }
 
 /// A body of known length in two frames, the second made only once the first is taken.
@@ -466,33 +480,9 @@ impl http_body::Body for TwoFrames {
 /// every frame of it, not cut after its first: the client was told its length.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_answer_begun_after_the_long_lived_deadline_is_sent_whole_in_several_frames() {
-    let shutdown = Shutdown::new();
-    shutdown.set_long_lived_grace(Duration::from_millis(50));
-    let (entered_tx, mut entered) = mpsc::channel(1);
-    let late = move || {
-        let entered = entered_tx.clone();
-        async move {
-            // Taken while serving: its deadline is the long-lived deadline.
-            let watch = shutdown
-                .long_lived_guard(LongLivedKind::Upgrade, Method::GET, "/watch")
-                .unwrap();
-            entered.send(()).await.unwrap();
-            watch.deadline().await;
-            Body::new(TwoFrames::new(b"first ", b"second\n"))
-        }
-    };
-    let app = Router::new()
-        .route("/late", get(late).layer(LongLivedLayer::route(shutdown)))
-        .layer(shutdown.layer());
-    let server = serve_until_closing(app, shutdown).await;
-    let mut client = open_event_stream(server.addr, "/late").await;
-    timeout(BOUND, entered.recv()).await.unwrap().unwrap();
-
-    let report = timeout(BOUND, shutdown.drain(LONG).unwrap()).await.unwrap();
-    let mut raw = Vec::new();
-    timeout(BOUND, read_to_close(&mut client, &mut raw))
-        .await
-        .unwrap();
+    let (raw, report, shutdown) =
+        answered_at_the_long_lived_deadline(|| Body::new(TwoFrames::new(b"first ", b"second\n")))
+            .await;
     let (head, body) = split_head(&raw);
     assert!(head.starts_with("HTTP/1.1 200"), "{head}");
     assert!(
@@ -502,5 +492,4 @@ async fn an_answer_begun_after_the_long_lived_deadline_is_sent_whole_in_several_
     assert_eq!(body, b"first second\n");
     assert_eq!(report.outcome, DrainOutcome::Drained, "{report}");
     assert_eq!(shutdown.long_lived(), 0);
-    timeout(BOUND, server.task).await.unwrap().unwrap();
 }
