@@ -166,7 +166,7 @@ async fn request_in_flight_completes_with_connection_close_and_serve_returns() {
     let drain = shutdown.drain(BOUND).unwrap();
     gate.release(1);
 
-    let response = read_to_eof(&mut stream).await;
+    let response = read_to_eof(stream).await;
     assert!(response.starts_with("HTTP/1.1 200 OK\r\n"), "{response}");
     assert!(has_connection_close(&response), "{response}");
     assert!(response.ends_with("held\n"), "{response}");

@@ -160,7 +160,7 @@ async fn http1_0_keep_alive_response_during_the_drain_closes_the_connection() {
     gate.entered(1).await;
     let drain = shutdown.drain(BOUND).unwrap();
     gate.release(1);
-    let during = read_to_eof(&mut stream).await;
+    let during = read_to_eof(stream).await;
     assert!(during.starts_with("HTTP/1.0 200 OK\r\n"), "{during}");
     assert!(has_close_token(&during), "{during}");
     assert!(during.ends_with("\r\n\r\nhello world\n"), "{during}");
@@ -177,9 +177,8 @@ async fn http1_0_keep_alive_request_refused_while_draining_is_closed() {
     let addr = serve_without_graceful_close(shutdown).await;
     assert_drained(shutdown.drain(BOUND).unwrap()).await;
 
-    let mut stream =
-        connect_and_write(addr, "GET / HTTP/1.0\r\nconnection: keep-alive\r\n\r\n").await;
-    let refused = read_to_eof(&mut stream).await;
+    let stream = connect_and_write(addr, "GET / HTTP/1.0\r\nconnection: keep-alive\r\n\r\n").await;
+    let refused = read_to_eof(stream).await;
     assert!(refused.starts_with("HTTP/1.0 503 "), "{refused}");
     assert_eq!(
         header(&refused, "connection").as_deref(),
@@ -220,7 +219,7 @@ async fn known_length_is_sent_as_content_length_and_head_gets_no_body() {
         .write_all(b"HEAD / HTTP/1.1\r\nhost: x\r\n\r\nGET /204 HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n")
         .await
         .unwrap();
-    let both = read_to_eof(&mut stream).await;
+    let both = read_to_eof(stream).await;
     let (head, next) = both.split_once("\r\n\r\n").unwrap();
     assert!(head.starts_with("HTTP/1.1 200 OK"), "{both}");
     assert_eq!(
@@ -246,11 +245,11 @@ async fn known_length_is_sent_as_content_length_and_head_gets_no_body() {
     assert_eq!(body.to_bytes(), HELLO);
 
     // While draining: a response passed through keeps its length, with `Connection: close`.
-    let mut held = connect_and_write(addr, "GET /held HTTP/1.1\r\nhost: x\r\n\r\n").await;
+    let held = connect_and_write(addr, "GET /held HTTP/1.1\r\nhost: x\r\n\r\n").await;
     gate.entered(1).await;
     let drain = shutdown.drain(BOUND).unwrap();
     gate.release(1);
-    let during = read_to_eof(&mut held).await;
+    let during = read_to_eof(held).await;
     assert!(has_connection_close(&during), "{during}");
     assert_eq!(header(&during, "content-length"), Some(length), "{during}");
     assert!(during.ends_with("\r\n\r\nhello world\n"), "{during}");
@@ -269,8 +268,8 @@ async fn head_refused_while_draining_gets_the_503_head_only() {
     let addr = serve_without_graceful_close(shutdown).await;
     assert_drained(shutdown.drain(BOUND).unwrap()).await;
 
-    let mut stream = connect_and_write(addr, "HEAD / HTTP/1.1\r\nhost: x\r\n\r\n").await;
-    let refused = read_to_eof(&mut stream).await;
+    let stream = connect_and_write(addr, "HEAD / HTTP/1.1\r\nhost: x\r\n\r\n").await;
+    let refused = read_to_eof(stream).await;
     assert!(refused.starts_with("HTTP/1.1 503 "), "{refused}");
     assert!(has_connection_close(&refused), "{refused}");
     assert_eq!(header(&refused, "content-length").as_deref(), Some("25"));
@@ -303,6 +302,9 @@ async fn bodiless_statuses_end_their_count() {
         );
         assert!(!has_connection_close(&response), "{response}");
     }
+    // Done with it, as a client would be: an idle connection left open would keep the
+    // server's lingering close waiting for it.
+    drop(stream);
     let h2 = Client::builder(TokioExecutor::new())
         .http2_only(true)
         .build_http::<http_body_util::Empty<Bytes>>();
@@ -391,7 +393,7 @@ async fn expect_continue_upload_admitted_before_the_drain_is_awaited_and_answere
         "the drain did not wait for the upload"
     );
     stream.write_all(b"hello").await.unwrap();
-    let rest = read_to_eof(&mut stream).await;
+    let rest = read_to_eof(stream).await;
     let response = String::from_utf8(received).unwrap() + &rest;
     let response = response
         .strip_prefix("HTTP/1.1 100 Continue\r\n\r\n")
@@ -414,12 +416,12 @@ async fn expect_continue_upload_refused_while_draining_gets_no_100_continue() {
     let addr = serve_without_graceful_close(shutdown).await;
     assert_drained(shutdown.drain(BOUND).unwrap()).await;
 
-    let mut stream = connect_and_write(
+    let stream = connect_and_write(
         addr,
         "POST / HTTP/1.1\r\nhost: x\r\ncontent-length: 1000000\r\nexpect: 100-continue\r\n\r\n",
     )
     .await;
-    let refused = read_to_eof(&mut stream).await;
+    let refused = read_to_eof(stream).await;
     assert!(refused.starts_with("HTTP/1.1 503 "), "{refused}");
     assert!(!refused.contains("100 Continue"), "{refused}");
     assert!(has_connection_close(&refused), "{refused}");
@@ -507,7 +509,7 @@ async fn pipelined_request_behind_the_close_is_left_unprocessed() {
     let gate = Gate::new();
     let (addr, server) = start(shutdown, &gate).await;
 
-    let mut stream = connect_and_write(
+    let stream = connect_and_write(
         addr,
         "GET /held HTTP/1.1\r\nhost: x\r\n\r\nGET /held HTTP/1.1\r\nhost: x\r\n\r\n",
     )
@@ -515,7 +517,7 @@ async fn pipelined_request_behind_the_close_is_left_unprocessed() {
     gate.entered(1).await;
     let drain = shutdown.drain(BOUND).unwrap();
     gate.release(1);
-    let answered = read_to_eof(&mut stream).await;
+    let answered = read_to_eof(stream).await;
     assert!(answered.starts_with("HTTP/1.1 200 OK\r\n"), "{answered}");
     assert!(has_connection_close(&answered), "{answered}");
     assert!(

@@ -152,7 +152,7 @@ async fn http1_response_during_drain_says_connection_close_and_the_server_closes
     gate.release(1);
 
     // Reading to EOF returns only if the server closes the connection after the response.
-    let during = read_to_eof(&mut stream).await;
+    let during = read_to_eof(stream).await;
     assert!(during.starts_with("HTTP/1.1 200 OK\r\n"), "{during}");
     assert!(
         has_connection_close(&during),
@@ -176,7 +176,7 @@ async fn http1_idle_keep_alive_connection_is_closed_when_draining_begins() {
     let gate = Gate::new();
     let (addr, server) = start(shutdown, &gate).await;
 
-    let mut idle = kept_alive_connection(addr).await;
+    let idle = kept_alive_connection(addr).await;
 
     // A request held in flight keeps the drain going, so the close below happens at drain
     // start and not at its end.
@@ -185,15 +185,11 @@ async fn http1_idle_keep_alive_connection_is_closed_when_draining_begins() {
     gate.entered(1).await;
     let drain = shutdown.drain(BOUND).unwrap();
 
-    assert_eq!(
-        read_to_eof(&mut idle).await,
-        "",
-        "idle connection not closed"
-    );
+    assert_eq!(read_to_eof(idle).await, "", "idle connection not closed");
     assert_eq!(shutdown.phase(), Phase::Draining);
 
     gate.release(1);
-    assert!(has_connection_close(&read_to_eof(&mut busy).await));
+    assert!(has_connection_close(&read_to_eof(busy).await));
     assert_eq!(
         bounded("the drain", drain).await.outcome,
         DrainOutcome::Drained
@@ -296,7 +292,7 @@ async fn connection_still_open_at_the_drain_deadline_is_closed() {
 
     // Past the deadline the server stops waiting for the connection and closes it.
     assert_eq!(
-        read_to_eof(&mut stuck).await,
+        read_to_eof(stuck).await,
         "",
         "a stuck request got an answer"
     );

@@ -175,12 +175,12 @@ async fn grpc_web_rejection_over_http1_closes_the_connection() {
     let (addr, _server) = serve(grpc_app(shutdown)).await;
     let _ = shutdown.drain(Duration::from_secs(1)).unwrap().await;
 
-    let (mut stream, response) = raw_grpc_web_call(addr, "application/grpc-web+proto").await;
+    let (stream, response) = raw_grpc_web_call(addr, "application/grpc-web+proto").await;
     let head = response.to_ascii_lowercase();
     assert!(head.starts_with("http/1.1 200 ok\r\n"), "{response}");
     assert!(head.contains("\r\ngrpc-status: 14\r\n"), "{response}");
     assert!(has_connection_close(&response), "{response}");
-    assert_eq!(read_to_eof(&mut stream).await, "", "the server closes");
+    assert_eq!(read_to_eof(stream).await, "", "the server closes");
 }
 
 /// A gRPC-web call is refused in gRPC-web's own content type, keeping the request's
@@ -290,7 +290,7 @@ async fn long_poll_cut_at_its_deadline_closes_the_http1_connection() {
     let response = read_response(&mut stream).await;
     assert!(response.starts_with("HTTP/1.1 503 "), "{response}");
     assert!(has_connection_close(&response), "{response}");
-    assert_eq!(read_to_eof(&mut stream).await, "", "the server closes");
+    assert_eq!(read_to_eof(stream).await, "", "the server closes");
     let report = bounded("the drain", drain).await.unwrap();
     assert_eq!(report.outcome, DrainOutcome::Drained);
     assert_eq!(report.long_lived.len(), 1, "the cut poll is reported");

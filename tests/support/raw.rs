@@ -62,8 +62,9 @@ pub async fn kept_alive_connection(addr: SocketAddr) -> TcpStream {
     stream
 }
 
-/// Reads until the server closes the connection, returning everything read.
-pub async fn read_to_eof(stream: &mut TcpStream) -> String {
+/// Reads until the server closes the connection, returning everything read, then closes the
+/// client side as a client does at end of stream (the server lingers until it does).
+pub async fn read_to_eof(mut stream: TcpStream) -> String {
     let mut bytes = Vec::new();
     bounded(
         "the server to close the connection",
