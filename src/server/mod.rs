@@ -9,6 +9,7 @@
 //! |---|---|
 //! | [`Shutdown::closing`] (admission closes) | stops accepting and shuts every connection down gracefully: HTTP/2 gets GOAWAY, HTTP/1 closes after the response in progress, idle keep-alive connections close at once |
 //! | [`Shutdown::aborted`] (drain cut short, or forced), or the drain deadline whatever the outcome | closes whatever connection is still open |
+//! | hyper is done with a connection | shuts its sending side and reads what the client still sends until it closes (a lingering close), so those bytes cannot make the kernel reset the connection and drop the unsent tail of its last response |
 //! | every connection closed | [`serve`] returns |
 //!
 //! Put [`Shutdown::layer`] on the service so that requests in flight are counted and late
@@ -68,6 +69,8 @@ use tower_service::Service;
 
 use crate::Shutdown;
 
+mod linger;
+
 type BoxError = Box<dyn StdError + Send + Sync>;
 
 /// Serves `service` on every connection `listener` accepts, until `shutdown` has closed
@@ -82,6 +85,13 @@ type BoxError = Box<dyn StdError + Send + Sync>;
 /// closed there and then, and so are those still open at the drain deadline after a drain
 /// that ended `Drained` (a client not reading the tail of a finished response, an HTTP/2
 /// client that never answers the GOAWAY), so `serve` returns by the drain deadline.
+///
+/// A connection hyper is done with is closed gently: its sending side is shut, so the
+/// client reads the last response to its end, and what the client still sends (an HTTP/2
+/// client's WINDOW_UPDATE or PING, the rest of an upload the handler did not read) is read
+/// and discarded until the client closes, 5 s pass without a byte or 30 s in all, or the
+/// drain deadline comes. Closed outright, such a socket is reset by the kernel, which drops
+/// whatever part of the response it had not sent yet.
 ///
 /// Returns once every connection is closed. Errors of single connections (a client that
 /// resets, a malformed request) end that connection only and are logged at `debug`; accept
@@ -139,10 +149,7 @@ where
     }
     // Refuse new connections from now on, rather than leave them in the backlog unanswered.
     drop(listener);
-    tracing::debug!(
-        connections = graceful.count(),
-        "stopped accepting; shutting connections down gracefully"
-    );
+    tracing::debug!("stopped accepting; shutting connections down gracefully");
     // Resolves once every watched connection has ended, or was closed at the deadline.
     let connections = graceful.shutdown();
     tokio::pin!(connections);
@@ -186,15 +193,20 @@ fn spawn_connection<S, B>(
     B::Data: Send,
     B::Error: Into<BoxError>,
 {
+    let (socket, returned) = linger::lend(stream);
     let connection = builder
         .serve_connection_with_upgrades(
-            TokioIo::new(stream),
+            TokioIo::new(socket),
             TowerToHyperService::new(service.clone()),
         )
         .into_owned();
     let connection = graceful.watch(connection);
+    // Held until the lingering close ends, so that `serve` waits for it as for the
+    // connection itself: returning earlier could let the process exit and reset the socket.
+    let lingering = graceful.watcher();
     let cut = cut.clone().cancelled_owned();
     tokio::spawn(async move {
+        tokio::pin!(cut);
         tokio::select! {
             result = connection => {
                 if let Err(error) = result {
@@ -202,8 +214,16 @@ fn spawn_connection<S, B>(
                 }
             }
             // Dropping the connection closes its socket: the drain deadline has passed.
-            () = cut => tracing::debug!("connection closed at the drain deadline"),
+            () = &mut cut => {
+                tracing::debug!("connection closed at the drain deadline");
+                return;
+            }
         }
+        tokio::select! {
+            () = returned.linger() => {}
+            () = cut => tracing::debug!("lingering connection closed at the drain deadline"),
+        }
+        drop(lingering);
     });
 }
 

@@ -1,0 +1,138 @@
+//! Lingering close: once hyper is done with a connection, stop sending and read what the
+//! client still sends until it closes, so that the close cannot reset the connection while
+//! the last response is still on its way.
+//!
+//! Why it matters: a socket closed with received bytes still unread, or one that receives
+//! bytes after it was closed, is reset by the kernel, and a reset throws away whatever the
+//! send buffer still held: the tail of the last response. Clients keep sending while they
+//! read a response: HTTP/2 clients send WINDOW_UPDATE and PING frames, and an HTTP/1 client
+//! may still be uploading a request body the server answered without reading (a 503 while
+//! draining). Graceful shutdown closes every connection right after its last response, so
+//! without this the responses that shutdown waited for could be cut on the wire.
+
+use std::io;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::net::TcpStream;
+use tokio::sync::oneshot;
+use tokio::time::{timeout, Instant};
+
+/// How long to wait for the client's next bytes before closing anyway (nginx's
+/// `lingering_timeout` defaults to the same 5 s).
+const LINGER_IDLE: Duration = Duration::from_secs(5);
+/// The longest a connection lingers in all, however much the client keeps sending (nginx's
+/// `lingering_time` defaults to 30 s).
+const LINGER_LIMIT: Duration = Duration::from_secs(30);
+
+/// The socket as hyper sees it. When hyper drops it, the socket is handed back instead of
+/// closed, so [`Returned::linger`] can close it gently. An upgraded connection (WebSocket)
+/// keeps it alive in the application's hands, and then nothing is handed back.
+#[derive(Debug)]
+pub(super) struct Lent {
+    stream: Option<TcpStream>,
+    home: Option<oneshot::Sender<TcpStream>>,
+}
+
+/// Where the socket comes back once hyper has dropped it.
+#[derive(Debug)]
+pub(super) struct Returned {
+    home: oneshot::Receiver<TcpStream>,
+}
+
+/// Lends `stream` to hyper, keeping the way back.
+pub(super) fn lend(stream: TcpStream) -> (Lent, Returned) {
+    let (sender, home) = oneshot::channel();
+    let lent = Lent {
+        stream: Some(stream),
+        home: Some(sender),
+    };
+    (lent, Returned { home })
+}
+
+impl Returned {
+    /// Closes the socket gently if hyper has handed it back: shuts the sending side (the
+    /// client reads the response's end, then end of stream), then reads and discards until
+    /// the client closes its side, stays silent for [`LINGER_IDLE`], or [`LINGER_LIMIT`]
+    /// passes. The caller bounds this further (the drain deadline).
+    pub(super) async fn linger(mut self) {
+        // Empty: hyper still holds the socket (an upgrade); closed: nothing to return.
+        let Ok(mut stream) = self.home.try_recv() else {
+            return;
+        };
+        if stream.shutdown().await.is_err() {
+            return;
+        }
+        // On the heap: an array here would add its size to every connection's task, for the
+        // connection's whole life.
+        let mut discard = vec![0u8; 4096];
+        let until = Instant::now() + LINGER_LIMIT;
+        // Bounded by `until`; each pass waits at most `LINGER_IDLE`.
+        while Instant::now() < until {
+            match timeout(LINGER_IDLE, stream.read(&mut discard)).await {
+                Ok(Ok(read)) if read > 0 => {}
+                // End of stream, an error, or silence: nothing more to protect.
+                _ => return,
+            }
+        }
+    }
+}
+
+impl Lent {
+    fn stream(&mut self) -> Pin<&mut TcpStream> {
+        // Only `Drop` takes the stream out, and nothing polls the socket after that.
+        Pin::new(self.stream.as_mut().expect("socket used after drop"))
+    }
+}
+
+impl Drop for Lent {
+    fn drop(&mut self) {
+        if let (Some(stream), Some(home)) = (self.stream.take(), self.home.take()) {
+            // Fails only when the connection's task is gone (closed at the deadline, or the
+            // runtime is shutting down); the stream then closes here, as it would have.
+            let _ = home.send(stream);
+        }
+    }
+}
+
+impl AsyncRead for Lent {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        self.stream().poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for Lent {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        self.stream().poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        self.stream().poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.stream.as_ref().is_some_and(|s| s.is_write_vectored())
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        self.stream().poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        self.stream().poll_shutdown(cx)
+    }
+}
