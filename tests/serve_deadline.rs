@@ -98,9 +98,40 @@ async fn serve_returns_by_the_drain_deadline_when_an_http2_client_goes_silent() 
     let shutdown = Shutdown::new();
     let (addr, server, mut entered) = start(shutdown).await;
 
-    // An HTTP/2 client (the h2 crate, whose connection is driven only when polled here) that
-    // completes one request and is then never polled again, like a frozen process: it reads
-    // nothing more, so it never answers the PING of the server's graceful GOAWAY.
+    let client = silent_http2_client(addr, &mut entered).await;
+
+    // Nothing in flight: Drained at once.
+    let report = bounded("the drain", shutdown.drain(DRAIN_TIMEOUT).unwrap()).await;
+    assert_eq!(report.outcome, DrainOutcome::Drained, "{report}");
+
+    assert_returns_by_the_deadline(server, "HTTP/2 client silent after GOAWAY").await;
+    drop(client);
+}
+
+#[tokio::test]
+async fn serve_returns_at_once_after_a_force_with_nothing_running_and_no_drain() {
+    let shutdown = Shutdown::new();
+    let (addr, server, mut entered) = start(shutdown).await;
+    let client = silent_http2_client(addr, &mut entered).await;
+
+    // A second signal before any drain, say: nothing is running, so nothing is cut, and
+    // there is no drain deadline. A force is the deadline, now: the connection the silent
+    // client holds open is closed.
+    assert!(!shutdown.force(), "nothing was running to cut short");
+    bounded("serve to return after the force", server)
+        .await
+        .unwrap();
+    drop(client);
+}
+
+/// An HTTP/2 client (the h2 crate, whose connection is driven only when polled here) that
+/// completes one request and is then never polled again, like a frozen process: it reads
+/// nothing more, so it never answers the PING of the server's graceful GOAWAY. Returned to
+/// be held open.
+async fn silent_http2_client(
+    addr: std::net::SocketAddr,
+    entered: &mut mpsc::UnboundedReceiver<()>,
+) -> impl Sized {
     let tcp = TcpStream::connect(addr).await.unwrap();
     let (sender, connection) = bounded("the HTTP/2 handshake", h2::client::handshake(tcp))
         .await
@@ -137,11 +168,5 @@ async fn serve_returns_by_the_drain_deadline_when_an_http2_client_goes_silent() 
     bounded("the handler to be called", entered.recv())
         .await
         .unwrap();
-
-    // Nothing in flight: Drained at once.
-    let report = bounded("the drain", shutdown.drain(DRAIN_TIMEOUT).unwrap()).await;
-    assert_eq!(report.outcome, DrainOutcome::Drained, "{report}");
-
-    assert_returns_by_the_deadline(server, "HTTP/2 client silent after GOAWAY").await;
-    drop((body, connection));
+    (body, connection)
 }

@@ -8,7 +8,7 @@
 //! | when | what the server does |
 //! |---|---|
 //! | [`Shutdown::closing`] (admission closes) | stops accepting and shuts every connection down gracefully: HTTP/2 gets GOAWAY, HTTP/1 closes after the response in progress, idle keep-alive connections close at once |
-//! | [`Shutdown::aborted`] (drain cut short, or forced), or the drain deadline whatever the outcome | closes whatever connection is still open |
+//! | [`Shutdown::aborted`] (drain cut short, or forced), the drain deadline whatever the outcome, or a [`Shutdown::force`] that found nothing to cut before any drain | closes whatever connection is still open |
 //! | hyper is done with a connection | shuts its sending side and reads what the client still sends until it closes (a lingering close), so those bytes cannot make the kernel reset the connection and drop the unsent tail of its last response |
 //! | every connection closed | [`serve`] returns |
 //!
@@ -84,7 +84,8 @@ type BoxError = Box<dyn StdError + Send + Sync>;
 /// open when [`Shutdown::aborted`] fires (the drain deadline, or [`Shutdown::force`]) are
 /// closed there and then, and so are those still open at the drain deadline after a drain
 /// that ended `Drained` (a client not reading the tail of a finished response, an HTTP/2
-/// client that never answers the GOAWAY), so `serve` returns by the drain deadline.
+/// client that never answers the GOAWAY), so `serve` returns by the drain deadline. A
+/// `force` with no drain before it, even one that found nothing running, is the deadline.
 ///
 /// A connection hyper is done with is closed gently: its sending side is shut, so the
 /// client reads the last response to its end, and what the client still sends (an HTTP/2
@@ -165,15 +166,24 @@ where
 }
 
 /// Resolves at the drain deadline, or at [`Shutdown::aborted`] if that comes first (a forced
-/// drain). Called once admission has closed: a `drain` call has fixed the deadline by then,
-/// unless admission was closed by `force`, which fires `aborted` if anything is running.
+/// drain). Called once admission has closed: a `drain` call fixes the deadline before it
+/// closes admission, so no deadline means `force` closed it. A force ends the drain as a
+/// timeout would, so its moment is the deadline: it fires `aborted` if it cut anything
+/// short, and otherwise decides the drain `Drained` at once.
 async fn drain_deadline(shutdown: Shutdown) {
-    match shutdown.core.drain_deadline() {
+    let core = shutdown.core;
+    match core.drain_deadline() {
         Some(deadline) => tokio::select! {
             () = shutdown.aborted() => {}
             () = tokio::time::sleep_until(deadline) => {}
         },
-        None => shutdown.aborted().await,
+        None => {
+            // Armed before the check, so a decision made between the two still wakes it.
+            let decided = core.decided_notify().notified();
+            if core.report().is_none() {
+                decided.await;
+            }
+        }
     }
 }
 
