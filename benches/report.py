@@ -19,6 +19,7 @@ REFERENCES = [
     ("reference_counting", "reference: one atomic add/sub, guard carried to body end"),
     ("reference_counting_crate_guard", "reference: same, with this crate's `Shutdown::guard()`"),
     ("reference_counting_crate_guard_on_drop", "reference: same, guard released when the body is dropped"),
+    ("reference_counting_thread_local", "reference: per-thread plain count and a phase check, no locked instruction, guard carried to body end"),
 ]
 VARIANTS = [
     ("bare", "bare `service_fn`"),

@@ -30,7 +30,7 @@ use tower::{service_fn, Layer, Service};
 use tower_drain::{InFlightLayer, RejectWhenDrainingLayer, Shutdown};
 use tower_http::metrics::InFlightRequestsLayer;
 
-use reference::{AtEnd, Counting, OnDrop, Passthrough, StaticCounter};
+use reference::{AtEnd, Counting, OnDrop, Passthrough, StaticCounter, ThreadCounter};
 
 mod reference;
 
@@ -421,12 +421,13 @@ pub struct Variants {
 }
 
 /// The names of all variants, in report order.
-pub const NAMES: [&str; 13] = [
+pub const NAMES: [&str; 14] = [
     "bare",
     "reference_passthrough",
     "reference_counting",
     "reference_counting_crate_guard",
     "reference_counting_crate_guard_on_drop",
+    "reference_counting_thread_local",
     "shutdown_layer",
     "in_flight_layer",
     "reject_when_draining_layer",
@@ -476,6 +477,13 @@ impl Variants {
                 Box::new(Layered(Counting::<_, _, OnDrop>::new(
                     inner(frames),
                     Shutdown::new(),
+                ))),
+            ),
+            (
+                "reference_counting_thread_local",
+                Box::new(Layered(Counting::<_, _, AtEnd>::new(
+                    inner(frames),
+                    ThreadCounter::new(),
                 ))),
             ),
         ];

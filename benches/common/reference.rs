@@ -9,11 +9,13 @@
 //!   [`InFlightGuard`](tower_drain::InFlightGuard) through `Shutdown::guard`. With
 //!   `AtEnd` the body drops its guard as it yields its last frame (as this crate's
 //!   layers do); with `OnDrop` the guard goes when the body is dropped (as tower-http's does).
+//!   With a [`ThreadCounter`] it is a per-thread count with no locked instruction.
 
+use std::cell::Cell;
 use std::future::Future;
 use std::marker::PhantomData;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{compiler_fence, AtomicU8, AtomicUsize, Ordering};
 use std::task::{ready, Context, Poll};
 
 use http::{Request, Response};
@@ -91,6 +93,53 @@ impl Admit for StaticCounter {
         // Relaxed: a count, published to readers by the matching Release subtract.
         self.0.fetch_add(1, Ordering::Relaxed);
         Some(StaticGuard(self.0))
+    }
+}
+
+/// A count kept per thread with plain loads and stores, beside a shared phase flag that is
+/// only ever read: the hot path of a counter with no locked instruction at all. Such a
+/// counter is correct only if the drainer forces a memory barrier on every other thread
+/// before it sums the counts (Linux's `membarrier`), which this reference does not do; it
+/// prices the request's side only.
+#[derive(Clone, Copy)]
+pub struct ThreadCounter(&'static AtomicU8);
+
+thread_local! {
+    static THREAD_COUNT: Cell<isize> = const { Cell::new(0) };
+}
+
+impl ThreadCounter {
+    /// A fresh phase flag (leaked: a handful per bench run).
+    pub fn new() -> Self {
+        ThreadCounter(Box::leak(Box::new(AtomicU8::new(0))))
+    }
+}
+
+/// Releases one count of a [`ThreadCounter`], on the thread that drops it.
+pub struct ThreadGuard;
+
+impl Drop for ThreadGuard {
+    #[inline]
+    fn drop(&mut self) {
+        THREAD_COUNT.with(|count| count.set(count.get() - 1));
+    }
+}
+
+impl Admit for ThreadCounter {
+    type Guard = ThreadGuard;
+
+    #[inline]
+    fn admit(&self) -> Option<ThreadGuard> {
+        THREAD_COUNT.with(|count| count.set(count.get() + 1));
+        // The count is written before the phase is read; the drainer's barrier is what would
+        // make that order visible to it.
+        compiler_fence(Ordering::SeqCst);
+        // Relaxed: a flag check.
+        if self.0.load(Ordering::Relaxed) != 0 {
+            drop(ThreadGuard);
+            return None;
+        }
+        Some(ThreadGuard)
     }
 }
 
