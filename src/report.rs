@@ -81,6 +81,19 @@ impl DrainReport {
             self.in_flight_at_start, self.completed, self.still_running, self.rejected
         )
     }
+
+    /// The long-lived responses cut, in every text form of a report; nothing when none was.
+    /// A drain can end `Drained` with some cut, and this is then all that says why it is not
+    /// clean.
+    pub(crate) fn write_long_lived(&self, out: &mut impl fmt::Write) -> fmt::Result {
+        if !self.long_lived.is_empty() {
+            write!(out, "; {} long-lived cut:", self.long_lived.len())?;
+            for entry in &self.long_lived {
+                write!(out, " [{entry}]")?;
+            }
+        }
+        Ok(())
+    }
 }
 
 impl fmt::Display for DrainReport {
@@ -92,12 +105,6 @@ impl fmt::Display for DrainReport {
         }
         f.write_str(": ")?;
         self.write_counts(f)?;
-        if !self.long_lived.is_empty() {
-            write!(f, "; {} long-lived cut:", self.long_lived.len())?;
-            for entry in &self.long_lived {
-                write!(f, " [{entry}]")?;
-            }
-        }
-        Ok(())
+        self.write_long_lived(f)
     }
 }

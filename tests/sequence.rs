@@ -6,8 +6,11 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use http::Method;
 use tokio::sync::oneshot;
-use tower_drain::{DrainOutcome, HookOutcome, Phase, SequenceError, Shutdown, ShutdownSequence};
+use tower_drain::{
+    DrainOutcome, HookOutcome, LongLivedKind, Phase, SequenceError, Shutdown, ShutdownSequence,
+};
 
 use support::bounded;
 
@@ -207,6 +210,47 @@ async fn a_second_trigger_in_the_lame_duck_delay_skips_to_the_abort() {
     assert!(report.drain.forced);
     assert_eq!(report.drain.still_running, 1);
     drop(work);
+}
+
+/// A long-lived response cut at the long-lived deadline leaves the drain `Drained` but not
+/// clean (the demo exits 1): the report's table must name what was cut, or it reads
+/// "drained" with nothing to explain the failure.
+#[tokio::test]
+async fn a_long_lived_response_cut_at_its_deadline_is_named_in_the_report_table() {
+    let shutdown = Shutdown::new();
+    shutdown.set_long_lived_grace(Duration::from_millis(50));
+    let sequence = ShutdownSequence::builder(shutdown)
+        .lame_duck(Duration::ZERO)
+        .drain_timeout(Duration::from_secs(600))
+        .budget(Duration::from_secs(3600))
+        .no_signals()
+        .build()
+        .unwrap();
+    // A WebSocket whose peer never answers the close: its task drops the connection, and
+    // so the guard, at the long-lived deadline.
+    let socket = shutdown
+        .long_lived_guard(LongLivedKind::Upgrade, Method::GET, "/ws")
+        .unwrap();
+    let connection = tokio::spawn(async move {
+        socket.deadline().await;
+        drop(socket);
+    });
+    sequence.trigger().fire();
+    let report = bounded("sequence ends", sequence.run()).await;
+    bounded("the connection ends", connection).await.unwrap();
+
+    assert_eq!(report.drain.outcome, DrainOutcome::Drained, "{report}");
+    assert_eq!(report.drain.long_lived.len(), 1, "{report}");
+    assert!(!report.is_clean());
+    let table = report.to_string();
+    let drain_row = table
+        .lines()
+        .find(|line| line.trim_start().starts_with("drain"))
+        .unwrap();
+    assert!(
+        drain_row.contains("1 long-lived cut") && drain_row.contains("upgrade GET /ws"),
+        "the drain row does not name the cut connection:\n{table}"
+    );
 }
 
 #[tokio::test]

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use tower_drain::{DrainOutcome, Shutdown, ShutdownSequence};
+use tower_drain::{DrainOutcome, LongLivedKind, Shutdown, ShutdownSequence};
 use tracing::field::{Field, Visit};
 use tracing::{Event, Subscriber};
 use tracing_subscriber::layer::{Context, SubscriberExt};
@@ -125,4 +125,54 @@ async fn a_sequence_with_a_zero_lame_duck_goes_straight_to_draining() {
     let phases = events.phases();
     let names: Vec<&str> = phases.iter().map(|e| e["phase"].as_str()).collect();
     assert_eq!(names, ["draining", "drained"], "{phases:#?}");
+}
+
+/// The sequence's last event says why a shutdown was not clean. A long-lived connection cut
+/// at its deadline leaves the drain `Drained` with nothing still running and no failed hook:
+/// without its count the event would say "not cleanly" and show nothing wrong.
+#[tokio::test(flavor = "current_thread")]
+async fn the_last_sequence_event_counts_the_long_lived_responses_cut() {
+    let events = Events::default();
+    let _default =
+        tracing::subscriber::set_default(tracing_subscriber::registry().with(events.clone()));
+    let shutdown = Shutdown::new();
+    shutdown.set_long_lived_grace(Duration::from_millis(50));
+    let sequence = ShutdownSequence::builder(shutdown)
+        .lame_duck(Duration::ZERO)
+        .drain_timeout(Duration::from_secs(600))
+        .budget(Duration::from_secs(3600))
+        .no_signals()
+        .build()
+        .unwrap();
+    // A WebSocket whose peer never answers the close: dropped at the long-lived deadline.
+    let socket = shutdown
+        .long_lived_guard(LongLivedKind::Upgrade, http::Method::GET, "/ws")
+        .unwrap();
+    let connection = tokio::spawn(async move {
+        socket.deadline().await;
+        drop(socket);
+    });
+    sequence.trigger().fire();
+    let report = tokio::time::timeout(Duration::from_secs(30), sequence.run())
+        .await
+        .expect("the sequence did not finish");
+    connection.await.unwrap();
+    assert_eq!(report.drain.outcome, DrainOutcome::Drained, "{report}");
+    assert!(!report.is_clean(), "{report}");
+
+    let events = events.0.lock().unwrap();
+    let last = events
+        .iter()
+        .rev()
+        .find(|event| {
+            event
+                .get("message")
+                .is_some_and(|message| message.contains("shutdown sequence complete"))
+        })
+        .expect("the sequence's last event");
+    assert_eq!(
+        last.get("long_lived_cut").map(String::as_str),
+        Some("1"),
+        "{last:?}"
+    );
 }

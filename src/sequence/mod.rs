@@ -203,6 +203,7 @@ impl ShutdownSequence {
                 forced_by = report.forced_by,
                 outcome = %report.drain.outcome,
                 still_running = report.drain.still_running,
+                long_lived_cut = report.drain.long_lived.len(),
                 total_ms = millis(report.total),
                 failed_hooks,
                 "shutdown sequence complete, not cleanly"

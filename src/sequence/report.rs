@@ -176,6 +176,7 @@ impl fmt::Display for ShutdownReport {
             if self.drain.forced { " (forced)" } else { "" },
         );
         self.drain.write_counts(&mut drain)?;
+        self.drain.write_long_lived(&mut drain)?;
         row(f, "drain", self.draining, &drain)?;
         for hook in &self.hooks {
             row(
