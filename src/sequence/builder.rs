@@ -75,10 +75,19 @@ impl SequenceBuilder {
         self
     }
 
-    /// Listens for exactly these signals instead of SIGTERM and SIGINT.
+    /// Listens for exactly these signals instead of SIGTERM and SIGINT. A signal listed more
+    /// than once is listened for once.
     #[cfg(unix)]
     pub fn signals(mut self, signals: impl IntoIterator<Item = SignalKind>) -> Self {
-        self.signals = SignalChoice::These(signals.into_iter().collect());
+        // One signal wakes every listener of its kind: a kind listed twice would count each
+        // signal as two triggers, and the second forces the shutdown.
+        let mut kinds: Vec<SignalKind> = Vec::new();
+        for kind in signals {
+            if !kinds.contains(&kind) {
+                kinds.push(kind);
+            }
+        }
+        self.signals = SignalChoice::These(kinds);
         self
     }
 

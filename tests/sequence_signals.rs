@@ -1,0 +1,117 @@
+//! The sequence's OS signals, for real: each test runs this test binary again as a child
+//! process (only that test, with `CHILD` set), and signals the child with `kill`, as the
+//! demo's tests signal the demo. A signal sent to this process instead would reach every
+//! test running beside it.
+#![cfg(unix)]
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc::{self, Receiver};
+use std::thread;
+use std::time::Duration;
+
+use serde_json::Value;
+use tokio::signal::unix::SignalKind;
+use tower_drain::{Shutdown, ShutdownSequence};
+
+/// Set in the child's environment: the test then plays the child's part.
+const CHILD: &str = "TOWER_DRAIN_SEQUENCE_SIGNALS_CHILD";
+/// Bound on every wait; only reached when something is broken.
+const WAIT: Duration = Duration::from_secs(30);
+
+/// This test binary run again with only `test` selected, playing the child's part.
+struct ChildTest {
+    child: Child,
+    lines: Receiver<String>,
+}
+
+impl ChildTest {
+    fn start(test: &str) -> ChildTest {
+        let mut child = Command::new(std::env::current_exe().unwrap())
+            .args([test, "--exact", "--nocapture", "--test-threads=1"])
+            .env(CHILD, "1")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("the test binary starts again");
+        let (send, lines) = mpsc::channel();
+        let stdout = child.stdout.take().unwrap();
+        thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                let _ = send.send(line);
+            }
+        });
+        ChildTest { child, lines }
+    }
+
+    /// What follows `marker` on the next stdout line holding it. (The harness may have
+    /// begun the line with the test's name.)
+    fn wait_for(&self, marker: &str) -> String {
+        loop {
+            match self.lines.recv_timeout(WAIT) {
+                Ok(line) => {
+                    if let Some((_, rest)) = line.split_once(marker) {
+                        return rest.to_owned();
+                    }
+                }
+                Err(error) => panic!("no child line with {marker:?}: {error}"),
+            }
+        }
+    }
+
+    fn signal(&self, name: &str) {
+        let status = Command::new("kill")
+            .args([&format!("-{name}"), &self.child.id().to_string()])
+            .status()
+            .expect("kill runs");
+        assert!(status.success(), "kill -{name} {}", self.child.id());
+    }
+}
+
+impl Drop for ChildTest {
+    fn drop(&mut self) {
+        // A failed test must not leave its child running.
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Builds `sequence` in the child, says `ready:` once its handlers are installed, runs it
+/// and prints its report as `report:` and one JSON line.
+fn run_child(build: impl FnOnce() -> ShutdownSequence) {
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(async {
+        let sequence = build();
+        println!("\nready:");
+        let report = tokio::time::timeout(WAIT, sequence.run())
+            .await
+            .expect("the sequence ended");
+        println!("\nreport:{}", serde_json::to_string(&report).unwrap());
+    });
+}
+
+/// A signal listed twice is still one signal: it starts the sequence, and does not force it
+/// as a second trigger would.
+#[test]
+fn a_signal_listed_twice_starts_the_sequence_without_forcing_it() {
+    if std::env::var_os(CHILD).is_some() {
+        return run_child(|| {
+            ShutdownSequence::builder(Shutdown::new())
+                .lame_duck(Duration::from_millis(100))
+                .signals([SignalKind::terminate(), SignalKind::terminate()])
+                .build()
+                .unwrap()
+        });
+    }
+    let child = ChildTest::start("a_signal_listed_twice_starts_the_sequence_without_forcing_it");
+    child.wait_for("ready:");
+    child.signal("TERM");
+    let report: Value = serde_json::from_str(&child.wait_for("report:")).unwrap();
+    assert_eq!(report["trigger"], "SIGTERM", "{report}");
+    assert_eq!(
+        report["forced_by"],
+        Value::Null,
+        "one signal forced: {report}"
+    );
+}
