@@ -253,6 +253,45 @@ async fn a_long_lived_response_cut_at_its_deadline_is_named_in_the_report_table(
     );
 }
 
+/// Admission closed by another hand during the lame-duck delay (`Shutdown::force` from the
+/// application's own handler) ends the delay: requests are refused from then on, so there is
+/// no lame duck left to wait out before the drain's outcome and the hooks.
+#[tokio::test]
+async fn a_force_from_outside_the_sequence_ends_its_lame_duck_delay() {
+    let shutdown = Shutdown::new();
+    let hooked = Arc::new(Mutex::new(false));
+    let sequence = ShutdownSequence::builder(shutdown)
+        .lame_duck(Duration::from_secs(600))
+        .drain_timeout(Duration::from_secs(600))
+        .budget(Duration::from_secs(3600))
+        .no_signals()
+        .hook("clean-up", Duration::from_secs(5), {
+            let hooked = hooked.clone();
+            move || async move {
+                *hooked.lock().unwrap() = true;
+                Ok::<(), String>(())
+            }
+        })
+        .build()
+        .unwrap();
+    let trigger = sequence.trigger();
+    let work = shutdown.guard().unwrap();
+    let run = tokio::spawn(sequence.run());
+    trigger.fire();
+    bounded("lame duck begins", shutdown.shutting_down()).await;
+
+    assert!(shutdown.force(), "the force cuts `work` short");
+    let report = bounded("the sequence ends after the force", run)
+        .await
+        .unwrap();
+    assert_eq!(report.drain.outcome, DrainOutcome::TimedOut, "{report}");
+    assert!(report.drain.forced, "{report}");
+    assert_eq!(report.drain.still_running, 1, "{report}");
+    assert_eq!(report.forced_by, None, "no second trigger came");
+    assert!(*hooked.lock().unwrap(), "the hooks ran");
+    drop(work);
+}
+
 #[tokio::test]
 async fn a_future_can_trigger_the_sequence() {
     let shutdown = Shutdown::new();

@@ -62,7 +62,9 @@ use crate::Shutdown;
 ///
 /// [`run`](ShutdownSequence::run) waits for the first trigger, then:
 ///
-/// 1. **lame duck**: readiness fails, requests are still served, for the lame-duck delay;
+/// 1. **lame duck**: readiness fails, requests are still served, for the lame-duck delay
+///    (or until admission closes, should the application call [`Shutdown::drain`] or
+///    [`Shutdown::force`] itself meanwhile);
 /// 2. **drain**: admission closes and in-flight requests are awaited up to the drain timeout,
 ///    then what is left is aborted;
 /// 3. **hooks**: each clean-up hook runs in registration order, bounded by its own timeout;
@@ -229,13 +231,17 @@ struct Run<'a> {
 }
 
 impl Run<'_> {
-    /// Sleeps for the lame-duck delay, or until a second trigger forces the shutdown.
+    /// Sleeps for the lame-duck delay, or until a second trigger forces the shutdown, or
+    /// until admission closes by another hand (`drain` or `force` called directly): requests
+    /// are refused from then on, so the lame duck is over.
     async fn lame_duck(&mut self, delay: Duration) {
         let sleep = tokio::time::sleep(delay);
-        tokio::pin!(sleep);
+        let closing = self.shutdown.closing();
+        tokio::pin!(sleep, closing);
         loop {
             tokio::select! {
                 () = &mut sleep => return,
+                () = &mut closing => return,
                 cause = self.triggers.next() => if self.force(cause) { return },
             }
         }

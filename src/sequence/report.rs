@@ -18,7 +18,8 @@ pub struct ShutdownReport {
     pub trigger: &'static str,
     /// What forced it, if a second trigger came while it ran.
     pub forced_by: Option<&'static str>,
-    /// Time spent in the lame-duck delay (shorter than configured if forced).
+    /// Time spent in the lame-duck delay (shorter than configured if forced, or if
+    /// admission closed first).
     #[cfg_attr(
         feature = "serde",
         serde(
