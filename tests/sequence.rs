@@ -312,6 +312,46 @@ async fn a_future_can_trigger_the_sequence() {
     assert!(report.is_clean());
 }
 
+/// A trigger future is the application's code: one that panics (an `expect` on a channel
+/// whose sender went away with the admin server holding it) is dropped. It neither takes the
+/// sequence down, which would skip the drain and every hook, nor counts as a trigger.
+#[tokio::test]
+async fn a_trigger_future_that_panics_is_dropped_and_the_sequence_runs_on() {
+    let shutdown = Shutdown::new();
+    let (admin, admin_requests) = oneshot::channel::<()>();
+    let sequence = ShutdownSequence::builder(shutdown)
+        .lame_duck(Duration::ZERO)
+        .drain_timeout(Duration::from_secs(600))
+        .budget(Duration::from_secs(3600))
+        .no_signals()
+        .trigger_on(async move {
+            admin_requests.await.expect("the admin server is running");
+        })
+        .build()
+        .unwrap();
+    let trigger = sequence.trigger();
+    let work = shutdown.guard().unwrap();
+    // Gone before the sequence first looks: its trigger future panics at its first poll.
+    drop(admin);
+    let run = tokio::spawn(sequence.run());
+    tokio::task::yield_now().await;
+    assert_eq!(
+        shutdown.phase(),
+        Phase::Serving,
+        "a panicking trigger future does not start the sequence"
+    );
+
+    trigger.fire();
+    bounded("drain begins", shutdown.closing()).await;
+    drop(work);
+    let report = bounded("sequence ends", run)
+        .await
+        .expect("the sequence survives a panicking trigger future");
+    assert_eq!(report.trigger, "manual trigger");
+    assert_eq!(report.forced_by, None);
+    assert_eq!(report.drain.outcome, DrainOutcome::Drained);
+}
+
 #[test]
 fn over_budget_configuration_is_refused_at_build_naming_the_numbers() {
     let error = ShutdownSequence::builder(Shutdown::new())

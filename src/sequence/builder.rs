@@ -99,6 +99,8 @@ impl SequenceBuilder {
     }
 
     /// Also triggers when `future` completes (an admin endpoint, a parent process gone).
+    /// It is polled inside [`ShutdownSequence::run`]; one that panics is logged and dropped,
+    /// and triggers nothing.
     pub fn trigger_on(mut self, future: impl Future<Output = ()> + Send + 'static) -> Self {
         self.futures.push(Box::pin(future));
         self

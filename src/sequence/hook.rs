@@ -81,7 +81,8 @@ impl Hook {
     }
 }
 
-fn panic_message(payload: Box<dyn Any + Send>) -> String {
+/// The message a panic was raised with, for reports and logs.
+pub(super) fn panic_message(payload: Box<dyn Any + Send>) -> String {
     payload
         .downcast_ref::<&str>()
         .map(|message| (*message).to_owned())

@@ -2,6 +2,7 @@
 
 use std::fmt;
 use std::future::{poll_fn, Future};
+use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
@@ -10,6 +11,7 @@ use tokio::sync::mpsc;
 #[cfg(unix)]
 use tokio::signal::unix::{signal, Signal, SignalKind};
 
+use super::hook::panic_message;
 use super::SequenceError;
 
 /// A handle that triggers a [`ShutdownSequence`](super::ShutdownSequence) by hand, from
@@ -115,14 +117,27 @@ impl Triggers {
                 return Poll::Ready("Ctrl-C");
             }
         }
-        let ready = self
-            .futures
-            .iter_mut()
-            .position(|future| future.as_mut().poll(cx).is_ready());
-        if let Some(index) = ready {
-            // Completed futures must not be polled again.
-            drop(self.futures.swap_remove(index));
-            return Poll::Ready("trigger future");
+        let mut index = 0;
+        while index < self.futures.len() {
+            // A trigger future is the application's code. One that panics (an `expect` on a
+            // channel whose sender went away) must not take the sequence down with it, which
+            // would skip the drain and every hook: it is dropped, and triggers nothing.
+            let future = &mut self.futures[index];
+            match catch_unwind(AssertUnwindSafe(|| future.as_mut().poll(cx))) {
+                Ok(Poll::Pending) => index += 1,
+                Ok(Poll::Ready(())) => {
+                    // Completed futures must not be polled again.
+                    drop(self.futures.swap_remove(index));
+                    return Poll::Ready("trigger future");
+                }
+                Err(payload) => {
+                    tracing::error!(
+                        panic = %panic_message(payload),
+                        "a trigger future panicked: dropped, it triggers nothing"
+                    );
+                    drop(self.futures.swap_remove(index));
+                }
+            }
         }
         Poll::Pending
     }
