@@ -1,6 +1,6 @@
 //! Health probes: readiness (fails from lame duck on) and liveness (green until exit).
 //!
-//! Both are plain tower services with a fixed, allocation-free answer, so they mount anywhere:
+//! Both are plain tower services with a fixed answer and a static body, so they mount anywhere:
 //! axum's `route_service`, a tonic server's extra routes, or a hand-written hyper service.
 //! Mount them on paths the layer bypasses (`shutdown.layer().bypass(&["/readyz", "/livez"])`)
 //! so probes are never counted and never rejected while draining.

@@ -14,9 +14,11 @@ use crate::report::DrainReport;
 #[cfg_attr(feature = "serde", derive(serde::Serialize))]
 #[non_exhaustive]
 pub struct ShutdownReport {
-    /// What started the sequence: `"SIGTERM"`, `"SIGINT"`, `"manual trigger"`, `"trigger future"`.
+    /// What started the sequence: a signal's name (`"SIGTERM"`, `"SIGINT"`, `"SIGHUP"`,
+    /// `"SIGQUIT"`, `"SIGUSR1"`, `"SIGUSR2"`, `"signal"` for another one, `"Ctrl-C"` off
+    /// Unix), `"manual trigger"` or `"trigger future"`.
     pub trigger: &'static str,
-    /// What forced it, if a second trigger came while it ran.
+    /// What forced it, if a second trigger came while it ran (named as `trigger` is).
     pub forced_by: Option<&'static str>,
     /// Time spent in the lame-duck delay (shorter than configured if forced, or if
     /// admission closed first).
