@@ -64,7 +64,12 @@ impl SequenceBuilder {
     /// Adds a clean-up hook, run after the drain in registration order, for at most
     /// `timeout`. A hook that fails, panics or times out is reported, and the next one runs.
     ///
-    /// The closure is called once, on a task of its own (hence `Send + 'static`).
+    /// The closure is called once, on a task of its own (hence `Send + 'static`). At its
+    /// timeout the task is aborted, which stops it at its next `.await`. A hook that blocks
+    /// its thread instead (a synchronous close, `std::thread::sleep`) cannot be stopped: on a
+    /// current-thread runtime it holds the whole sequence up, and on any runtime it holds up
+    /// the runtime's shutdown. Run such clean-up in `tokio::task::spawn_blocking`, which the
+    /// timeout then leaves behind, and end the process with `std::process::exit`.
     pub fn hook<F, Fut, E>(mut self, name: impl Into<String>, timeout: Duration, hook: F) -> Self
     where
         F: FnOnce() -> Fut + Send + 'static,
