@@ -446,6 +446,18 @@ fn listening_for_signals_outside_a_runtime_is_a_clear_error() {
     assert!(error.to_string().contains("Tokio runtime"), "{error}");
 }
 
+/// An empty signal list listens for nothing, as `no_signals()` does: it needs no runtime,
+/// and is not refused as if it listened.
+#[cfg(unix)]
+#[test]
+fn an_empty_signal_list_listens_for_none_and_builds_outside_a_runtime() {
+    let sequence = ShutdownSequence::builder(Shutdown::new())
+        .signals([])
+        .build()
+        .expect("nothing to listen for, so no runtime is needed");
+    drop(sequence);
+}
+
 /// Building a sequence that listens for signals inside a Tokio runtime whose I/O driver is
 /// off (no `enable_io`) is a clear error, as outside a runtime, not a panic: tokio's signal
 /// driver lives in its I/O driver.

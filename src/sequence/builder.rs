@@ -81,7 +81,8 @@ impl SequenceBuilder {
     }
 
     /// Listens for exactly these signals instead of SIGTERM and SIGINT. A signal listed more
-    /// than once is listened for once.
+    /// than once is listened for once; an empty list listens for none, as
+    /// [`no_signals`](Self::no_signals) does.
     #[cfg(unix)]
     pub fn signals(mut self, signals: impl IntoIterator<Item = SignalKind>) -> Self {
         // One signal wakes every listener of its kind: a kind listed twice would count each
@@ -92,7 +93,11 @@ impl SequenceBuilder {
                 kinds.push(kind);
             }
         }
-        self.signals = SignalChoice::These(kinds);
+        self.signals = if kinds.is_empty() {
+            SignalChoice::None
+        } else {
+            SignalChoice::These(kinds)
+        };
         self
     }
 
