@@ -111,6 +111,11 @@ impl SequenceBuilder {
     /// Also triggers when `future` completes (an admin endpoint, a parent process gone).
     /// It is polled inside [`ShutdownSequence::run`]; one that panics is logged and dropped,
     /// and triggers nothing.
+    ///
+    /// Completing after the first trigger forces the sequence, as any later trigger does. So
+    /// a future must not end because of the shutdown itself: one that waits on a channel
+    /// whose sender the router holds ends when the server returns during the drain, and
+    /// forces it, unless it waits for a message and ignores the channel closing.
     pub fn trigger_on(mut self, future: impl Future<Output = ()> + Send + 'static) -> Self {
         self.futures.push(Box::pin(future));
         self
