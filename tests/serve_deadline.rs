@@ -12,8 +12,10 @@ use std::convert::Infallible;
 use std::time::Duration;
 
 use bytes::Bytes;
+use futures_util::{stream, StreamExt};
 use http::{Request, Response};
-use http_body_util::Full;
+use http_body::Frame;
+use http_body_util::{Full, StreamBody};
 use hyper::body::Incoming;
 use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
@@ -22,6 +24,7 @@ use tower::{service_fn, Layer};
 use tower_drain::{DrainOutcome, Shutdown};
 
 use support::bounded;
+use support::raw::{read_until, write_get};
 
 /// Far more than the kernel buffers on both ends of a loopback connection hold.
 const BIG: usize = 64 * 1024 * 1024;
@@ -121,6 +124,46 @@ async fn serve_returns_at_once_after_a_force_with_nothing_running_and_no_drain()
     bounded("serve to return after the force", server)
         .await
         .unwrap();
+    drop(client);
+}
+
+/// A response still running at the drain deadline is reported as such, even when nothing
+/// awaits the `Drain` until `serve` has returned: `serve`'s own close at the deadline drops
+/// the response, and so its count, which must not make the drain read `Drained`.
+#[tokio::test]
+async fn a_response_serve_closes_at_the_deadline_is_reported_still_running() {
+    let shutdown = Shutdown::new();
+    // One chunk, then nothing, for ever.
+    let stalls = service_fn(|_request: Request<Incoming>| async {
+        let chunk = Ok::<_, Infallible>(Frame::data(Bytes::from_static(b"chunk\n")));
+        let body = StreamBody::new(stream::iter([chunk]).chain(stream::pending()));
+        Ok::<_, Infallible>(Response::new(body))
+    });
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let service = shutdown.layer().layer(stalls);
+    let server = tokio::spawn(tower_drain::server::serve(listener, service, shutdown));
+    let mut client = TcpStream::connect(addr).await.unwrap();
+    write_get(&mut client, "/").await;
+    let mut received = Vec::new();
+    assert!(
+        bounded(
+            "the first chunk",
+            read_until(&mut client, &mut received, b"chunk")
+        )
+        .await
+    );
+
+    // Awaited only after `serve` has returned, as `let drain = shutdown.drain(..)?;
+    // server.await?; drain.await` would.
+    let drain = shutdown.drain(Duration::from_millis(50)).unwrap();
+    bounded("serve to return at the deadline", server)
+        .await
+        .unwrap();
+    let report = bounded("the drain", drain).await;
+    assert_eq!(report.outcome, DrainOutcome::TimedOut, "{report}");
+    assert_eq!(report.still_running, 1, "{report}");
+    assert_eq!(report.completed, 0, "{report}");
     drop(client);
 }
 

@@ -67,7 +67,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
 use tower_service::Service;
 
-use crate::Shutdown;
+use crate::{DrainOutcome, Shutdown};
 
 mod linger;
 
@@ -86,6 +86,9 @@ type BoxError = Box<dyn StdError + Send + Sync>;
 /// that ended `Drained` (a client not reading the tail of a finished response, an HTTP/2
 /// client that never answers the GOAWAY), so `serve` returns by the drain deadline. A
 /// `force` with no drain before it, even one that found nothing running, is the deadline.
+/// At the deadline the drain is decided before anything is closed, as the `Drain` future's
+/// own timer would decide it, so the responses `serve` closes are reported still running,
+/// not completed, whether or not the `Drain` was being awaited.
 ///
 /// A connection hyper is done with is closed gently: its sending side is shut, so the
 /// client reads the last response to its end, and what the client still sends (an HTTP/2
@@ -175,7 +178,14 @@ async fn drain_deadline(shutdown: Shutdown) {
     match core.drain_deadline() {
         Some(deadline) => tokio::select! {
             () = shutdown.aborted() => {}
-            () = tokio::time::sleep_until(deadline) => {}
+            () = tokio::time::sleep_until(deadline) => {
+                // Decided here as the `Drain` future's own timer would (whichever fires
+                // first wins; a drain already decided is left as it is). Closing the
+                // connections first would drop the responses still running and release
+                // their count: the drain would then read `Drained`, reporting cut responses
+                // as completed.
+                core.decide(DrainOutcome::TimedOut, false);
+            }
         },
         None => {
             // Armed before the check, so a decision made between the two still wakes it.
