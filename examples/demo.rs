@@ -1,4 +1,5 @@
-//! The demo server: the whole shutdown timeline on a small axum app.
+//! The demo server: the whole shutdown timeline on a small axum app, served by
+//! `tower_drain::server::serve`.
 //!
 //! ```text
 //! cargo run --release --example demo -- [--addr 127.0.0.1:3000] [--lame-duck-ms 2000]
@@ -14,7 +15,7 @@
 
 use std::convert::Infallible;
 use std::ffi::OsString;
-use std::future::{Future, IntoFuture};
+use std::future::Future;
 use std::io::{IsTerminal, Write};
 use std::net::SocketAddr;
 use std::process::ExitCode;
@@ -103,11 +104,15 @@ async fn main() -> ExitCode {
     let addr = listener
         .local_addr()
         .expect("a bound listener has an address");
-    let server = tokio::spawn(
-        axum::serve(listener, app(shutdown))
-            .with_graceful_shutdown(shutdown.closing())
-            .into_future(),
-    );
+    // The crate's own server rather than `axum::serve`: besides GOAWAY and closing idle
+    // connections when admission closes, it closes each finished connection gently (a
+    // client's late bytes cannot reset away the tail of its last response) and closes what
+    // is left at the drain deadline.
+    let server = tokio::spawn(tower_drain::server::serve(
+        listener,
+        app(shutdown),
+        shutdown,
+    ));
     shutdown.mark_ready();
     banner(addr, &args, &sequence);
 
