@@ -128,13 +128,17 @@ impl Shutdown {
     ///
     /// Returns `true` if this call cut the drain short; `false` if the outcome had already
     /// been decided, or if nothing was left running (the drain then reports
-    /// [`DrainOutcome::Drained`], not forced).
+    /// [`DrainOutcome::Drained`], not forced). Either way `server::serve` (feature
+    /// `hyper-server`) closes the connections it still holds.
     pub fn force(&self) -> bool {
         self.core.begin_drain(None);
         let forced = self.core.decide(DrainOutcome::TimedOut, true);
         if forced {
             crate::metrics::forced();
         }
+        // After the decision: what this wakes closes connections, and so drops the requests
+        // on them, which must already be reported cut short.
+        self.core.force_called.cancel();
         forced
     }
 
@@ -211,6 +215,9 @@ pub(crate) struct Core {
     started: CancellationToken,
     closing: CancellationToken,
     aborted: CancellationToken,
+    /// Cancelled by every `force` call, whatever it decided: a server still holding
+    /// connections closes them then.
+    force_called: CancellationToken,
     /// Start-up hold and maintenance, read by the readiness probe.
     pub(crate) readiness: ReadinessFlags,
 }
@@ -240,6 +247,7 @@ impl Core {
             started: CancellationToken::new(),
             closing: CancellationToken::new(),
             aborted: CancellationToken::new(),
+            force_called: CancellationToken::new(),
             readiness: ReadinessFlags::new(),
         }
     }
@@ -473,6 +481,12 @@ impl Core {
 
     pub(crate) fn decided_notify(&'static self) -> &'static Notify {
         &self.decided
+    }
+
+    /// Resolves at the first `force` call, once its decision is made.
+    #[cfg(feature = "hyper-server")]
+    pub(crate) fn force_called(&'static self) -> impl Future<Output = ()> + Send + 'static {
+        self.force_called.cancelled()
     }
 }
 

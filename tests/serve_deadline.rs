@@ -167,6 +167,46 @@ async fn a_response_serve_closes_at_the_deadline_is_reported_still_running() {
     drop(client);
 }
 
+/// Long enough that a test which waited for it would fail at its bound first.
+const HOUR: Duration = Duration::from_secs(3600);
+
+#[tokio::test]
+async fn serve_returns_at_once_after_a_force_with_nothing_running_then_a_drain() {
+    let shutdown = Shutdown::new();
+    let (addr, server, mut entered) = start(shutdown).await;
+    let client = silent_http2_client(addr, &mut entered).await;
+
+    // A shutdown sequence's order: a second signal during the lame duck forces, finding
+    // nothing running, and the drain call that follows at once joins that outcome. The
+    // force is still the deadline; the drain's own, an hour away, must not replace it.
+    assert!(shutdown.begin_lame_duck());
+    assert!(!shutdown.force(), "nothing was running to cut short");
+    let report = bounded("the drain", shutdown.drain(HOUR).unwrap()).await;
+    assert_eq!(report.outcome, DrainOutcome::Drained, "{report}");
+    bounded("serve to return after the force", server)
+        .await
+        .unwrap();
+    drop(client);
+}
+
+#[tokio::test]
+async fn serve_returns_at_once_after_a_force_that_follows_a_drained_drain() {
+    let shutdown = Shutdown::new();
+    let (addr, server, mut entered) = start(shutdown).await;
+    let client = silent_http2_client(addr, &mut entered).await;
+
+    // Nothing in flight: Drained at once, but the silent client holds its connection open.
+    let report = bounded("the drain", shutdown.drain(HOUR).unwrap()).await;
+    assert_eq!(report.outcome, DrainOutcome::Drained, "{report}");
+    // A second signal: the outcome is already decided, yet the connection still open is
+    // what holds the process now, and the force is the one way left to end it early.
+    assert!(!shutdown.force(), "the outcome was already decided");
+    bounded("serve to return after the force", server)
+        .await
+        .unwrap();
+    drop(client);
+}
+
 /// An HTTP/2 client (the h2 crate, whose connection is driven only when polled here) that
 /// completes one request and is then never polled again, like a frozen process: it reads
 /// nothing more, so it never answers the PING of the server's graceful GOAWAY. Returned to

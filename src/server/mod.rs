@@ -8,7 +8,7 @@
 //! | when | what the server does |
 //! |---|---|
 //! | [`Shutdown::closing`] (admission closes) | stops accepting and shuts every connection down gracefully: HTTP/2 gets GOAWAY, HTTP/1 closes after the response in progress, idle keep-alive connections close at once |
-//! | [`Shutdown::aborted`] (drain cut short, or forced), the drain deadline whatever the outcome, or a [`Shutdown::force`] that found nothing to cut before any drain | closes whatever connection is still open |
+//! | [`Shutdown::aborted`] (drain cut short), the drain deadline whatever the outcome, or any [`Shutdown::force`] call, even one that found nothing to cut | closes whatever connection is still open |
 //! | hyper is done with a connection | shuts its sending side and reads what the client still sends until it closes (a lingering close), so those bytes cannot make the kernel reset the connection and drop the unsent tail of its last response |
 //! | every connection closed | [`serve`] returns |
 //!
@@ -84,11 +84,12 @@ type BoxError = Box<dyn StdError + Send + Sync>;
 /// open when [`Shutdown::aborted`] fires (the drain deadline, or [`Shutdown::force`]) are
 /// closed there and then, and so are those still open at the drain deadline after a drain
 /// that ended `Drained` (a client not reading the tail of a finished response, an HTTP/2
-/// client that never answers the GOAWAY), so `serve` returns by the drain deadline. A
-/// `force` with no drain before it, even one that found nothing running, is the deadline.
-/// At the deadline the drain is decided before anything is closed, as the `Drain` future's
-/// own timer would decide it, so the responses `serve` closes are reported still running,
-/// not completed, whether or not the `Drain` was being awaited.
+/// client that never answers the GOAWAY), so `serve` returns by the drain deadline. Any
+/// `force` call is the deadline too, even one that found nothing running to cut: before a
+/// drain, or after one that ended `Drained` with connections still open. At the deadline
+/// the drain is decided before anything is closed, as the `Drain` future's own timer would
+/// decide it, so the responses `serve` closes are reported still running, not completed,
+/// whether or not the `Drain` was being awaited.
 ///
 /// A connection hyper is done with is closed gently: its sending side is shut, so the
 /// client reads the last response to its end, and what the client still sends (an HTTP/2
@@ -168,32 +169,32 @@ where
     tracing::debug!("every connection closed");
 }
 
-/// Resolves at the drain deadline, or at [`Shutdown::aborted`] if that comes first (a forced
-/// drain). Called once admission has closed: a `drain` call fixes the deadline before it
-/// closes admission, so no deadline means `force` closed it. A force ends the drain as a
-/// timeout would, so its moment is the deadline: it fires `aborted` if it cut anything
-/// short, and otherwise decides the drain `Drained` at once.
+/// Resolves at the drain deadline, at [`Shutdown::aborted`] if that comes first, or at any
+/// [`Shutdown::force`] call. Called once admission has closed. A force is the deadline
+/// whether it cut anything or not, and whenever it comes: before any drain (there is then no
+/// deadline until the `drain` call that follows, which must not put the deadline back), or
+/// after a drain that ended `Drained` while connections are still open.
 async fn drain_deadline(shutdown: Shutdown) {
     let core = shutdown.core;
-    match core.drain_deadline() {
-        Some(deadline) => tokio::select! {
-            () = shutdown.aborted() => {}
-            () = tokio::time::sleep_until(deadline) => {
-                // Decided here as the `Drain` future's own timer would (whichever fires
-                // first wins; a drain already decided is left as it is). Closing the
-                // connections first would drop the responses still running and release
-                // their count: the drain would then read `Drained`, reporting cut responses
-                // as completed.
+    let deadline = async {
+        match core.drain_deadline() {
+            Some(deadline) => {
+                tokio::time::sleep_until(deadline).await;
+                // Decided before anything is cut, as the `Drain` future decides at the same
+                // instant: closing a connection drops its requests, and a request dropped
+                // first would be counted as finished, the drain reported `Drained` and
+                // `aborted` never fired.
                 core.decide(DrainOutcome::TimedOut, false);
             }
-        },
-        None => {
-            // Armed before the check, so a decision made between the two still wakes it.
-            let decided = core.decided_notify().notified();
-            if core.report().is_none() {
-                decided.await;
-            }
+            // A `drain` call fixes the deadline before it closes admission, so `force`
+            // closed it, and `force_called` below is about to resolve.
+            None => std::future::pending().await,
         }
+    };
+    tokio::select! {
+        () = shutdown.aborted() => {}
+        () = core.force_called() => {}
+        () = deadline => {}
     }
 }
 
