@@ -28,7 +28,7 @@ use tower::{service_fn, Layer};
 use tower_drain::{DrainOutcome, Shutdown};
 
 use support::gate::Gate;
-use support::raw::read_until;
+use support::raw::{kept_alive_connection, read_until};
 use support::{bounded, BOUND};
 
 /// Far more than the client's receive buffer, far less than what the server's send buffer
@@ -249,6 +249,94 @@ async fn upgraded_connection_is_left_to_its_owner() {
         DrainOutcome::Drained
     );
     bounded("the server to return", server).await.unwrap();
+}
+
+/// `serve`'s lingering close ends once no byte has gone either way for this long.
+const LINGER_IDLE: Duration = Duration::from_secs(5);
+
+/// Serves `ok` to any request at once.
+async fn start_answering(shutdown: Shutdown) -> (SocketAddr, JoinHandle<()>) {
+    let answer = service_fn(|_request: Request<Incoming>| async {
+        Ok::<_, Infallible>(Response::new(Full::new(Bytes::from_static(b"ok\n"))))
+    });
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let service = shutdown.layer().layer(answer);
+    (
+        addr,
+        tokio::spawn(tower_drain::server::serve(listener, service, shutdown)),
+    )
+}
+
+/// Waits until the server has accepted `client`'s connection: a socket still in the accept
+/// queue has no inode yet.
+async fn accepted(server: SocketAddr, client: &TcpStream) {
+    let client = client.local_addr().unwrap();
+    let pair = format!(
+        "0100007F:{:04X} 0100007F:{:04X} ",
+        server.port(),
+        client.port()
+    );
+    // Bounded: 10,000 looks, a millisecond apart.
+    for _ in 0..10_000 {
+        let table = std::fs::read_to_string("/proc/net/tcp").unwrap();
+        let inode = table.lines().find_map(|line| {
+            let (_, rest) = line.split_once(&pair)?;
+            rest.split_whitespace().nth(6).map(str::to_owned)
+        });
+        if inode.is_some_and(|inode| inode != "0") {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    panic!("the server never accepted the connection");
+}
+
+/// After a `Drained` drain whose deadline is an hour away, pauses the clock and gives
+/// `server` a second, far less than a lingering close's wait for silence.
+async fn assert_returns_without_lingering(server: JoinHandle<()>, what: &str) {
+    tokio::time::pause();
+    let returned = tokio::time::timeout(Duration::from_secs(1), server).await;
+    assert!(
+        returned.is_ok(),
+        "serve still waiting on {what}: it lingers on a connection with no response to protect"
+    );
+}
+
+#[tokio::test]
+async fn serve_does_not_linger_on_a_connection_it_never_answered() {
+    let shutdown = Shutdown::new();
+    let (addr, server) = start_answering(shutdown).await;
+    // Connected and silent, as a pre-opened connection or a browser's preconnect is.
+    let silent = TcpStream::connect(addr).await.unwrap();
+    accepted(addr, &silent).await;
+
+    let drain = shutdown.drain(Duration::from_secs(3600)).unwrap();
+    assert_eq!(
+        bounded("the drain", drain).await.outcome,
+        DrainOutcome::Drained
+    );
+    assert_returns_without_lingering(server, "a silent connection").await;
+    drop(silent);
+}
+
+#[tokio::test]
+async fn serve_does_not_linger_on_a_keep_alive_connection_idle_for_longer_than_the_linger() {
+    let shutdown = Shutdown::new();
+    let (addr, server) = start_answering(shutdown).await;
+    // Answered, then left idle in a pool that neither reads it nor closes it until reused.
+    let idle = kept_alive_connection(addr).await;
+    tokio::time::pause();
+    tokio::time::advance(LINGER_IDLE + Duration::from_secs(1)).await;
+    tokio::time::resume();
+
+    let drain = shutdown.drain(Duration::from_secs(3600)).unwrap();
+    assert_eq!(
+        bounded("the drain", drain).await.outcome,
+        DrainOutcome::Drained
+    );
+    assert_returns_without_lingering(server, "an idle keep-alive connection").await;
+    drop(idle);
 }
 
 /// Just enough HTTP/2 framing (RFC 9113) to hold a connection at the byte level.

@@ -18,7 +18,7 @@ use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::TcpStream;
 use tokio::sync::oneshot;
-use tokio::time::{timeout, Instant};
+use tokio::time::{timeout_at, Instant};
 
 /// How long to wait for the client's next bytes before closing anyway (nginx's
 /// `lingering_timeout` defaults to the same 5 s).
@@ -33,13 +33,19 @@ const LINGER_LIMIT: Duration = Duration::from_secs(30);
 #[derive(Debug)]
 pub(super) struct Lent {
     stream: Option<TcpStream>,
-    home: Option<oneshot::Sender<TcpStream>>,
+    home: Option<oneshot::Sender<Back>>,
+    /// When a byte last went either way, counted from the first one the server wrote;
+    /// `None` while it has written nothing, and so has no response to protect.
+    last_traffic: Option<Instant>,
 }
+
+/// The socket handed back, and when a byte last went either way on it.
+type Back = (TcpStream, Instant);
 
 /// Where the socket comes back once hyper has dropped it.
 #[derive(Debug)]
 pub(super) struct Returned {
-    home: oneshot::Receiver<TcpStream>,
+    home: oneshot::Receiver<Back>,
 }
 
 /// Lends `stream` to hyper, keeping the way back.
@@ -48,6 +54,7 @@ pub(super) fn lend(stream: TcpStream) -> (Lent, Returned) {
     let lent = Lent {
         stream: Some(stream),
         home: Some(sender),
+        last_traffic: None,
     };
     (lent, Returned { home })
 }
@@ -55,11 +62,12 @@ pub(super) fn lend(stream: TcpStream) -> (Lent, Returned) {
 impl Returned {
     /// Closes the socket gently if hyper has handed it back: shuts the sending side (the
     /// client reads the response's end, then end of stream), then reads and discards until
-    /// the client closes its side, stays silent for [`LINGER_IDLE`], or [`LINGER_LIMIT`]
-    /// passes. The caller bounds this further (the drain deadline).
+    /// the client closes its side, no byte has gone either way for [`LINGER_IDLE`], or
+    /// [`LINGER_LIMIT`] passes. The caller bounds this further (the drain deadline).
     pub(super) async fn linger(mut self) {
-        // Empty: hyper still holds the socket (an upgrade); closed: nothing to return.
-        let Ok(mut stream) = self.home.try_recv() else {
+        // Empty: hyper still holds the socket (an upgrade); closed: nothing to return (the
+        // server wrote nothing on it, so it was closed at once).
+        let Ok((mut stream, last_traffic)) = self.home.try_recv() else {
             return;
         };
         if stream.shutdown().await.is_err() {
@@ -69,10 +77,16 @@ impl Returned {
         // connection's whole life.
         let mut discard = vec![0u8; 4096];
         let until = Instant::now() + LINGER_LIMIT;
+        // The silence before hyper let go counts as much as the silence after: a keep-alive
+        // connection closed after a long idle time (at drain start) is done at once, rather
+        // than held for a client (a pool that does not watch idle connections) that will
+        // not close it. A client still reading a response sends as it reads (HTTP/2 window
+        // updates), and that traffic keeps the window open.
+        let mut quiet_until = last_traffic + LINGER_IDLE;
         // Bounded by `until`; each pass waits at most `LINGER_IDLE`.
         while Instant::now() < until {
-            match timeout(LINGER_IDLE, stream.read(&mut discard)).await {
-                Ok(Ok(read)) if read > 0 => {}
+            match timeout_at(quiet_until, stream.read(&mut discard)).await {
+                Ok(Ok(read)) if read > 0 => quiet_until = Instant::now() + LINGER_IDLE,
                 // End of stream, an error, or silence: nothing more to protect.
                 _ => return,
             }
@@ -85,15 +99,28 @@ impl Lent {
         // Only `Drop` takes the stream out, and nothing polls the socket after that.
         Pin::new(self.stream.as_mut().expect("socket used after drop"))
     }
+
+    /// Notes `bytes` gone out, or come in when `incoming`.
+    fn note_traffic(&mut self, bytes: usize, incoming: bool) {
+        // Bytes read before the first response do not count: with nothing written there is
+        // nothing to protect, however recent they are.
+        if bytes > 0 && (!incoming || self.last_traffic.is_some()) {
+            self.last_traffic = Some(Instant::now());
+        }
+    }
 }
 
 impl Drop for Lent {
     fn drop(&mut self) {
-        if let (Some(stream), Some(home)) = (self.stream.take(), self.home.take()) {
+        let back = (self.stream.take(), self.home.take(), self.last_traffic);
+        if let (Some(stream), Some(home), Some(last_traffic)) = back {
             // Fails only when the connection's task is gone (closed at the deadline, or the
             // runtime is shutting down); the stream then closes here, as it would have.
-            let _ = home.send(stream);
+            let _ = home.send((stream, last_traffic));
         }
+        // Otherwise the server never wrote on the socket (a client that connected and sent
+        // nothing, or never a whole request head): no response can be cut, and lingering
+        // would only hold the shutdown for a client that may never close.
     }
 }
 
@@ -103,7 +130,11 @@ impl AsyncRead for Lent {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
-        self.stream().poll_read(cx, buf)
+        let before = buf.filled().len();
+        let polled = self.stream().poll_read(cx, buf);
+        let read = buf.filled().len() - before;
+        self.note_traffic(read, true);
+        polled
     }
 }
 
@@ -113,7 +144,11 @@ impl AsyncWrite for Lent {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        self.stream().poll_write(cx, buf)
+        let polled = self.stream().poll_write(cx, buf);
+        if let Poll::Ready(Ok(written)) = polled {
+            self.note_traffic(written, false);
+        }
+        polled
     }
 
     fn poll_write_vectored(
@@ -121,7 +156,11 @@ impl AsyncWrite for Lent {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        self.stream().poll_write_vectored(cx, bufs)
+        let polled = self.stream().poll_write_vectored(cx, bufs);
+        if let Poll::Ready(Ok(written)) = polled {
+            self.note_traffic(written, false);
+        }
+        polled
     }
 
     fn is_write_vectored(&self) -> bool {

@@ -94,9 +94,12 @@ type BoxError = Box<dyn StdError + Send + Sync>;
 /// A connection hyper is done with is closed gently: its sending side is shut, so the
 /// client reads the last response to its end, and what the client still sends (an HTTP/2
 /// client's WINDOW_UPDATE or PING, the rest of an upload the handler did not read) is read
-/// and discarded until the client closes, 5 s pass without a byte or 30 s in all, or the
-/// drain deadline comes. Closed outright, such a socket is reset by the kernel, which drops
-/// whatever part of the response it had not sent yet.
+/// and discarded until the client closes, 5 s pass with no byte either way (the idle time
+/// before the close counts, so a keep-alive connection idle that long closes at once), 30 s
+/// pass in all, or the drain deadline comes. Closed outright, such a socket is reset by the
+/// kernel, which drops whatever part of the response it had not sent yet. A connection the
+/// server never wrote a byte on (a client that connected and sent nothing, or never a whole
+/// request head) has no response to protect, and is closed at once.
 ///
 /// Returns once every connection is closed. Errors of single connections (a client that
 /// resets, a malformed request) end that connection only and are logged at `debug`; accept
