@@ -9,7 +9,7 @@
 //! |---|---|
 //! | [`Shutdown::closing`] (admission closes) | stops accepting and shuts every connection down gracefully: HTTP/2 gets GOAWAY, HTTP/1 closes after the response in progress, idle keep-alive connections close at once |
 //! | [`Shutdown::aborted`] (drain cut short), the drain deadline whatever the outcome, or any [`Shutdown::force`] call, even one that found nothing to cut | closes whatever connection is still open |
-//! | hyper is done with a connection | shuts its sending side and reads what the client still sends until it closes (a lingering close), so those bytes cannot make the kernel reset the connection and drop the unsent tail of its last response |
+//! | hyper is done with a connection | shuts its sending side and reads what the client still sends until it closes or goes quiet (a lingering close), so those bytes cannot make the kernel reset the connection and drop the unsent tail of its last response; a connection with no response to protect (never written to, or idle past the linger's wait) closes at once |
 //! | every connection closed | [`serve`] returns |
 //!
 //! Put [`Shutdown::layer`] on the service so that requests in flight are counted and late
