@@ -13,8 +13,10 @@
 //! | every connection closed | [`serve`] returns |
 //!
 //! Put [`Shutdown::layer`] on the service so that requests in flight are counted and late
-//! ones answered 503, and await [`Shutdown::drain`] beside the server: the drain's deadline is
-//! what fires [`Shutdown::aborted`].
+//! ones answered 503, and await [`Shutdown::drain`] beside the server: the drain makes the
+//! report and ends long-lived responses at their own deadline. At the drain deadline, either
+//! of them ends the drain (whichever acts first), firing [`Shutdown::aborted`] if anything is
+//! still running.
 //!
 //! Available with the `hyper-server` cargo feature.
 //!
