@@ -114,8 +114,9 @@ impl Drop for Lent {
     fn drop(&mut self) {
         let back = (self.stream.take(), self.home.take(), self.last_traffic);
         if let (Some(stream), Some(home), Some(last_traffic)) = back {
-            // Fails only when the connection's task is gone (closed at the deadline, or the
-            // runtime is shutting down); the stream then closes here, as it would have.
+            // Fails only when nobody waits any more (the connection's task closed at the
+            // deadline or stopped by a runtime shutting down, or an upgraded connection its
+            // owner dropped after the task had moved on); the stream then closes here.
             let _ = home.send((stream, last_traffic));
         }
         // Otherwise the server never wrote on the socket (a client that connected and sent
