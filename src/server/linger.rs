@@ -34,12 +34,12 @@ const LINGER_LIMIT: Duration = Duration::from_secs(30);
 pub(super) struct Lent {
     stream: Option<TcpStream>,
     home: Option<oneshot::Sender<Back>>,
-    /// When a byte last went either way, counted from the first one the server wrote;
-    /// `None` while it has written nothing, and so has no response to protect.
-    last_traffic: Option<Instant>,
+    /// When the server last wrote; `None` while it has written nothing, and so has no
+    /// response to protect.
+    last_written: Option<Instant>,
 }
 
-/// The socket handed back, and when a byte last went either way on it.
+/// The socket handed back, and when the server last wrote on it.
 type Back = (TcpStream, Instant);
 
 /// Where the socket comes back once hyper has dropped it.
@@ -54,7 +54,7 @@ pub(super) fn lend(stream: TcpStream) -> (Lent, Returned) {
     let lent = Lent {
         stream: Some(stream),
         home: Some(sender),
-        last_traffic: None,
+        last_written: None,
     };
     (lent, Returned { home })
 }
@@ -62,12 +62,12 @@ pub(super) fn lend(stream: TcpStream) -> (Lent, Returned) {
 impl Returned {
     /// Closes the socket gently if hyper has handed it back: shuts the sending side (the
     /// client reads the response's end, then end of stream), then reads and discards until
-    /// the client closes its side, no byte has gone either way for [`LINGER_IDLE`], or
+    /// the client closes its side, nothing has been written or read for [`LINGER_IDLE`], or
     /// [`LINGER_LIMIT`] passes. The caller bounds this further (the drain deadline).
     pub(super) async fn linger(mut self) {
         // Empty: hyper still holds the socket (an upgrade); closed: nothing to return (the
         // server wrote nothing on it, so it was closed at once).
-        let Ok((mut stream, last_traffic)) = self.home.try_recv() else {
+        let Ok((mut stream, last_written)) = self.home.try_recv() else {
             return;
         };
         if stream.shutdown().await.is_err() {
@@ -82,7 +82,7 @@ impl Returned {
         // than held for a client (a pool that does not watch idle connections) that will
         // not close it. A client still reading a response sends as it reads (HTTP/2 window
         // updates), and that traffic keeps the window open.
-        let mut quiet_until = last_traffic + LINGER_IDLE;
+        let mut quiet_until = last_written + LINGER_IDLE;
         // Bounded by `until`; each pass waits at most `LINGER_IDLE`.
         while Instant::now() < until {
             match timeout_at(quiet_until, stream.read(&mut discard)).await {
@@ -100,24 +100,25 @@ impl Lent {
         Pin::new(self.stream.as_mut().expect("socket used after drop"))
     }
 
-    /// Notes `bytes` gone out, or come in when `incoming`.
-    fn note_traffic(&mut self, bytes: usize, incoming: bool) {
-        // Bytes read before the first response do not count: with nothing written there is
-        // nothing to protect, however recent they are.
-        if bytes > 0 && (!incoming || self.last_traffic.is_some()) {
-            self.last_traffic = Some(Instant::now());
+    /// Notes `bytes` written. Writes only: a clock read per write is about one per response
+    /// (hyper writes a response with one vectored write), where reads would add one per
+    /// request for nothing the linger needs: what the client sends while hyper still holds
+    /// the socket is answered by a write, and what it sends after is read by the linger.
+    fn note_written(&mut self, bytes: usize) {
+        if bytes > 0 {
+            self.last_written = Some(Instant::now());
         }
     }
 }
 
 impl Drop for Lent {
     fn drop(&mut self) {
-        let back = (self.stream.take(), self.home.take(), self.last_traffic);
-        if let (Some(stream), Some(home), Some(last_traffic)) = back {
+        let back = (self.stream.take(), self.home.take(), self.last_written);
+        if let (Some(stream), Some(home), Some(last_written)) = back {
             // Fails only when nobody waits any more (the connection's task closed at the
             // deadline or stopped by a runtime shutting down, or an upgraded connection its
             // owner dropped after the task had moved on); the stream then closes here.
-            let _ = home.send((stream, last_traffic));
+            let _ = home.send((stream, last_written));
         }
         // Otherwise the server never wrote on the socket (a client that connected and sent
         // nothing, or never a whole request head): no response can be cut, and lingering
@@ -131,11 +132,7 @@ impl AsyncRead for Lent {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
-        let before = buf.filled().len();
-        let polled = self.stream().poll_read(cx, buf);
-        let read = buf.filled().len() - before;
-        self.note_traffic(read, true);
-        polled
+        self.stream().poll_read(cx, buf)
     }
 }
 
@@ -147,7 +144,7 @@ impl AsyncWrite for Lent {
     ) -> Poll<io::Result<usize>> {
         let polled = self.stream().poll_write(cx, buf);
         if let Poll::Ready(Ok(written)) = polled {
-            self.note_traffic(written, false);
+            self.note_written(written);
         }
         polled
     }
@@ -159,7 +156,7 @@ impl AsyncWrite for Lent {
     ) -> Poll<io::Result<usize>> {
         let polled = self.stream().poll_write_vectored(cx, bufs);
         if let Poll::Ready(Ok(written)) = polled {
-            self.note_traffic(written, false);
+            self.note_written(written);
         }
         polled
     }

@@ -96,8 +96,9 @@ type BoxError = Box<dyn StdError + Send + Sync>;
 /// A connection hyper is done with is closed gently: its sending side is shut, so the
 /// client reads the last response to its end, and what the client still sends (an HTTP/2
 /// client's WINDOW_UPDATE or PING, the rest of an upload the handler did not read) is read
-/// and discarded until the client closes, 5 s pass with no byte either way (the idle time
-/// before the close counts, so a keep-alive connection idle that long closes at once), 30 s
+/// and discarded until the client closes, 5 s pass with nothing written by the server nor
+/// read from the client (the idle time before the close counts, so a keep-alive connection
+/// idle that long closes at once), 30 s
 /// pass in all, or the drain deadline comes. Closed outright, such a socket is reset by the
 /// kernel, which drops whatever part of the response it had not sent yet. A connection the
 /// server never wrote a byte on (a client that connected and sent nothing, or never a whole
