@@ -142,7 +142,15 @@ where
             accepted = listener.accept() => accepted,
         };
         match accepted {
-            Ok((stream, _peer)) => spawn_connection(&builder, &graceful, stream, &service, &cut),
+            Ok((stream, _peer)) => {
+                // As tonic's server does. Otherwise a small write that should go at once
+                // (an HTTP/2 control frame such as the GOAWAY, a streamed message or event)
+                // waits for the ACK of the one before, up to a delayed ACK's 40 ms each.
+                if let Err(error) = stream.set_nodelay(true) {
+                    tracing::debug!(%error, "could not set TCP_NODELAY; serving anyway");
+                }
+                spawn_connection(&builder, &graceful, stream, &service, &cut);
+            }
             Err(error) => {
                 if is_connection_error(&error) {
                     // The peer gave up between SYN and accept: nothing to do.
