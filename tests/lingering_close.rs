@@ -65,6 +65,19 @@ async fn connect_small(addr: SocketAddr) -> TcpStream {
 /// Waits until the server's end of `client`'s connection has stopped sending (FIN_WAIT1 or
 /// FIN_WAIT2: shut down or closed), which is when the server is done with it.
 async fn server_stopped_sending(server: SocketAddr, client: &TcpStream) {
+    let stopped = |fields: &[&str]| matches!(fields[0], "04" | "05");
+    server_end_until(server, client, "stopped sending", stopped).await;
+}
+
+/// Waits until the server's end of `client`'s connection, as `/proc/net/tcp` lists it,
+/// passes `ready`, which gets the line's fields after the two addresses (state, queues,
+/// timers, retransmits, uid, timeout, inode).
+async fn server_end_until(
+    server: SocketAddr,
+    client: &TcpStream,
+    what: &str,
+    ready: impl Fn(&[&str]) -> bool,
+) {
     let client = client.local_addr().unwrap();
     let pair = format!(
         "0100007F:{:04X} 0100007F:{:04X} ",
@@ -74,15 +87,16 @@ async fn server_stopped_sending(server: SocketAddr, client: &TcpStream) {
     // Bounded: 10,000 looks, a millisecond apart.
     for _ in 0..10_000 {
         let table = std::fs::read_to_string("/proc/net/tcp").unwrap();
-        let state = table
-            .lines()
-            .find_map(|line| line.split_once(&pair).map(|(_, rest)| rest[..2].to_owned()));
-        if matches!(state.as_deref(), Some("04" | "05")) {
+        let found = table.lines().find_map(|line| {
+            let (_, rest) = line.split_once(&pair)?;
+            Some(ready(&rest.split_whitespace().collect::<Vec<_>>()))
+        });
+        if found == Some(true) {
             return;
         }
         tokio::time::sleep(Duration::from_millis(1)).await;
     }
-    panic!("the server never finished with the connection");
+    panic!("the server's end of the connection never {what}");
 }
 
 /// Starts the drain while the request is in flight, and returns its task.
@@ -271,25 +285,8 @@ async fn start_answering(shutdown: Shutdown) -> (SocketAddr, JoinHandle<()>) {
 /// Waits until the server has accepted `client`'s connection: a socket still in the accept
 /// queue has no inode yet.
 async fn accepted(server: SocketAddr, client: &TcpStream) {
-    let client = client.local_addr().unwrap();
-    let pair = format!(
-        "0100007F:{:04X} 0100007F:{:04X} ",
-        server.port(),
-        client.port()
-    );
-    // Bounded: 10,000 looks, a millisecond apart.
-    for _ in 0..10_000 {
-        let table = std::fs::read_to_string("/proc/net/tcp").unwrap();
-        let inode = table.lines().find_map(|line| {
-            let (_, rest) = line.split_once(&pair)?;
-            rest.split_whitespace().nth(6).map(str::to_owned)
-        });
-        if inode.is_some_and(|inode| inode != "0") {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(1)).await;
-    }
-    panic!("the server never accepted the connection");
+    let has_inode = |fields: &[&str]| fields.get(6).is_some_and(|inode| *inode != "0");
+    server_end_until(server, client, "was accepted", has_inode).await;
 }
 
 /// After a `Drained` drain whose deadline is an hour away, pauses the clock and gives
