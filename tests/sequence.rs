@@ -9,7 +9,8 @@ use std::time::Duration;
 use http::Method;
 use tokio::sync::oneshot;
 use tower_drain::{
-    DrainOutcome, HookOutcome, LongLivedKind, Phase, SequenceError, Shutdown, ShutdownSequence,
+    DrainOutcome, HookOutcome, LongLivedKind, Phase, SequenceBuilder, SequenceError, Shutdown,
+    ShutdownSequence,
 };
 
 use support::bounded;
@@ -148,11 +149,7 @@ async fn hooks_run_in_order_after_the_drain_and_failures_never_skip_the_rest() {
 async fn repeated_triggers_run_the_sequence_once_and_the_second_forces() {
     let shutdown = Shutdown::new();
     let runs = Arc::new(Mutex::new(0));
-    let sequence = ShutdownSequence::builder(shutdown)
-        .lame_duck(Duration::ZERO)
-        .drain_timeout(Duration::from_secs(600))
-        .budget(Duration::from_secs(3600))
-        .no_signals()
+    let sequence = by_hand(shutdown, Duration::ZERO)
         .hook("counts runs", Duration::from_secs(5), {
             let runs = runs.clone();
             move || async move {
@@ -192,13 +189,7 @@ async fn repeated_triggers_run_the_sequence_once_and_the_second_forces() {
 #[tokio::test]
 async fn a_second_trigger_in_the_lame_duck_delay_skips_to_the_abort() {
     let shutdown = Shutdown::new();
-    let sequence = ShutdownSequence::builder(shutdown)
-        .lame_duck(Duration::from_secs(600))
-        .drain_timeout(Duration::from_secs(600))
-        .budget(Duration::from_secs(3600))
-        .no_signals()
-        .build()
-        .unwrap();
+    let sequence = by_hand(shutdown, Duration::from_secs(600)).build().unwrap();
     let trigger = sequence.trigger();
     let work = shutdown.guard().unwrap();
     let run = tokio::spawn(sequence.run());
@@ -219,13 +210,7 @@ async fn a_second_trigger_in_the_lame_duck_delay_skips_to_the_abort() {
 async fn a_long_lived_response_cut_at_its_deadline_is_named_in_the_report_table() {
     let shutdown = Shutdown::new();
     shutdown.set_long_lived_grace(Duration::from_millis(50));
-    let sequence = ShutdownSequence::builder(shutdown)
-        .lame_duck(Duration::ZERO)
-        .drain_timeout(Duration::from_secs(600))
-        .budget(Duration::from_secs(3600))
-        .no_signals()
-        .build()
-        .unwrap();
+    let sequence = by_hand(shutdown, Duration::ZERO).build().unwrap();
     // A WebSocket whose peer never answers the close: its task drops the connection, and
     // so the guard, at the long-lived deadline.
     let socket = shutdown
@@ -260,11 +245,7 @@ async fn a_long_lived_response_cut_at_its_deadline_is_named_in_the_report_table(
 async fn a_force_from_outside_the_sequence_ends_its_lame_duck_delay() {
     let shutdown = Shutdown::new();
     let hooked = Arc::new(Mutex::new(false));
-    let sequence = ShutdownSequence::builder(shutdown)
-        .lame_duck(Duration::from_secs(600))
-        .drain_timeout(Duration::from_secs(600))
-        .budget(Duration::from_secs(3600))
-        .no_signals()
+    let sequence = by_hand(shutdown, Duration::from_secs(600))
         .hook("clean-up", Duration::from_secs(5), {
             let hooked = hooked.clone();
             move || async move {
@@ -319,11 +300,7 @@ async fn a_future_can_trigger_the_sequence() {
 async fn a_trigger_future_that_panics_is_dropped_and_the_sequence_runs_on() {
     let shutdown = Shutdown::new();
     let (admin, admin_requests) = oneshot::channel::<()>();
-    let sequence = ShutdownSequence::builder(shutdown)
-        .lame_duck(Duration::ZERO)
-        .drain_timeout(Duration::from_secs(600))
-        .budget(Duration::from_secs(3600))
-        .no_signals()
+    let sequence = by_hand(shutdown, Duration::ZERO)
         .trigger_on(async move {
             admin_requests.await.expect("the admin server is running");
         })
@@ -553,4 +530,14 @@ async fn a_timed_out_hook_serialises_its_timeout_under_an_ms_key() {
         timed_out.get("detail").is_none_or(Value::is_string),
         "`detail` changes type with the status: {failed} vs {timed_out}"
     );
+}
+
+/// A sequence started only by hand, after `lame_duck`, whose ten-minute drain and hour-long
+/// budget no test waits out: the tests end it some other way.
+fn by_hand(shutdown: Shutdown, lame_duck: Duration) -> SequenceBuilder {
+    ShutdownSequence::builder(shutdown)
+        .lame_duck(lame_duck)
+        .drain_timeout(Duration::from_secs(600))
+        .budget(Duration::from_secs(3600))
+        .no_signals()
 }
