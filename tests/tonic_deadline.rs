@@ -12,7 +12,7 @@ use tonic::Code;
 use tower_drain::{DrainOutcome, Shutdown};
 
 use echo::{CountReply, EchoClient};
-use server::{client_stream, connect, start};
+use server::{client_stream, connect, finish, start};
 use support::gate::Gate;
 use support::{bounded, BOUND};
 
@@ -35,13 +35,9 @@ async fn unary_call_whose_handler_answers_after_the_deadline_gets_unavailable() 
         .unwrap()
         .expect_err("a call cut at the deadline succeeded");
     assert_eq!(status.code(), Code::Unavailable, "{status:?}");
-    let report = bounded("the drain", drain).await;
+    let report = finish(drain, server).await;
     assert_eq!(report.outcome, DrainOutcome::TimedOut);
     assert_eq!(report.still_running, 1);
-    bounded("the server to return", server)
-        .await
-        .unwrap()
-        .unwrap();
 }
 
 #[tokio::test]
@@ -66,14 +62,7 @@ async fn client_streaming_call_whose_handler_answers_after_the_deadline_gets_una
         .unwrap()
         .expect_err("a call cut at the deadline succeeded");
     assert_eq!(status.code(), Code::Unavailable, "{status:?}");
-    assert_eq!(
-        bounded("the drain", drain).await.outcome,
-        DrainOutcome::TimedOut
-    );
-    bounded("the server to return", server)
-        .await
-        .unwrap()
-        .unwrap();
+    assert_eq!(finish(drain, server).await.outcome, DrainOutcome::TimedOut);
 }
 
 /// hyper resets a stream whose body fails with RST_STREAM(INTERNAL_ERROR), and tonic's client
@@ -97,14 +86,7 @@ async fn server_stream_cut_at_the_deadline_fails_with_internal() {
         .await
         .expect_err("a stream cut at the deadline went on");
     assert_eq!(status.code(), Code::Internal, "{status:?}");
-    assert_eq!(
-        bounded("the drain", drain).await.outcome,
-        DrainOutcome::TimedOut
-    );
-    bounded("the server to return", server)
-        .await
-        .unwrap()
-        .unwrap();
+    assert_eq!(finish(drain, server).await.outcome, DrainOutcome::TimedOut);
 }
 
 /// The same for a bidirectional stream cut between two replies.
@@ -129,12 +111,5 @@ async fn bidirectional_stream_cut_at_the_deadline_fails_with_internal() {
         .await
         .expect_err("a stream cut at the deadline went on");
     assert_eq!(status.code(), Code::Internal, "{status:?}");
-    assert_eq!(
-        bounded("the drain", drain).await.outcome,
-        DrainOutcome::TimedOut
-    );
-    bounded("the server to return", server)
-        .await
-        .unwrap()
-        .unwrap();
+    assert_eq!(finish(drain, server).await.outcome, DrainOutcome::TimedOut);
 }

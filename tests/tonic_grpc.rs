@@ -18,7 +18,7 @@ use tonic_health::pb::HealthCheckRequest;
 use tower_drain::{DrainOutcome, Phase, Shutdown};
 
 use echo::{CountReply, EchoClient, SayRequest};
-use server::{client_stream, connect, start, start_with_signal};
+use server::{client_stream, connect, finish, start, start_with_signal};
 use support::gate::Gate;
 use support::{bounded, BOUND};
 
@@ -39,13 +39,9 @@ async fn unary_call_in_flight_when_draining_begins_completes() {
         .unwrap()
         .expect("the call failed");
     assert_eq!(reply.text, "held");
-    let report = bounded("the drain", drain).await;
+    let report = finish(drain, server).await;
     assert_eq!(report.outcome, DrainOutcome::Drained);
     assert_eq!(report.completed, 1);
-    bounded("the server to return", server)
-        .await
-        .unwrap()
-        .unwrap();
 }
 
 #[tokio::test]
@@ -72,14 +68,7 @@ async fn server_streaming_call_in_flight_when_draining_begins_completes() {
         }
     }
     assert_eq!(rest, [2, 3]);
-    assert_eq!(
-        bounded("the drain", drain).await.outcome,
-        DrainOutcome::Drained
-    );
-    bounded("the server to return", server)
-        .await
-        .unwrap()
-        .unwrap();
+    assert_eq!(finish(drain, server).await.outcome, DrainOutcome::Drained);
 }
 
 /// True for the two ways tonic's client reports a call the server never processed because
@@ -145,12 +134,8 @@ async fn calls_after_draining_began_get_unavailable() {
     gate.release(1);
     let reply = bounded("the held call", held).await.unwrap();
     assert_eq!(reply.unwrap().text, "held");
-    let report = bounded("the drain", drain).await;
+    let report = finish(drain, server).await;
     assert_eq!(report.outcome, DrainOutcome::Drained);
-    bounded("the server to return", server)
-        .await
-        .unwrap()
-        .unwrap();
 
     // And a client that comes after the server is gone.
     let endpoint = Channel::from_shared(format!("http://{addr}")).unwrap();
@@ -206,13 +191,9 @@ async fn concurrent_calls_racing_the_goaway_fail_and_only_refusals_reach_the_ser
     gate.release(1);
     let reply = bounded("the held call", held).await.unwrap();
     assert_eq!(reply.unwrap().text, "held");
-    let report = bounded("the drain", drain).await;
+    let report = finish(drain, server).await;
     assert_eq!(report.outcome, DrainOutcome::Drained, "{report}");
     assert_eq!(report.completed, 1);
-    bounded("the server to return", server)
-        .await
-        .unwrap()
-        .unwrap();
 }
 
 #[tokio::test]
@@ -268,13 +249,9 @@ async fn call_abandoned_by_its_client_while_draining_ends_its_count() {
     // The client gives up (a deadline, a cancelled request): its stream is reset, tonic's
     // server drops the handler, and the count ends with it.
     call.abort();
-    let report = bounded("the drain", drain).await;
+    let report = finish(drain, server).await;
     assert_eq!(report.outcome, DrainOutcome::Drained, "{report}");
     assert_eq!(report.completed, 1);
-    bounded("the server to return", server)
-        .await
-        .unwrap()
-        .unwrap();
 }
 
 #[tokio::test]
@@ -316,16 +293,8 @@ async fn health_reports_not_serving_from_lame_duck_on() {
         "hi"
     );
 
-    assert_eq!(
-        bounded("the drain", shutdown.drain(BOUND).unwrap())
-            .await
-            .outcome,
-        DrainOutcome::Drained
-    );
-    bounded("the server to return", server)
-        .await
-        .unwrap()
-        .unwrap();
+    let drain = shutdown.drain(BOUND).unwrap();
+    assert_eq!(finish(drain, server).await.outcome, DrainOutcome::Drained);
 }
 
 /// gRPC clients that balance by health (client-side health checking in grpc-go and

@@ -11,7 +11,7 @@ use tonic::Code;
 use tower_drain::{DrainOutcome, Shutdown};
 
 use echo::EchoClient;
-use server::{connect, start_with, Options};
+use server::{connect, finish, start_with, Options};
 use support::gate::Gate;
 use support::{bounded, BOUND};
 
@@ -68,12 +68,5 @@ async fn split_layers_answer_a_call_cut_at_the_deadline_with_unavailable() {
         .unwrap()
         .expect_err("a call cut at the deadline succeeded");
     assert_eq!(status.code(), Code::Unavailable, "{status:?}");
-    assert_eq!(
-        bounded("the drain", drain).await.outcome,
-        DrainOutcome::TimedOut
-    );
-    bounded("the server to return", server)
-        .await
-        .unwrap()
-        .unwrap();
+    assert_eq!(finish(drain, server).await.outcome, DrainOutcome::TimedOut);
 }

@@ -11,7 +11,7 @@ use futures_util::FutureExt;
 use tower_drain::{DrainOutcome, Shutdown};
 
 use echo::{CountReply, CountRequest, EchoClient, SayRequest};
-use server::{client_stream, connect, start, start_with, Options};
+use server::{client_stream, connect, finish, start, start_with, Options};
 use support::gate::Gate;
 use support::{bounded, BOUND};
 
@@ -46,13 +46,9 @@ async fn client_streaming_call_in_flight_when_draining_begins_completes() {
 
     let reply = bounded("the call", call).await.unwrap();
     assert_eq!(reply.expect("the call failed"), CountRequest { to: 6 });
-    let report = bounded("the drain", drain).await;
+    let report = finish(drain, server).await;
     assert_eq!(report.outcome, DrainOutcome::Drained, "{report}");
     assert_eq!(report.completed, 1);
-    bounded("the server to return", server)
-        .await
-        .unwrap()
-        .unwrap();
 }
 
 #[tokio::test]
@@ -82,13 +78,9 @@ async fn bidirectional_call_in_flight_when_draining_begins_completes() {
     drop(messages);
     let end = bounded("the end of the stream", replies.message()).await;
     assert_eq!(end.expect("the stream ended with an error"), None);
-    let report = bounded("the drain", drain).await;
+    let report = finish(drain, server).await;
     assert_eq!(report.outcome, DrainOutcome::Drained, "{report}");
     assert_eq!(report.completed, 1);
-    bounded("the server to return", server)
-        .await
-        .unwrap()
-        .unwrap();
 }
 
 /// Several MiB each way, gzip-compressed, while the GOAWAY is out: flow control and
@@ -160,13 +152,9 @@ async fn large_compressed_calls_in_flight_when_draining_begins_complete_whole() 
     let end = bounded("the end of the tail", tail_replies.message()).await;
     assert_eq!(end.expect("the tail ended with an error"), None);
 
-    let report = bounded("the drain", drain).await;
+    let report = finish(drain, server).await;
     assert_eq!(report.outcome, DrainOutcome::Drained, "{report}");
     assert_eq!(report.completed, 3);
-    bounded("the server to return", server)
-        .await
-        .unwrap()
-        .unwrap();
 }
 
 /// A call refused while draining is answered at once, before its large request has been

@@ -18,7 +18,7 @@ use tonic_web::{GrpcWebCall, GrpcWebClientService};
 use tower_drain::{DrainOutcome, Shutdown};
 
 use echo::{CountReply, EchoClient};
-use server::{start_with, Options, Served, WebLayer};
+use server::{finish, start_with, Options, Served, WebLayer};
 use support::gate::Gate;
 use support::{bounded, BOUND};
 
@@ -61,13 +61,9 @@ async fn grpc_web_unary_call_in_flight_when_draining_begins_completes() {
 
         let reply = bounded("the call", call).await.unwrap();
         assert_eq!(reply.expect("the call failed").text, "held");
-        let report = bounded("the drain", drain).await;
+        let report = finish(drain, server).await;
         assert_eq!(report.outcome, DrainOutcome::Drained, "{report}");
         assert_eq!(report.completed, 1);
-        bounded("the server to return", server)
-            .await
-            .unwrap()
-            .unwrap();
     }
 }
 
@@ -126,11 +122,7 @@ async fn grpc_web_calls_cut_at_the_deadline_fail() {
         let cut = bounded("the rest of the stream", replies.message()).await;
         let status = cut.expect_err("a stream cut at the deadline went on");
         assert_eq!(status.code(), Code::Internal, "{status:?}");
-        let report = bounded("the drain", drain).await;
+        let report = finish(drain, server).await;
         assert_eq!(report.still_running, 2, "{report}");
-        bounded("the server to return", server)
-            .await
-            .unwrap()
-            .unwrap();
     }
 }

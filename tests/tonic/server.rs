@@ -16,7 +16,7 @@ use tonic::transport::{Channel, Server};
 use tonic::{Status, Streaming};
 use tonic_health::ServingStatus;
 use tonic_web::GrpcWebLayer;
-use tower_drain::{InFlightLayer, RejectWhenDrainingLayer, Shutdown};
+use tower_drain::{DrainReport, InFlightLayer, RejectWhenDrainingLayer, Shutdown};
 
 use crate::echo::{CountReply, CountRequest, Echo, EchoServer, SayReply, SayRequest};
 use crate::support::bounded;
@@ -88,6 +88,16 @@ pub const HEALTH: &[&str] = &[
 ];
 
 pub type Served = JoinHandle<Result<(), tonic::transport::Error>>;
+
+/// The end of every scenario: the drain's report, once the server has also returned cleanly.
+pub async fn finish(drain: impl Future<Output = DrainReport>, server: Served) -> DrainReport {
+    let report = bounded("the drain", drain).await;
+    bounded("the server to return", server)
+        .await
+        .unwrap()
+        .unwrap();
+    report
+}
 
 /// Serves the echo and health services the way `examples/tonic.rs` does.
 pub async fn start(shutdown: Shutdown, gate: &Gate) -> (SocketAddr, Served) {
