@@ -19,6 +19,7 @@ use support::bounded;
 use support::http::serve;
 use support::raw::{read_to_close, read_until};
 use support::sse::open_event_stream;
+use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 use tower_drain::{LongLivedKind, LongLivedLayer, Shutdown};
 
@@ -32,6 +33,17 @@ async fn assert_nothing_left(shutdown: Shutdown) {
     assert!(report.is_drained(), "something was left: {report}");
     assert_eq!(shutdown.long_lived(), 0);
     assert_eq!(shutdown.in_flight(), 0);
+}
+
+/// Serves `app`, opens its `/events` and reads its first event, up to `first`: the stream is
+/// then in the registry. Returns the connection and what was read.
+async fn first_event(app: Router, shutdown: Shutdown, first: &[u8]) -> (TcpStream, Vec<u8>) {
+    let (addr, _server) = serve(app).await;
+    let mut client = open_event_stream(addr, "/events").await;
+    let mut raw = Vec::new();
+    assert!(bounded("the first event", read_until(&mut client, &mut raw, first)).await);
+    assert_eq!(shutdown.long_lived(), 1);
+    (client, raw)
 }
 
 /// Held by a handler or a body: the test's receiver resolves when it is dropped. What holds
@@ -131,17 +143,7 @@ async fn event_stream_whose_body_fails_leaves_the_registry() {
             }),
         )
         .layer(shutdown.layer());
-    let (addr, _server) = serve(app).await;
-    let mut client = open_event_stream(addr, "/events").await;
-    let mut raw = Vec::new();
-    assert!(
-        bounded(
-            "the first event",
-            read_until(&mut client, &mut raw, b"data: one\n\n")
-        )
-        .await
-    );
-    assert_eq!(shutdown.long_lived(), 1);
+    let (mut client, mut raw) = first_event(app, shutdown, b"data: one\n\n").await;
     fail_tx.send(()).unwrap();
     // Closed once the server has the error, which ended the body: the drain begins after.
     bounded("the stream to end", read_to_close(&mut client, &mut raw)).await;
@@ -174,17 +176,7 @@ async fn event_stream_whose_client_goes_away_leaves_the_registry() {
             }),
         )
         .layer(shutdown.layer());
-    let (addr, _server) = serve(app).await;
-    let mut client = open_event_stream(addr, "/events").await;
-    let mut raw = Vec::new();
-    assert!(
-        bounded(
-            "the first event",
-            read_until(&mut client, &mut raw, b"data: 1\n\n")
-        )
-        .await
-    );
-    assert_eq!(shutdown.long_lived(), 1);
+    let (client, _) = first_event(app, shutdown, b"data: 1\n\n").await;
     let dropped = dropped_rx.recv().await.unwrap();
     drop(client);
     let _ = bounded("the body to be dropped", dropped).await;
