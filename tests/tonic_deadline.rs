@@ -12,7 +12,7 @@ use tonic::Code;
 use tower_drain::{DrainOutcome, Shutdown};
 
 use echo::{CountReply, EchoClient};
-use server::{client_stream, connect, finish, start};
+use server::{client_stream, connect, finish, held_call_cut_short, start};
 use support::gate::Gate;
 use support::{bounded, BOUND};
 
@@ -21,21 +21,7 @@ async fn unary_call_whose_handler_answers_after_the_deadline_gets_unavailable() 
     let shutdown = Shutdown::new();
     let gate = Gate::new();
     let (addr, server) = start(shutdown, &gate).await;
-    let mut client = EchoClient::new(connect(addr).await);
-
-    let call = tokio::spawn(async move { client.say("held").await });
-    gate.entered(1).await;
-    let drain = shutdown.drain(BOUND).unwrap();
-    assert!(shutdown.force(), "the held call was cut short");
-    // The handler answers now; the layer answers for it instead.
-    gate.release(1);
-
-    let status = bounded("the call", call)
-        .await
-        .unwrap()
-        .expect_err("a call cut at the deadline succeeded");
-    assert_eq!(status.code(), Code::Unavailable, "{status:?}");
-    let report = finish(drain, server).await;
+    let report = held_call_cut_short(shutdown, &gate, addr, server).await;
     assert_eq!(report.outcome, DrainOutcome::TimedOut);
     assert_eq!(report.still_running, 1);
 }

@@ -11,7 +11,7 @@ use tonic::Code;
 use tower_drain::{DrainOutcome, Shutdown};
 
 use echo::EchoClient;
-use server::{connect, finish, start_with, Options};
+use server::{connect, held_call_cut_short, start_with, Options};
 use support::gate::Gate;
 use support::{bounded, BOUND};
 
@@ -55,18 +55,6 @@ async fn split_layers_answer_a_call_cut_at_the_deadline_with_unavailable() {
     let shutdown = Shutdown::new();
     let gate = Gate::new();
     let (addr, server) = start_with(shutdown, &gate, shutdown.closing(), SPLIT).await;
-    let mut client = EchoClient::new(connect(addr).await);
-
-    let call = tokio::spawn(async move { client.say("held").await });
-    gate.entered(1).await;
-    let drain = shutdown.drain(BOUND).unwrap();
-    assert!(shutdown.force(), "the held call was cut short");
-    gate.release(1);
-
-    let status = bounded("the call", call)
-        .await
-        .unwrap()
-        .expect_err("a call cut at the deadline succeeded");
-    assert_eq!(status.code(), Code::Unavailable, "{status:?}");
-    assert_eq!(finish(drain, server).await.outcome, DrainOutcome::TimedOut);
+    let report = held_call_cut_short(shutdown, &gate, addr, server).await;
+    assert_eq!(report.outcome, DrainOutcome::TimedOut);
 }

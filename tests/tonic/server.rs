@@ -13,14 +13,14 @@ use tokio::task::JoinHandle;
 use tonic::codegen::BoxStream;
 use tonic::transport::server::TcpIncoming;
 use tonic::transport::{Channel, Server};
-use tonic::{Status, Streaming};
+use tonic::{Code, Status, Streaming};
 use tonic_health::ServingStatus;
 use tonic_web::GrpcWebLayer;
 use tower_drain::{DrainReport, InFlightLayer, RejectWhenDrainingLayer, Shutdown};
 
-use crate::echo::{CountReply, CountRequest, Echo, EchoServer, SayReply, SayRequest};
-use crate::support::bounded;
+use crate::echo::{CountReply, CountRequest, Echo, EchoClient, EchoServer, SayReply, SayRequest};
 use crate::support::gate::Gate;
+use crate::support::{bounded, BOUND};
 
 /// `Say` of a text starting "held" waits at the gate; `Count` sends its first reply, then
 /// waits at the gate before the rest; `Sum` waits at the gate after its first message; `Chat`
@@ -97,6 +97,30 @@ pub async fn finish(drain: impl Future<Output = DrainReport>, server: Served) ->
         .unwrap()
         .unwrap();
     report
+}
+
+/// A unary call held in its handler when a `force` cuts the drain short: the layer answers
+/// it UNAVAILABLE when the handler does answer. Returns the drain's report.
+pub async fn held_call_cut_short(
+    shutdown: Shutdown,
+    gate: &Gate,
+    addr: SocketAddr,
+    server: Served,
+) -> DrainReport {
+    let mut client = EchoClient::new(connect(addr).await);
+    let call = tokio::spawn(async move { client.say("held").await });
+    gate.entered(1).await;
+    let drain = shutdown.drain(BOUND).unwrap();
+    assert!(shutdown.force(), "the held call was cut short");
+    // The handler answers now; the layer answers for it instead.
+    gate.release(1);
+
+    let status = bounded("the call", call)
+        .await
+        .unwrap()
+        .expect_err("a call cut at the deadline succeeded");
+    assert_eq!(status.code(), Code::Unavailable, "{status:?}");
+    finish(drain, server).await
 }
 
 /// Serves the echo and health services the way `examples/tonic.rs` does.
