@@ -296,14 +296,16 @@ fn a_closed_stdout_costs_neither_the_report_nor_the_exit_status() {
 }
 
 /// After its report the demo waits, up to 5 s, for the server's connections to close; a
-/// further signal ends that wait at once, as a second signal forces every other step.
+/// further signal ends that wait at once, as a second signal forces every other step. The
+/// drain deadline, at which the server would close the stalled connection itself and end
+/// the wait, comes after those 5 s, so only the signal can end the wait early.
 #[test]
 fn a_signal_while_connections_are_closing_exits_at_once() {
     let demo = Demo::start(&[
         "--lame-duck-ms",
         "0",
         "--drain-timeout-ms",
-        "1000",
+        "10000",
         "--json",
     ]);
     let _stalled = stalled_http2_connection(demo.addr);
