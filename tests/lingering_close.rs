@@ -79,18 +79,10 @@ async fn server_end_until(
     ready: impl Fn(&[&str]) -> bool,
 ) {
     let client = client.local_addr().unwrap();
-    let pair = format!(
-        "0100007F:{:04X} 0100007F:{:04X} ",
-        server.port(),
-        client.port()
-    );
     // Bounded: 10,000 looks, a millisecond apart.
     for _ in 0..10_000 {
-        let table = std::fs::read_to_string("/proc/net/tcp").unwrap();
-        let found = table.lines().find_map(|line| {
-            let (_, rest) = line.split_once(&pair)?;
-            Some(ready(&rest.split_whitespace().collect::<Vec<_>>()))
-        });
+        let found = tcp_line(server, client)
+            .map(|fields| ready(&fields.iter().map(String::as_str).collect::<Vec<_>>()));
         if found == Some(true) {
             return;
         }
@@ -334,6 +326,99 @@ async fn serve_does_not_linger_on_a_keep_alive_connection_idle_for_longer_than_t
     );
     assert_returns_without_lingering(server, "an idle keep-alive connection").await;
     drop(idle);
+}
+
+/// The longest `serve`'s lingering close lasts, however much the client keeps sending.
+const LINGER_LIMIT: Duration = Duration::from_secs(30);
+
+/// The fields of the `/proc/net/tcp` line of the socket from `local` to `remote`, after the
+/// two addresses (state, queues, timers, retransmits, uid, timeout, inode), if listed.
+fn tcp_line(local: SocketAddr, remote: SocketAddr) -> Option<Vec<String>> {
+    let pair = format!(
+        "0100007F:{:04X} 0100007F:{:04X} ",
+        local.port(),
+        remote.port()
+    );
+    let table = std::fs::read_to_string("/proc/net/tcp").unwrap();
+    table.lines().find_map(|line| {
+        let (_, rest) = line.split_once(&pair)?;
+        Some(rest.split_whitespace().map(str::to_owned).collect())
+    })
+}
+
+/// True while the server still holds its end of `client`'s connection open: a socket the
+/// server has closed is gone from `/proc/net/tcp`, or left there without an inode.
+fn server_holds(server: SocketAddr, client: &TcpStream) -> bool {
+    let line = tcp_line(server, client.local_addr().unwrap());
+    line.is_some_and(|fields| fields.get(6).is_some_and(|inode| inode != "0"))
+}
+
+/// Waits until everything `client` sent has reached the server (acknowledged) and been read
+/// there. Yields rather than sleeps, so a paused clock does not move meanwhile.
+async fn server_read_everything(server: SocketAddr, client: &TcpStream) {
+    let client = client.local_addr().unwrap();
+    // `tx_queue:rx_queue`: unacknowledged bytes sent, and bytes received but not read.
+    let queues = |local, remote| tcp_line(local, remote).map(|fields| fields[1].clone());
+    // Bounded: 100,000 looks.
+    for _ in 0..100_000 {
+        let sent = queues(client, server).is_some_and(|q| q.starts_with("00000000:"));
+        let read = queues(server, client).is_some_and(|q| q.ends_with(":00000000"));
+        if sent && read {
+            return;
+        }
+        tokio::task::yield_now().await;
+    }
+    panic!("the server never read what the client sent");
+}
+
+#[tokio::test]
+async fn a_lingering_close_ends_within_its_limit_however_much_the_client_sends() {
+    let shutdown = Shutdown::new();
+    let (addr, server) = start_answering(shutdown).await;
+    let mut client = TcpStream::connect(addr).await.unwrap();
+    // Each byte leaves at once, not held by Nagle until the one before is acknowledged.
+    client.set_nodelay(true).unwrap();
+    client
+        .write_all(b"GET / HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let mut response = Vec::new();
+    bounded("the response", client.read_to_end(&mut response))
+        .await
+        .unwrap();
+    assert!(response.starts_with(b"HTTP/1.1 200"));
+
+    // The server lingers from here on. A byte every 4 s, always inside the linger's wait for
+    // silence: only the overall limit can end it.
+    let every = Duration::from_secs(4);
+    tokio::time::pause();
+    let mut waited = Duration::ZERO;
+    // Bounded: far more bytes than the limit leaves room for.
+    for _ in 0..20 {
+        tokio::time::sleep(every).await;
+        waited += every;
+        if !server_holds(addr, &client) {
+            break;
+        }
+        client.write_all(b"x").await.unwrap();
+        server_read_everything(addr, &client).await;
+    }
+    tokio::time::resume();
+    assert!(
+        waited <= LINGER_LIMIT + every,
+        "the server held the connection {waited:?} after its last response, past the limit"
+    );
+    assert!(
+        waited > LINGER_LIMIT - every,
+        "the server closed after {waited:?}: a client still sending keeps the linger going"
+    );
+    drop(client);
+    let drain = shutdown.drain(BOUND).unwrap();
+    assert_eq!(
+        bounded("the drain", drain).await.outcome,
+        DrainOutcome::Drained
+    );
+    bounded("the server to return", server).await.unwrap();
 }
 
 /// Just enough HTTP/2 framing (RFC 9113) to hold a connection at the byte level.

@@ -83,9 +83,9 @@ impl Returned {
         // not close it. A client still reading a response sends as it reads (HTTP/2 window
         // updates), and that traffic keeps the window open.
         let mut quiet_until = last_written + LINGER_IDLE;
-        // Bounded by `until`; each pass waits at most `LINGER_IDLE`.
+        // Bounded by `until`: no pass waits past it, however recent the client's last bytes.
         while Instant::now() < until {
-            match timeout_at(quiet_until, stream.read(&mut discard)).await {
+            match timeout_at(quiet_until.min(until), stream.read(&mut discard)).await {
                 Ok(Ok(read)) if read > 0 => quiet_until = Instant::now() + LINGER_IDLE,
                 // End of stream, an error, or silence: nothing more to protect.
                 _ => return,
