@@ -210,6 +210,14 @@ async fn drain_deadline(shutdown: Shutdown) {
         () = core.force_called() => {}
         () = deadline => {}
     }
+    // A `decide` that found the outcome already fixed returns at once, while the call that
+    // fixed it may still be recording the long-lived responses it cut: closing connections
+    // now would drop them from the registry before they are named in the report. Closing
+    // waits for the report to be published. Armed before the check, so it cannot miss it.
+    let published = core.decided_notify().notified();
+    if core.report().is_none() {
+        published.await;
+    }
 }
 
 /// Serves one connection on its own task, watched for graceful shutdown and cut at the drain
