@@ -33,7 +33,7 @@ use futures_util::stream;
 use serde::Deserialize;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
-use tower_drain::{LongLivedLayer, Shutdown, ShutdownReport, ShutdownSequence};
+use tower_drain::{DrainOutcome, LongLivedLayer, Shutdown, ShutdownReport, ShutdownSequence};
 
 /// Kubernetes' default `terminationGracePeriodSeconds` less the 5 s `preStop` sleep of
 /// `examples/kubernetes.yaml`: what the sequence must fit in.
@@ -126,7 +126,10 @@ async fn main() -> ExitCode {
     print_report(&report, args.json);
 
     // A forced shutdown was asked to hurry: it gets the short wait even if nothing was cut.
-    let flush = if report.drain.is_drained() && report.forced_by.is_none() {
+    // The outcome, not `is_drained`: a drain that ended `Drained` but cut a long-lived
+    // response closed no connection, and those the server still holds may be protecting the
+    // tail of a finished response.
+    let flush = if report.drain.outcome == DrainOutcome::Drained && report.forced_by.is_none() {
         FLUSH_WAIT
     } else {
         FLUSH_WAIT_SHORT
