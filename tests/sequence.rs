@@ -532,6 +532,37 @@ async fn a_timed_out_hook_serialises_its_timeout_under_an_ms_key() {
     );
 }
 
+/// A hook's error is reported with the causes its type shows in its alternate form, as
+/// anyhow's and eyre's errors do: "closing the pool" alone would hide why.
+#[tokio::test]
+async fn a_failed_hook_is_reported_with_the_causes_its_error_carries() {
+    struct WithCause;
+    impl std::fmt::Display for WithCause {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("closing the pool")?;
+            if f.alternate() {
+                f.write_str(": connection refused")?;
+            }
+            Ok(())
+        }
+    }
+    let shutdown = Shutdown::new();
+    let sequence = by_hand(shutdown, Duration::ZERO)
+        .hook("pool", Duration::from_secs(5), || async {
+            Err::<(), _>(WithCause)
+        })
+        .build()
+        .unwrap();
+    let trigger = sequence.trigger();
+    let run = tokio::spawn(sequence.run());
+    trigger.fire();
+    let report = bounded("the sequence", run).await.unwrap();
+    assert_eq!(
+        report.hooks[0].outcome,
+        HookOutcome::Failed("closing the pool: connection refused".into())
+    );
+}
+
 /// A sequence started only by hand, after `lame_duck`, whose ten-minute drain and hour-long
 /// budget no test waits out: the tests end it some other way.
 fn by_hand(shutdown: Shutdown, lame_duck: Duration) -> SequenceBuilder {

@@ -63,6 +63,8 @@ impl SequenceBuilder {
 
     /// Adds a clean-up hook, run after the drain in registration order, for at most
     /// `timeout`. A hook that fails, panics or times out is reported, and the next one runs.
+    /// A failure is reported in the error's alternate form (`{:#}`), which for `anyhow` and
+    /// `eyre` errors includes their causes.
     ///
     /// The closure is called once, on a task of its own (hence `Send + 'static`). At its
     /// timeout the task is aborted, which stops it at its next `.await`. A hook that blocks

@@ -30,7 +30,9 @@ impl Hook {
             name,
             timeout,
             start: Box::new(move || {
-                Box::pin(async move { hook().await.map_err(|e| e.to_string()) })
+                // The alternate form: anyhow's and eyre's errors add their causes there
+                // ("closing the pool: connection refused"); other errors read the same.
+                Box::pin(async move { hook().await.map_err(|e| format!("{e:#}")) })
             }),
         }
     }
