@@ -176,3 +176,46 @@ async fn the_last_sequence_event_counts_the_long_lived_responses_cut() {
         "{last:?}"
     );
 }
+
+/// A second trigger that finds nothing running (here during the lame duck, with nothing in
+/// flight) forces the shutdown but aborts nothing, and its event says so: "aborting what is
+/// still running" would send an operator looking for lost work.
+#[tokio::test(flavor = "current_thread")]
+async fn a_second_trigger_with_nothing_running_says_nothing_was_aborted() {
+    let events = Events::default();
+    let _default =
+        tracing::subscriber::set_default(tracing_subscriber::registry().with(events.clone()));
+    let shutdown = Shutdown::new();
+    let sequence = ShutdownSequence::builder(shutdown)
+        .lame_duck(Duration::from_secs(600))
+        .drain_timeout(Duration::from_secs(600))
+        .budget(Duration::from_secs(3600))
+        .no_signals()
+        .build()
+        .unwrap();
+    let trigger = sequence.trigger();
+    let run = tokio::spawn(sequence.run());
+    trigger.fire();
+    tokio::time::timeout(Duration::from_secs(30), shutdown.shutting_down())
+        .await
+        .expect("the lame duck did not begin");
+    trigger.fire();
+    let report = tokio::time::timeout(Duration::from_secs(30), run)
+        .await
+        .expect("the sequence did not finish")
+        .unwrap();
+    assert_eq!(report.forced_by, Some("manual trigger"), "{report}");
+    assert_eq!(report.drain.still_running, 0, "{report}");
+
+    let events = events.0.lock().unwrap();
+    let forcing: Vec<&String> = events
+        .iter()
+        .filter_map(|event| event.get("message"))
+        .filter(|message| message.starts_with("second trigger"))
+        .collect();
+    assert_eq!(forcing.len(), 1, "{forcing:?}");
+    assert!(
+        forcing[0].contains("nothing left running to abort"),
+        "{forcing:?}"
+    );
+}

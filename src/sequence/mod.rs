@@ -270,16 +270,26 @@ impl Run<'_> {
             return false;
         }
         self.forced_by = Some(cause);
-        tracing::warn!(
-            trigger = cause,
-            phase = %self.shutdown.phase(),
-            in_flight = self.shutdown.in_flight(),
-            "second trigger: forcing shutdown, aborting what is still running; hooks still run"
-        );
+        let (phase, in_flight) = (self.shutdown.phase(), self.shutdown.in_flight());
         // Closes admission if the drain has not begun, and decides it as timed out; no
         // effect once it is decided. The `drain` call that follows then joins that outcome.
         // `force` counts `tower_drain_forced_total` when it cuts the drain short.
-        self.shutdown.force();
+        if self.shutdown.force() {
+            tracing::warn!(
+                trigger = cause,
+                %phase,
+                in_flight,
+                "second trigger: forcing shutdown, aborting what is still running; hooks still run"
+            );
+        } else {
+            // Said apart: an operator reading "aborting" would look for work that was lost.
+            tracing::warn!(
+                trigger = cause,
+                %phase,
+                in_flight,
+                "second trigger: forcing shutdown, nothing left running to abort; hooks still run"
+            );
+        }
         true
     }
 }
