@@ -1,6 +1,8 @@
 //! The `metrics` feature: figures recorded at phase changes and on demand.
 #![cfg(feature = "metrics")]
 
+mod support;
+
 use std::collections::HashMap;
 use std::convert::Infallible;
 use std::sync::{Arc, Mutex};
@@ -11,9 +13,10 @@ use metrics::{
     Counter, CounterFn, Gauge, GaugeFn, Histogram, Key, KeyName, Metadata, Recorder, SharedString,
     Unit,
 };
+use support::by_hand;
 use tokio::time::timeout;
 use tower::{service_fn, Layer, ServiceExt};
-use tower_drain::{LongLivedKind, Shutdown, ShutdownSequence};
+use tower_drain::{LongLivedKind, Shutdown};
 
 /// The last value of every counter and gauge, by name.
 #[derive(Default, Clone)]
@@ -108,13 +111,7 @@ async fn figures_follow_the_phases_and_count_rejections_and_forced_shutdowns() {
     shutdown.record_metrics();
     assert_eq!(figures.get("tower_drain_long_lived"), Some(0.0));
 
-    let sequence = ShutdownSequence::builder(shutdown)
-        .lame_duck(Duration::ZERO)
-        .drain_timeout(Duration::from_secs(600))
-        .budget(Duration::from_secs(3600))
-        .no_signals()
-        .build()
-        .unwrap();
+    let sequence = by_hand(shutdown, Duration::ZERO).build().unwrap();
     let trigger = sequence.trigger();
     trigger.fire(); // starts
     trigger.fire(); // forces: `work` is never released

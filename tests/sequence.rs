@@ -9,11 +9,10 @@ use std::time::Duration;
 use http::Method;
 use tokio::sync::oneshot;
 use tower_drain::{
-    DrainOutcome, HookOutcome, LongLivedKind, Phase, SequenceBuilder, SequenceError, Shutdown,
-    ShutdownSequence,
+    DrainOutcome, HookOutcome, LongLivedKind, Phase, SequenceError, Shutdown, ShutdownSequence,
 };
 
-use support::bounded;
+use support::{bounded, by_hand};
 
 /// Records `(hook name, phase when it started)` in order.
 type Log = Arc<Mutex<Vec<(&'static str, Phase)>>>;
@@ -561,14 +560,4 @@ async fn a_failed_hook_is_reported_with_the_causes_its_error_carries() {
         report.hooks[0].outcome,
         HookOutcome::Failed("closing the pool: connection refused".into())
     );
-}
-
-/// A sequence started only by hand, after `lame_duck`, whose ten-minute drain and hour-long
-/// budget no test waits out: the tests end it some other way.
-fn by_hand(shutdown: Shutdown, lame_duck: Duration) -> SequenceBuilder {
-    ShutdownSequence::builder(shutdown)
-        .lame_duck(lame_duck)
-        .drain_timeout(Duration::from_secs(600))
-        .budget(Duration::from_secs(3600))
-        .no_signals()
 }

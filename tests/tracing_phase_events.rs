@@ -2,10 +2,13 @@
 //! user reads a shutdown by. A user of `Shutdown::drain` without the sequence gets no other
 //! log line, so the terminal phase event is the final report's log line.
 
+mod support;
+
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use support::by_hand;
 use tower_drain::{DrainOutcome, LongLivedKind, Shutdown, ShutdownSequence};
 use tracing::field::{Field, Visit};
 use tracing::{Event, Subscriber};
@@ -137,13 +140,7 @@ async fn the_last_sequence_event_counts_the_long_lived_responses_cut() {
         tracing::subscriber::set_default(tracing_subscriber::registry().with(events.clone()));
     let shutdown = Shutdown::new();
     shutdown.set_long_lived_grace(Duration::from_millis(50));
-    let sequence = ShutdownSequence::builder(shutdown)
-        .lame_duck(Duration::ZERO)
-        .drain_timeout(Duration::from_secs(600))
-        .budget(Duration::from_secs(3600))
-        .no_signals()
-        .build()
-        .unwrap();
+    let sequence = by_hand(shutdown, Duration::ZERO).build().unwrap();
     // A WebSocket whose peer never answers the close: dropped at the long-lived deadline.
     let socket = shutdown
         .long_lived_guard(LongLivedKind::Upgrade, http::Method::GET, "/ws")
@@ -186,13 +183,7 @@ async fn a_second_trigger_with_nothing_running_says_nothing_was_aborted() {
     let _default =
         tracing::subscriber::set_default(tracing_subscriber::registry().with(events.clone()));
     let shutdown = Shutdown::new();
-    let sequence = ShutdownSequence::builder(shutdown)
-        .lame_duck(Duration::from_secs(600))
-        .drain_timeout(Duration::from_secs(600))
-        .budget(Duration::from_secs(3600))
-        .no_signals()
-        .build()
-        .unwrap();
+    let sequence = by_hand(shutdown, Duration::from_secs(600)).build().unwrap();
     let trigger = sequence.trigger();
     let run = tokio::spawn(sequence.run());
     trigger.fire();

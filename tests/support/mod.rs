@@ -16,6 +16,8 @@ pub mod sse;
 use std::future::Future;
 use std::time::Duration;
 
+use tower_drain::{SequenceBuilder, Shutdown, ShutdownSequence};
+
 /// The bound on every wait. Generous: it only turns a hang into a failure.
 pub const BOUND: Duration = Duration::from_secs(30);
 
@@ -30,4 +32,14 @@ pub async fn bounded_for<F: Future>(limit: Duration, what: &str, future: F) -> F
     tokio::time::timeout(limit, future)
         .await
         .unwrap_or_else(|_| panic!("hung: {what} did not finish within {limit:?}"))
+}
+
+/// A sequence started only by hand, after `lame_duck`, whose ten-minute drain and hour-long
+/// budget no test waits out: the tests end it some other way.
+pub fn by_hand(shutdown: Shutdown, lame_duck: Duration) -> SequenceBuilder {
+    ShutdownSequence::builder(shutdown)
+        .lame_duck(lame_duck)
+        .drain_timeout(Duration::from_secs(600))
+        .budget(Duration::from_secs(3600))
+        .no_signals()
 }
