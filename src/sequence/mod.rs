@@ -274,22 +274,19 @@ impl Run<'_> {
         // Closes admission if the drain has not begun, and decides it as timed out; no
         // effect once it is decided. The `drain` call that follows then joins that outcome.
         // `force` counts `tower_drain_forced_total` when it cuts the drain short.
-        if self.shutdown.force() {
-            tracing::warn!(
-                trigger = cause,
-                %phase,
-                in_flight,
-                "second trigger: forcing shutdown, aborting what is still running; hooks still run"
-            );
+        // Said apart when nothing was cut: an operator reading "aborting" would look for
+        // work that was lost.
+        let what = if self.shutdown.force() {
+            "aborting what is still running"
         } else {
-            // Said apart: an operator reading "aborting" would look for work that was lost.
-            tracing::warn!(
-                trigger = cause,
-                %phase,
-                in_flight,
-                "second trigger: forcing shutdown, nothing left running to abort; hooks still run"
-            );
-        }
+            "nothing left running to abort"
+        };
+        tracing::warn!(
+            trigger = cause,
+            %phase,
+            in_flight,
+            "second trigger: forcing shutdown, {what}; hooks still run"
+        );
         true
     }
 }
