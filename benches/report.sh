@@ -4,7 +4,7 @@
 # in BENCHMARKS.md is typed by hand.
 #
 #   benches/report.sh                      # full run (about 10 minutes)
-#   MEASURE=1 WARMUP=0.5 LOAD_SECONDS=1 LOAD_ROUNDS=3 INSTRUCTIONS=0 benches/report.sh  # quick
+#   MEASURE=1 WARMUP=0.5 ROUNDS=3 LOAD_SECONDS=1 LOAD_ROUNDS=3 INSTRUCTIONS=0 benches/report.sh  # quick
 #
 # Needs cargo, python3, and (optionally, for the instruction counts) valgrind.
 set -euo pipefail
@@ -25,6 +25,8 @@ export CRITERION_HOME=$work/criterion
 criterion_args=(--warm-up-time "$WARMUP" --measurement-time "$MEASURE" --noplot)
 overhead_cmd="cargo bench --bench overhead -- ${criterion_args[*]}"
 drain_cmd="cargo bench --bench drain -- ${criterion_args[*]}"
+ROUNDS=${ROUNDS:-21}            # interleaved rounds, every variant on 1 and 2 threads each
+interleaved_cmd="cargo bench --bench interleaved -- --rounds $ROUNDS"
 load_cmd="cargo run --release --example load -- --seconds $LOAD_SECONDS --rounds $LOAD_ROUNDS"
 memory_cmd="cargo bench --bench memory"
 instructions_cmd="valgrind --tool=cachegrind --cache-sim=no <instructions bench> VARIANT FRAMES N"
@@ -37,6 +39,8 @@ if [ "$REPORT_ONLY" = 0 ]; then
 
     echo "== $overhead_cmd" >&2
     cargo bench --bench overhead -- "${criterion_args[@]}"
+    echo "== $interleaved_cmd" >&2
+    cargo bench --bench interleaved -- --rounds "$ROUNDS" --json "$work/interleaved.json"
     echo "== $drain_cmd" >&2
     cargo bench --bench drain -- "${criterion_args[@]}"
     echo "== $load_cmd" >&2
@@ -73,12 +77,12 @@ for line in sys.stdin:
     cat /proc/loadavg >"$work/loadavg-end"
 fi
 
-export WORK=$work OUT OVERHEAD_CMD=$overhead_cmd DRAIN_CMD=$drain_cmd LOAD_CMD=$load_cmd MEMORY_CMD=$memory_cmd \
+export WORK=$work OUT OVERHEAD_CMD=$overhead_cmd INTERLEAVED_CMD=$interleaved_cmd DRAIN_CMD=$drain_cmd LOAD_CMD=$load_cmd MEMORY_CMD=$memory_cmd \
     INSTRUCTIONS_CMD=$instructions_cmd
 export CPU_MODEL=$(lscpu | sed -n 's/^Model name: *//p' | head -1)
 export CPU_COUNT=$(nproc)
 export RUSTC=$(rustc --version)
 export KERNEL=$(uname -sr)
-export REPORT_ARGS="MEASURE=$MEASURE WARMUP=$WARMUP LOAD_SECONDS=$LOAD_SECONDS LOAD_ROUNDS=$LOAD_ROUNDS"
+export REPORT_ARGS="MEASURE=$MEASURE WARMUP=$WARMUP ROUNDS=$ROUNDS LOAD_SECONDS=$LOAD_SECONDS LOAD_ROUNDS=$LOAD_ROUNDS"
 python3 benches/report.py
 echo "wrote $OUT" >&2
