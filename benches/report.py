@@ -26,6 +26,7 @@ VARIANTS = [
     ("shutdown_layer", "**`shutdown.layer()`**"),
     ("in_flight_layer", "`InFlightLayer` alone"),
     ("reject_when_draining_layer", "`RejectWhenDrainingLayer` alone"),
+    ("long_lived_layer", "`LongLivedLayer` alone (tracks event streams; neither counts nor rejects)"),
 ] + PEERS + REFERENCES
 GROUPS = {
     "1t": "per_request_1_thread",

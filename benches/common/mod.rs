@@ -27,7 +27,7 @@ use http::{Request, Response};
 use http_body::{Body, Frame};
 use tower::limit::ConcurrencyLimitLayer;
 use tower::{service_fn, Layer, Service};
-use tower_drain::{InFlightLayer, RejectWhenDrainingLayer, Shutdown};
+use tower_drain::{InFlightLayer, LongLivedLayer, RejectWhenDrainingLayer, Shutdown};
 use tower_http::metrics::InFlightRequestsLayer;
 
 use reference::{AtEnd, Counting, OnDrop, Passthrough, StaticCounter, ThreadCounter};
@@ -421,7 +421,7 @@ pub struct Variants {
 }
 
 /// The names of all variants, in report order.
-pub const NAMES: [&str; 14] = [
+pub const NAMES: [&str; 15] = [
     "bare",
     "reference_passthrough",
     "reference_counting",
@@ -431,6 +431,7 @@ pub const NAMES: [&str; 14] = [
     "shutdown_layer",
     "in_flight_layer",
     "reject_when_draining_layer",
+    "long_lived_layer",
     "tower_http_in_flight",
     "task_tracker",
     "drain_retain",
@@ -495,6 +496,8 @@ impl Variants {
         list.push(("in_flight_layer", Box::new(Layered(layered))));
         let layered = RejectWhenDrainingLayer::new(Shutdown::new()).layer(inner(frames));
         list.push(("reject_when_draining_layer", Box::new(Layered(layered))));
+        let layered = LongLivedLayer::new(Shutdown::new()).layer(inner(frames));
+        list.push(("long_lived_layer", Box::new(Layered(layered))));
 
         let (layer, counter) = InFlightRequestsLayer::pair();
         keep.push(Box::new(counter));
