@@ -27,7 +27,7 @@ use http::header::{HeaderValue, CACHE_CONTROL};
 use http::{Request, Response, StatusCode};
 use tower_service::Service;
 
-use crate::static_body::{plain_text, StaticBody};
+use crate::static_body::{fit_to, plain_text, StaticBody};
 use crate::Shutdown;
 
 /// The readiness flags the application sets by hand; the phase is the other input.
@@ -138,11 +138,12 @@ impl<B> Service<Request<B>> for Readiness {
         Poll::Ready(Ok(()))
     }
 
-    fn call(&mut self, _request: Request<B>) -> Self::Future {
-        ready(Ok(match not_ready_reason(&self.shutdown) {
+    fn call(&mut self, request: Request<B>) -> Self::Future {
+        let response = match not_ready_reason(&self.shutdown) {
             None => answer(StatusCode::OK, "ready\n"),
             Some(reason) => answer(StatusCode::SERVICE_UNAVAILABLE, reason),
-        }))
+        };
+        ready(Ok(fit_to(&request, response)))
     }
 }
 
@@ -171,8 +172,8 @@ impl<B> Service<Request<B>> for Liveness {
         Poll::Ready(Ok(()))
     }
 
-    fn call(&mut self, _request: Request<B>) -> Self::Future {
-        ready(Ok(answer(StatusCode::OK, "alive\n")))
+    fn call(&mut self, request: Request<B>) -> Self::Future {
+        ready(Ok(fit_to(&request, answer(StatusCode::OK, "alive\n"))))
     }
 }
 

@@ -5,8 +5,8 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
-use http::header::{HeaderValue, CONTENT_TYPE};
-use http::{Response, StatusCode};
+use http::header::{HeaderValue, CONTENT_LENGTH, CONTENT_TYPE};
+use http::{Method, Request, Response, StatusCode};
 use http_body::{Body, Frame, SizeHint};
 
 /// A response body holding one `&'static` chunk, or nothing.
@@ -47,6 +47,30 @@ pub(crate) fn plain_text(status: StatusCode, text: &'static str) -> Response<Sta
         CONTENT_TYPE,
         HeaderValue::from_static("text/plain; charset=utf-8"),
     );
+    response
+}
+
+/// `response` fitted to `request`: for a `HEAD`, the same head with the `Content-Length` a
+/// `GET` gets, and no body. A server must not send a body to a `HEAD`; hyper leaves it out on
+/// HTTP/1 but sends it on HTTP/2, where the client then resets the stream as malformed and
+/// never sees the answer.
+pub(crate) fn fit_to<B>(
+    request: &Request<B>,
+    response: Response<StaticBody>,
+) -> Response<StaticBody> {
+    if request.method() == Method::HEAD {
+        head_only(response)
+    } else {
+        response
+    }
+}
+
+/// The head of `response`, with the length of the body it leaves out.
+pub(crate) fn head_only(mut response: Response<StaticBody>) -> Response<StaticBody> {
+    let length = response.body_mut().take().map_or(0, <[u8]>::len);
+    response
+        .headers_mut()
+        .insert(CONTENT_LENGTH, HeaderValue::from(length));
     response
 }
 

@@ -14,7 +14,9 @@ use http_body::Frame;
 use http_body_util::{BodyExt, Full, StreamBody};
 use hyper::body::Incoming;
 use hyper_util::client::legacy::Client;
-use hyper_util::rt::TokioExecutor;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
+use hyper_util::service::TowerToHyperService;
 use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinHandle;
@@ -104,6 +106,30 @@ async fn serve_without_graceful_close(shutdown: Shutdown) -> SocketAddr {
         .route("/", axum::routing::get(|| async { HELLO }))
         .layer(shutdown.layer());
     support::http::serve(app).await.0
+}
+
+/// Serves [`HELLO`] under `shutdown.layer()` on plain hyper (HTTP/1 and HTTP/2), with no
+/// graceful shutdown: the layer's answers as hyper sends them, without axum's router, which
+/// leaves out the body of an answer to `HEAD` by itself.
+async fn serve_on_hyper_without_graceful_close(shutdown: Shutdown) -> SocketAddr {
+    let hello = service_fn(|_: Request<Incoming>| async {
+        Ok::<_, Infallible>(Response::new(Full::new(Bytes::from_static(HELLO))))
+    });
+    let service = shutdown.layer().layer(hello);
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        loop {
+            let (stream, _) = listener.accept().await.unwrap();
+            let service = TowerToHyperService::new(service.clone());
+            tokio::spawn(async move {
+                let _ = auto::Builder::new(TokioExecutor::new())
+                    .serve_connection(TokioIo::new(stream), service)
+                    .await;
+            });
+        }
+    });
+    addr
 }
 
 /// Waits for the drain, which must have found every request ended (none leaked, none cut).
@@ -277,6 +303,45 @@ async fn head_refused_while_draining_gets_the_503_head_only() {
         refused.ends_with("\r\n\r\n"),
         "a body after the head: {refused}"
     );
+}
+
+/// A `HEAD` refused while draining on plain hyper: the 503's head with its `Content-Length`
+/// and no body, over HTTP/2 as over HTTP/1. hyper sends whatever body it is given on HTTP/2,
+/// and the client resets a `HEAD` stream that carries data as malformed: it would never see
+/// the 503.
+#[tokio::test]
+async fn head_refused_while_draining_on_hyper_gets_the_503_head_only_on_http1_and_http2() {
+    let shutdown = Shutdown::new();
+    let addr = serve_on_hyper_without_graceful_close(shutdown).await;
+    assert_drained(shutdown.drain(BOUND).unwrap()).await;
+
+    let h2 = Client::builder(TokioExecutor::new())
+        .http2_only(true)
+        .build_http::<http_body_util::Empty<Bytes>>();
+    let request = Request::head(format!("http://{addr}/"))
+        .body(http_body_util::Empty::new())
+        .unwrap();
+    let response = bounded("an HTTP/2 response", h2.request(request))
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(response.headers()["content-length"], "25");
+    assert_eq!(response.headers()["retry-after"], "1");
+    let body = bounded("its body", response.into_body().collect())
+        .await
+        .expect("a clean end of stream, not a reset");
+    assert!(body.to_bytes().is_empty());
+
+    let stream = connect_and_write(addr, "HEAD / HTTP/1.1\r\nhost: x\r\n\r\n").await;
+    let refused = read_to_eof(stream).await;
+    assert!(refused.starts_with("HTTP/1.1 503 "), "{refused}");
+    assert!(has_connection_close(&refused), "{refused}");
+    assert_eq!(header(&refused, "content-length").as_deref(), Some("25"));
+    assert!(
+        refused.ends_with("\r\n\r\n"),
+        "a body after the head: {refused}"
+    );
+    assert_eq!(shutdown.rejected(), 2);
 }
 
 /// `204` and `304` carry no body: their count ends, on HTTP/1 (keep-alive, the connection

@@ -9,16 +9,20 @@ use std::time::Duration;
 
 use axum::routing::get;
 use axum::Router;
+use bytes::Bytes;
 use http::{Request, StatusCode};
-use hyper_util::rt::TokioIo;
+use http_body_util::{BodyExt, Empty};
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
 use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, Semaphore};
-use tower::{service_fn, ServiceExt};
+use tower::{service_fn, Service, ServiceExt};
 use tower_drain::{DrainOutcome, Phase, Shutdown, ShutdownSequence};
 
 use support::bounded;
-use support::http::{get as get_response, http1_client, serve, HttpClient};
+use support::http::{get as get_response, http1_client, http2_client, serve, HttpClient};
 
 async fn get_text(client: &HttpClient, addr: SocketAddr, path: &str) -> (StatusCode, String) {
     let (status, _, body) = get_response(client, addr, path).await;
@@ -270,4 +274,85 @@ async fn readiness_is_held_at_start_up_and_flipped_by_hand_on_plain_hyper() {
         readiness().await,
         (StatusCode::SERVICE_UNAVAILABLE, "shutting down\n".into())
     );
+}
+
+/// Serves both probes on plain hyper (no axum, whose router leaves `HEAD` bodies out itself),
+/// speaking HTTP/1 or HTTP/2 as the client does: `/livez` is liveness, anything else readiness.
+async fn serve_probes_on_hyper(shutdown: Shutdown) -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let probes = service_fn(move |request: Request<Incoming>| {
+        if request.uri().path() == "/livez" {
+            shutdown.liveness().call(request)
+        } else {
+            shutdown.readiness().call(request)
+        }
+    });
+    tokio::spawn(async move {
+        loop {
+            let (stream, _) = listener.accept().await.unwrap();
+            let service = TowerToHyperService::new(probes);
+            tokio::spawn(async move {
+                let _ = auto::Builder::new(TokioExecutor::new())
+                    .serve_connection(TokioIo::new(stream), service)
+                    .await;
+            });
+        }
+    });
+    addr
+}
+
+/// `HEAD` on a probe, over HTTP/1 and HTTP/2: the status and `Content-Length` a `GET` gets,
+/// and no body. hyper sends whatever body a service gives it on HTTP/2, and the client resets
+/// a `HEAD` stream that carries data as malformed, so a body there hides the answer.
+#[tokio::test]
+async fn head_on_a_probe_gets_its_head_without_a_body() {
+    let shutdown = Shutdown::new();
+    let addr = serve_probes_on_hyper(shutdown).await;
+    let head = |client: HttpClient, path: &'static str| async move {
+        let request = Request::head(format!("http://{addr}{path}"))
+            .body(Empty::<Bytes>::new())
+            .unwrap();
+        let response = bounded("a HEAD response", client.request(request))
+            .await
+            .unwrap();
+        let (parts, body) = response.into_parts();
+        let body = bounded("its body", body.collect())
+            .await
+            .unwrap_or_else(|error| panic!("HEAD {path}: the body failed: {error:?}"));
+        assert!(body.to_bytes().is_empty(), "HEAD {path}: a body");
+        (parts.status, parts.headers["content-length"].clone())
+    };
+
+    for (name, client) in [("HTTP/1", http1_client()), ("HTTP/2", http2_client())] {
+        assert_eq!(
+            head(client.clone(), "/readyz").await,
+            (StatusCode::OK, "6".parse().unwrap()),
+            "{name}: ready"
+        );
+        assert_eq!(
+            head(client.clone(), "/livez").await,
+            (StatusCode::OK, "6".parse().unwrap()),
+            "{name}: alive"
+        );
+    }
+    assert!(shutdown.begin_lame_duck());
+    for (name, client) in [("HTTP/1", http1_client()), ("HTTP/2", http2_client())] {
+        assert_eq!(
+            head(client.clone(), "/readyz").await,
+            (StatusCode::SERVICE_UNAVAILABLE, "14".parse().unwrap()),
+            "{name}: shutting down"
+        );
+        assert_eq!(
+            head(client.clone(), "/livez").await,
+            (StatusCode::OK, "6".parse().unwrap()),
+            "{name}: alive"
+        );
+        // A GET still gets the body.
+        assert_eq!(
+            get_text(&client, addr, "/readyz").await,
+            (StatusCode::SERVICE_UNAVAILABLE, "shutting down\n".into()),
+            "{name}"
+        );
+    }
 }

@@ -1,10 +1,10 @@
 //! The response sent to requests that arrive once admission has closed.
 
 use http::header::{HeaderValue, CONNECTION, CONTENT_TYPE, RETRY_AFTER};
-use http::{Request, Response, StatusCode, Version};
+use http::{Method, Request, Response, StatusCode, Version};
 
 use super::Policy;
-use crate::static_body::plain_text;
+use crate::static_body::{head_only, plain_text};
 
 /// The body of a rejection: one static chunk, or nothing (gRPC's trailers-only form).
 pub(crate) use crate::static_body::StaticBody as Rejection;
@@ -23,9 +23,10 @@ pub(crate) enum Reply {
         content_type: &'static str,
         closing: Closing,
     },
-    /// A plain-text 503 with `Retry-After`.
+    /// A plain-text 503 with `Retry-After`; only its head for a `HEAD` request.
     Http {
         closing: Closing,
+        head: bool,
         retry_after_secs: u64,
         message: &'static str,
     },
@@ -43,6 +44,7 @@ impl Reply {
         }
         Reply::Http {
             closing,
+            head: request.method() == Method::HEAD,
             retry_after_secs: policy.retry_after_secs,
             message: policy.message,
         }
@@ -58,9 +60,17 @@ impl Reply {
             } => grpc_unavailable(content_type, closing),
             Reply::Http {
                 closing,
+                head,
                 retry_after_secs,
                 message,
-            } => unavailable(message, closing, retry_after_secs),
+            } => {
+                let response = unavailable(message, closing, retry_after_secs);
+                if head {
+                    head_only(response)
+                } else {
+                    response
+                }
+            }
         }
     }
 }
