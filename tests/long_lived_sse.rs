@@ -369,6 +369,8 @@ async fn stream_with_drain_between(
     after: &[&'static str],
 ) -> (Vec<u8>, tower_drain::DrainReport) {
     let shutdown = Shutdown::new();
+    // Past the bound: a stream that is not finished at drain start hangs the test.
+    shutdown.set_long_lived_grace(LONG);
     let (frames_tx, frames_rx) = tokio::sync::mpsc::unbounded_channel::<&'static str>();
     let frames_rx = std::sync::Arc::new(std::sync::Mutex::new(Some(frames_rx)));
     let app = Router::new()
@@ -401,7 +403,7 @@ async fn stream_with_drain_between(
     for frame in after {
         frames_tx.send(frame).unwrap();
     }
-    let report = timeout(BOUND, drain).await.unwrap();
+    let report = support::bounded("the drain", drain).await;
     let decoded = reading.finish().await;
     assert!(decoded.terminated, "a clean end");
     (decoded.data, report)
@@ -425,5 +427,49 @@ async fn final_event_follows_an_event_ended_by_cr_alone() {
     let (data, report) = stream_with_drain_between(&["data: one\r\r"], b"data: one\r\r", &[]).await;
     assert!(report.is_drained(), "{report}");
     let expected = format!("data: one\r\r{FINAL_EVENT}\n\n");
+    assert_eq!(String::from_utf8_lossy(&data), expected);
+}
+
+/// A comment line on its own after a whole event (a keep-alive written as `:\n`, without a
+/// blank line) leaves nothing pending: a client ignores comments, so the final event follows
+/// at once rather than at the long-lived deadline.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn final_event_follows_a_keep_alive_comment_without_a_blank_line() {
+    let (data, report) =
+        stream_with_drain_between(&["data: one\n\n", ":keep-alive\n"], b":keep-alive\n", &[]).await;
+    assert!(report.is_drained(), "{report}");
+    let expected = format!("data: one\n\n:keep-alive\n{FINAL_EVENT}\n\n");
+    assert_eq!(String::from_utf8_lossy(&data), expected);
+}
+
+/// A stream that opens with a padding comment (as the `EventSource` polyfills ask for, with
+/// CRLF here) and then waits for its first event finishes at once, too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn final_event_follows_an_opening_comment_line() {
+    let (data, report) = stream_with_drain_between(&[":padding\r\n"], b":padding\r\n", &[]).await;
+    assert!(report.is_drained(), "{report}");
+    let expected = format!(":padding\r\n{FINAL_EVENT}\n\n");
+    assert_eq!(String::from_utf8_lossy(&data), expected);
+}
+
+/// A comment inside an event does not end it: the body still goes on to the event's blank
+/// line before the final event.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn final_event_waits_for_an_event_with_a_comment_inside_to_end() {
+    let (data, report) =
+        stream_with_drain_between(&["data: one\n:note\n"], b":note\n", &["data: two\n\n"]).await;
+    assert!(report.is_drained(), "{report}");
+    let (events, rest) = parse_events(&data);
+    assert!(rest.is_empty(), "ended inside an event: {rest:?}");
+    assert_eq!(events, ["data: one\n:note\ndata: two", FINAL_EVENT]);
+}
+
+/// A byte order mark sent on its own at the start of the stream is not part of any line
+/// (clients drop it): the final event follows it at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn final_event_follows_a_byte_order_mark_sent_alone() {
+    let (data, report) = stream_with_drain_between(&["\u{FEFF}"], "\u{FEFF}".as_bytes(), &[]).await;
+    assert!(report.is_drained(), "{report}");
+    let expected = format!("\u{FEFF}{FINAL_EVENT}\n\n");
     assert_eq!(String::from_utf8_lossy(&data), expected);
 }

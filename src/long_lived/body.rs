@@ -30,40 +30,137 @@ pub(crate) struct TrackedState {
     unstarted_answer: bool,
 }
 
-/// Where the bytes sent so far leave an event stream, by their last line ends. An event ends
-/// with an empty line; a line ends with CRLF, LF or CR, and a LF right after a CR is part of
-/// the same line end.
+/// Where the bytes sent so far leave an event stream. An event is the lines before an empty
+/// line; a line ends with CRLF, LF or CR, and a LF right after a CR is part of the same line
+/// end. A comment (a line beginning with `:`, such as a keep-alive or the padding some
+/// clients ask for) belongs to no event: clients skip it, so after one the stream is still
+/// between events if it was before.
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum EventEdge {
-    /// Inside a line.
-    InLine,
-    /// After the end of a line that was not empty (CR: a LF may follow and belongs to it).
-    LineEnd { cr: bool },
-    /// After an empty line, or at the start: between events.
-    Between { cr: bool },
+    /// Nothing sent yet, or an empty frame: a byte order mark may still come, which clients
+    /// drop.
+    Start,
+    /// Inside a line. `pending`: the event under way has a line other than a comment, this
+    /// one included.
+    InLine { pending: bool },
+    /// After a line end (CR: a LF may follow and belongs to it). `pending` as above; without
+    /// it, between events.
+    LineEnd { cr: bool, pending: bool },
+}
+
+/// What a stream may begin with and clients drop: the UTF-8 byte order mark.
+const BYTE_ORDER_MARK: &[u8] = "\u{FEFF}".as_bytes();
+
+fn is_line_end(byte: u8) -> bool {
+    byte == b'\n' || byte == b'\r'
 }
 
 impl EventEdge {
-    fn after(self, byte: u8) -> EventEdge {
-        match (self, byte) {
-            (EventEdge::LineEnd { cr: true }, b'\n') => EventEdge::LineEnd { cr: false },
-            (EventEdge::Between { cr: true }, b'\n') => EventEdge::Between { cr: false },
-            (EventEdge::InLine, b'\n' | b'\r') => EventEdge::LineEnd { cr: byte == b'\r' },
-            (EventEdge::LineEnd { .. } | EventEdge::Between { .. }, b'\n' | b'\r') => {
-                EventEdge::Between { cr: byte == b'\r' }
-            }
-            _ => EventEdge::InLine,
+    /// At the start of a line, with no event under way.
+    const BETWEEN: EventEdge = EventEdge::LineEnd {
+        cr: false,
+        pending: false,
+    };
+
+    fn pending(self) -> bool {
+        match self {
+            EventEdge::Start => false,
+            EventEdge::InLine { pending } | EventEdge::LineEnd { pending, .. } => pending,
         }
     }
 
-    /// The edge after `bytes` are sent. Only the line ends after the last other byte matter,
-    /// so a frame costs a scan of its tail, not of all of it.
-    fn after_bytes(self, bytes: &[u8]) -> EventEdge {
-        let (start, tail) = match bytes.iter().rposition(|&b| b != b'\n' && b != b'\r') {
-            Some(last) => (EventEdge::InLine, &bytes[last + 1..]),
-            None => (self, bytes),
+    fn after(self, byte: u8) -> EventEdge {
+        let edge = if self == EventEdge::Start {
+            EventEdge::BETWEEN
+        } else {
+            self
         };
-        tail.iter().fold(start, |edge, &byte| edge.after(byte))
+        match (edge, byte) {
+            (EventEdge::LineEnd { cr: true, pending }, b'\n') => {
+                EventEdge::LineEnd { cr: false, pending }
+            }
+            // An empty line: the event ends.
+            (EventEdge::LineEnd { .. }, b'\n' | b'\r') => EventEdge::LineEnd {
+                cr: byte == b'\r',
+                pending: false,
+            },
+            (EventEdge::InLine { pending }, b'\n' | b'\r') => EventEdge::LineEnd {
+                cr: byte == b'\r',
+                pending,
+            },
+            (EventEdge::LineEnd { pending, .. }, _) => EventEdge::InLine {
+                pending: pending || byte != b':',
+            },
+            (edge, _) => edge,
+        }
+    }
+
+    fn after_each(self, bytes: &[u8]) -> EventEdge {
+        bytes.iter().fold(self, |edge, &byte| edge.after(byte))
+    }
+
+    /// The edge after `bytes` are sent. What matters is the line ends after the last other
+    /// byte and, unless they hold an empty line, the lines of the event under way: a frame
+    /// costs a scan of its last line and tail, and of more only after a comment.
+    fn after_bytes(self, bytes: &[u8]) -> EventEdge {
+        let (edge, bytes) = match self {
+            EventEdge::Start if bytes.is_empty() => return EventEdge::Start,
+            EventEdge::Start => (
+                EventEdge::BETWEEN,
+                bytes.strip_prefix(BYTE_ORDER_MARK).unwrap_or(bytes),
+            ),
+            edge => (edge, bytes),
+        };
+        let Some(last) = bytes.iter().rposition(|&byte| !is_line_end(byte)) else {
+            return edge.after_each(bytes);
+        };
+        let tail = &bytes[last + 1..];
+        // An empty line in the tail ends the event, whatever its lines were.
+        let ended = EventEdge::InLine { pending: true }.after_each(tail);
+        if !ended.pending() {
+            return ended;
+        }
+        let pending = edge.pending_through(&bytes[..=last]);
+        EventEdge::InLine { pending }.after_each(tail)
+    }
+
+    /// Whether the event under way after `bytes`, which end inside a line, has a line other
+    /// than a comment; `self` is the edge before `bytes`. Reads back line by line, and only
+    /// past comments.
+    fn pending_through(self, bytes: &[u8]) -> bool {
+        let mut end = bytes.len();
+        // Bounded: each pass moves `end` back past one line, and `bytes` is not empty.
+        loop {
+            let line = bytes[..end]
+                .iter()
+                .rposition(|&byte| is_line_end(byte))
+                .map_or(0, |index| index + 1);
+            if line == 0 {
+                // The line began in an earlier frame, or begins these bytes.
+                return match self {
+                    EventEdge::InLine { pending } => pending,
+                    EventEdge::Start | EventEdge::LineEnd { .. } => {
+                        self.pending() || bytes[0] != b':'
+                    }
+                };
+            }
+            if bytes[line] != b':' {
+                return true;
+            }
+            // A comment: the event is under way only if it was before this line.
+            let ends = bytes[..line]
+                .iter()
+                .rposition(|&byte| !is_line_end(byte))
+                .map_or(0, |index| index + 1);
+            if ends == 0 {
+                return self.after_each(&bytes[..line]).pending();
+            }
+            let run = EventEdge::InLine { pending: true }.after_each(&bytes[ends..line]);
+            if !run.pending() {
+                return false;
+            }
+            end = ends;
+        }
     }
 }
 
@@ -133,8 +230,7 @@ impl TrackedState {
             wait: None,
             state: State::Streaming,
             // Bytes of an encoded body say nothing about its events: it ends between frames.
-            events: (kind == LongLivedKind::Sse && !sized && !encoded)
-                .then_some(EventEdge::Between { cr: false }),
+            events: (kind == LongLivedKind::Sse && !sized && !encoded).then_some(EventEdge::Start),
             unstarted_answer: sized,
         })
     }
@@ -157,17 +253,19 @@ impl TrackedState {
         self.events = Some(if chunk.len() == remaining {
             edge.after_bytes(chunk)
         } else {
-            EventEdge::Between { cr: false }
+            EventEdge::BETWEEN
         });
     }
 
     /// True where the body may end: between events of an event stream, anywhere between
     /// frames for other bodies.
     fn between_events(&self) -> bool {
-        !matches!(
-            self.events,
-            Some(EventEdge::InLine | EventEdge::LineEnd { .. })
-        )
+        self.events.is_none_or(|edge| {
+            matches!(
+                edge,
+                EventEdge::Start | EventEdge::LineEnd { pending: false, .. }
+            )
+        })
     }
 
     pub(crate) fn is_end_stream(&self) -> bool {

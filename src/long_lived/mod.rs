@@ -10,8 +10,9 @@
 //!   event (by default `event: shutdown`, `data: draining`, `retry: 1000`) so `EventSource`
 //!   clients reconnect, one second later, to another instance. The body is never ended inside
 //!   an event: one that has sent part of an event (an event split over several frames) goes
-//!   on to the event's end first. With axum's `Sse` (one frame per event) and any stream of
-//!   `Bytes` per event, that is the next frame boundary.
+//!   on to the event's end first; comment lines (keep-alives) are part of no event. With
+//!   axum's `Sse` (one frame per event) and any stream of `Bytes` per event, that is the next
+//!   frame boundary.
 //! * **Long-polls** on routes marked with [`LongLivedLayer::route`] find a [`DrainSignal`] in
 //!   their request extensions and answer early; any task can get one from
 //!   [`Shutdown::signal`](crate::Shutdown::signal).
