@@ -57,6 +57,9 @@ impl ShutdownLayer {
     /// a whole event, ending in a blank line. Default
     /// [`DEFAULT_FINAL_EVENT`](crate::long_lived::DEFAULT_FINAL_EVENT); `None` ends the stream
     /// without one. Call it at start-up: the setting is kept for the life of the process.
+    ///
+    /// An event stream tracked by a [`LongLivedLayer`](crate::LongLivedLayer) inside this
+    /// layer (a marked route) gets that layer's final event instead: set it there too.
     pub fn final_event(self, event: Option<&'static str>) -> Self {
         let event = event.map(crate::long_lived::whole_event);
         self.change_tracking(|tracking| tracking.final_event = event)
