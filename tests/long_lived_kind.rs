@@ -170,3 +170,39 @@ async fn a_stubborn_long_poll_marked_twice_gets_a_whole_503_and_one_entry() {
     );
     assert_eq!(report.long_lived.len(), 1, "{report}");
 }
+
+/// A user rule that names every open-ended `200` a stream.
+fn every_open_ended_ok_is_a_stream(
+    status: axum::http::StatusCode,
+    _headers: &axum::http::HeaderMap,
+) -> Option<LongLivedKind> {
+    (status == axum::http::StatusCode::OK).then_some(LongLivedKind::Stream)
+}
+
+/// An event stream that a user rule also picks, and names a stream, is still an event stream
+/// on the wire: it finishes on drain with the final event, rather than running to the
+/// long-lived deadline and being cut there. The rule's kind only names it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn event_stream_picked_by_a_rule_as_a_stream_still_finishes_with_the_final_event() {
+    let shutdown = Shutdown::new();
+    // Past the bound: a stream not finished at drain start hangs the test.
+    shutdown.set_long_lived_grace(LONG);
+    let app = Router::new()
+        .route("/feed", get(|| async { idle_events() }))
+        .layer(
+            shutdown
+                .layer()
+                .long_lived_when(every_open_ended_ok_is_a_stream),
+        );
+    let server = serve_until_closing(app, shutdown).await;
+    let reading = open_until(server.addr, "/feed", b"data: hi\n\n").await;
+    assert_eq!(shutdown.long_lived(), 1);
+
+    let report = bounded("drain", shutdown.drain(LONG).unwrap()).await;
+    assert!(report.is_drained(), "nothing was cut: {report}");
+    let decoded = reading.finish().await;
+    assert!(decoded.terminated, "a clean end");
+    let (events, rest) = parse_events(&decoded.data);
+    assert!(rest.is_empty());
+    assert_eq!(events, ["data: hi", FINAL_EVENT]);
+}

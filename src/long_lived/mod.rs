@@ -140,7 +140,9 @@ impl fmt::Display for LongLivedEntry {
 /// Consulted only for responses whose body has no known length (a body of known length ends
 /// by itself), so short responses never pay for it. Responses it selects are tracked like
 /// server-sent events, but without method and path (see [`LongLivedEntry::method`]), and
-/// run until the long-lived deadline unless their kind is [`LongLivedKind::Sse`].
+/// run until the long-lived deadline unless their kind is [`LongLivedKind::Sse`]. A
+/// `text/event-stream` response is an event stream whatever kind the rule gives it: that
+/// kind names it in reports, and it still finishes on drain.
 pub type Predicate = fn(http::StatusCode, &http::HeaderMap) -> Option<LongLivedKind>;
 
 /// The final event sent by default before a server-sent event stream ends on drain.

@@ -158,10 +158,16 @@ impl Watch {
             // allocates, and the outermost layer has nobody to tell.
             response.extensions_mut().insert(AlreadyTracked);
         }
-        // The layer's kind only names the entry; the body behaves as what the response is.
+        // The layer's kind, or the user rule's, only names the entry; the body behaves as what
+        // the response is: an event stream a rule calls a stream still finishes on drain.
         let registration = core
             .long_lived
             .register(tracking.kind.unwrap_or(kind), None, None);
+        let kind = if kind != LongLivedKind::Sse && is_event_stream(response.headers()) {
+            LongLivedKind::Sse
+        } else {
+            kind
+        };
         // Only bodies of unknown length get here.
         let encoded = is_encoded(response.headers());
         Some(TrackedState::new(
