@@ -21,7 +21,7 @@ use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinHandle;
 use tower::{service_fn, Layer};
-use tower_drain::{DrainOutcome, DrainReport, Shutdown};
+use tower_drain::{DrainOutcome, DrainReport, LongLivedLayer, Shutdown};
 
 use support::gate::Gate;
 use support::raw::{has_connection_close, read_response, read_to_eof, read_until};
@@ -594,4 +594,49 @@ async fn pipelined_request_behind_the_close_is_left_unprocessed() {
     assert_eq!((report.in_flight_at_start, report.completed), (1, 1));
     assert_eq!(report.rejected, 0, "the second request was processed");
     bounded("the server to return", server).await.unwrap();
+}
+
+/// A `HEAD` long-poll on a marked route whose handler ignores its signal is answered at the
+/// long-lived deadline with the `503`'s head alone: over HTTP/2 a body sent to a `HEAD` is
+/// malformed, and the client would reset the stream instead of reading the answer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stubborn_head_long_poll_gets_the_503_head_only_over_http2() {
+    let shutdown = Shutdown::new();
+    shutdown.set_long_lived_grace(std::time::Duration::from_millis(50));
+    let (entered_tx, mut entered) = tokio::sync::mpsc::channel::<()>(1);
+    let stubborn = service_fn(move |_: Request<Incoming>| {
+        let entered_tx = entered_tx.clone();
+        async move {
+            entered_tx.send(()).await.unwrap();
+            std::future::pending::<Result<Response<Full<Bytes>>, Infallible>>().await
+        }
+    });
+    let service = shutdown
+        .layer()
+        .layer(LongLivedLayer::route(shutdown).layer(stubborn));
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let server = tokio::spawn(tower_drain::server::serve(listener, service, shutdown));
+
+    let h2 = Client::builder(TokioExecutor::new())
+        .http2_only(true)
+        .build_http::<http_body_util::Empty<Bytes>>();
+    let request = Request::head(format!("http://{addr}/poll"))
+        .body(http_body_util::Empty::new())
+        .unwrap();
+    let response = tokio::spawn(h2.request(request));
+    bounded("the long-poll to start", entered.recv())
+        .await
+        .unwrap();
+
+    let report = assert_drained(shutdown.drain(BOUND).unwrap()).await;
+    assert_eq!(report.long_lived.len(), 1, "cut at its deadline: {report}");
+    let response = bounded("the answer", response).await.unwrap().unwrap();
+    assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(response.headers()["content-length"], "47");
+    let body = bounded("its body", response.into_body().collect())
+        .await
+        .expect("a clean end of stream, not a reset");
+    assert!(body.to_bytes().is_empty());
+    bounded("the server", server).await.unwrap();
 }

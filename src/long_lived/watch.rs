@@ -5,7 +5,7 @@ use std::fmt;
 use std::pin::Pin;
 use std::task::{ready, Context, Poll};
 
-use http::{Request, Response};
+use http::{Method, Request, Response};
 use http_body::Body;
 
 use super::{
@@ -14,6 +14,7 @@ use super::{
 };
 use crate::middleware::rejection::{self, Closing, Rejection};
 use crate::shutdown::Core;
+use crate::static_body::head_only;
 use crate::Shutdown;
 
 /// Carried by a response future from the call until the response exists.
@@ -34,6 +35,8 @@ pub(crate) struct RouteWatch {
     tracking: &'static Tracking,
     /// How a 503 answered at the deadline closes the request's connection.
     closing: Closing,
+    /// Whether the request is a `HEAD`, whose 503 must go without its body.
+    head: bool,
     /// Registered the first time the handler is pending: wakes it at the long-lived deadline.
     /// Behind `dyn` to keep `Watch`'s drop glue small: every response future has one.
     deadline: Option<Wait>,
@@ -86,6 +89,7 @@ impl Watch {
                 registration,
                 tracking,
                 closing: Closing::for_version(request.version()),
+                head: request.method() == Method::HEAD,
                 deadline: None,
             })),
         };
@@ -224,7 +228,8 @@ impl RouteWatch {
             .deadline
             .get_or_insert_with(|| Box::pin(expired.cancelled()) as Pin<Box<_>>);
         ready!(deadline.as_mut().poll(cx));
-        Poll::Ready(rejection::long_lived_cut(self.closing))
+        let cut = rejection::long_lived_cut(self.closing);
+        Poll::Ready(if self.head { head_only(cut) } else { cut })
     }
 }
 
