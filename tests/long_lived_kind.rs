@@ -105,30 +105,57 @@ async fn plain_stream_labelled_sse_gets_no_final_event() {
     );
 }
 
-/// A route marked twice (its own `LongLivedLayer::route`, and the router's `route_layer`) is
-/// one long-lived response: one entry, one final event.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_route_marked_twice_is_tracked_once() {
-    let shutdown = Shutdown::new();
-    let app = Router::new()
-        .route(
-            "/feed",
-            get(|| async { idle_events() }).layer(LongLivedLayer::route(shutdown)),
-        )
-        .route_layer(LongLivedLayer::route(shutdown))
-        .layer(shutdown.layer());
-    let server = serve_until_closing(app, shutdown).await;
-    let reading = open_until(server.addr, "/feed", b"data: hi\n\n").await;
-    let entries = shutdown.long_lived();
+/// Builds an app around one event stream at `/feed`.
+type Stack = fn(Shutdown) -> Router;
 
-    let report = bounded("drain", shutdown.drain(LONG).unwrap()).await;
-    assert!(report.is_drained(), "{report}");
-    let decoded = reading.finish().await;
-    assert!(decoded.terminated);
-    let (events, rest) = parse_events(&decoded.data);
-    assert!(rest.is_empty());
-    assert_eq!(events, ["data: hi", FINAL_EVENT]);
-    assert_eq!(entries, 1, "one entry for one response");
+/// Each way of stacking this crate's layers twice around one event stream tracks it once:
+/// one entry, one final event. The first is the documented one (a route's own mark inside
+/// the router's); the others put the inner and outer layers the other way round, or nest
+/// two `shutdown.layer()`, as merged routers that each carry one do.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_event_stream_under_two_layers_is_tracked_once() {
+    let stacks: [(&str, Stack); 4] = [
+        ("a route marked twice", |shutdown| {
+            let feed = get(|| async { idle_events() }).layer(LongLivedLayer::route(shutdown));
+            Router::new()
+                .route("/feed", feed)
+                .route_layer(LongLivedLayer::route(shutdown))
+                .layer(shutdown.layer())
+        }),
+        ("a marked route outside the layer", |shutdown| {
+            Router::new()
+                .route("/feed", get(|| async { idle_events() }))
+                .layer(shutdown.layer())
+                .route_layer(LongLivedLayer::route(shutdown))
+        }),
+        ("two combined layers", |shutdown| {
+            Router::new()
+                .route("/feed", get(|| async { idle_events() }))
+                .layer(shutdown.layer())
+                .layer(shutdown.layer())
+        }),
+        ("a tracker outside the combined layer", |shutdown| {
+            Router::new()
+                .route("/feed", get(|| async { idle_events() }))
+                .layer(shutdown.layer())
+                .layer(LongLivedLayer::new(shutdown))
+        }),
+    ];
+    for (stack, build) in stacks {
+        let shutdown = Shutdown::new();
+        let server = serve_until_closing(build(shutdown), shutdown).await;
+        let reading = open_until(server.addr, "/feed", b"data: hi\n\n").await;
+        let entries = shutdown.long_lived();
+
+        let report = bounded("drain", shutdown.drain(LONG).unwrap()).await;
+        assert!(report.is_drained(), "{stack}: {report}");
+        let decoded = reading.finish().await;
+        assert!(decoded.terminated, "{stack}");
+        let (events, rest) = parse_events(&decoded.data);
+        assert!(rest.is_empty(), "{stack}");
+        assert_eq!(events, ["data: hi", FINAL_EVENT], "{stack}");
+        assert_eq!(entries, 1, "{stack}: one entry for one response");
+    }
 }
 
 /// A long-poll on a route marked twice that ignores its signal gets the whole `503` at the

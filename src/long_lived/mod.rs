@@ -186,8 +186,7 @@ pub(crate) struct Tracking {
     pub(crate) predicate: Option<Predicate>,
     /// The controller, for a layer that does not count: one that counts finds it in the
     /// request's in-flight guard, so its response futures need not carry it. Set only by
-    /// `LongLivedLayer`, which sits inside `Shutdown::layer`, so it also means: mark tracked
-    /// responses, so that the outer layer does not track them again.
+    /// `LongLivedLayer`.
     pub(crate) shutdown: Option<crate::Shutdown>,
 }
 

@@ -157,11 +157,11 @@ impl Watch {
         if response.extensions().get::<AlreadyTracked>().is_some() {
             return None;
         }
-        if tracking.shutdown.is_some() {
-            // Only a layer meant to sit inside another marks the response: the insert
-            // allocates, and the outermost layer has nobody to tell.
-            response.extensions_mut().insert(AlreadyTracked);
-        }
+        // Marked even by a layer that is usually outermost: a layer of this crate further out
+        // (a second `Shutdown::layer` from a merged router, a marked route's `route_layer`
+        // added after it) would otherwise register the same response again. The insert
+        // allocates, once per long-lived response.
+        response.extensions_mut().insert(AlreadyTracked);
         // The layer's kind, or the user rule's, only names the entry; the body behaves as what
         // the response is: an event stream a rule calls a stream still finishes on drain.
         let registration = core
