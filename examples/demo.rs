@@ -69,6 +69,10 @@ async fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .with_target(false)
         .with_ansi(std::io::stderr().is_terminal())
+        // A log line that cannot be written (stderr's reader gone) is lost, nothing more.
+        // Reported, the failure would go to that same stderr with `eprintln!`, whose panic
+        // would end the shutdown and lose the report and the exit status.
+        .log_internal_errors(false)
         .init();
 
     // Readiness stays down until the listener is bound and the worker runs.

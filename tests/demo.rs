@@ -295,6 +295,33 @@ fn a_closed_stdout_costs_neither_the_report_nor_the_exit_status() {
     );
 }
 
+/// A caller that reads the banner for the address and then closes the demo's stderr (a
+/// pipe into `head`, a harness done with it) leaves every later log line unwritable: the
+/// shutdown still runs its course, prints its report and exits with its own status.
+#[test]
+fn a_stderr_closed_after_the_banner_costs_neither_the_shutdown_nor_the_exit_status() {
+    let demo = Demo::start_with_stderr_closed_after_banner(&[
+        "--lame-duck-ms",
+        "1",
+        "--drain-timeout-ms",
+        "1000",
+        "--json",
+    ]);
+    let stream = in_flight_stream(demo.addr, "/stream?chunks=2&interval_ms=100", "chunk 0");
+    demo.signal("TERM");
+
+    assert!(
+        stream.join().unwrap().ends_with("0\r\n\r\n"),
+        "served to the end"
+    );
+    let exit = demo.wait_exit();
+    assert_eq!(exit.code, Some(0));
+    let report = json_report(&exit);
+    assert_eq!(report["trigger"], "SIGTERM", "{report}");
+    assert_eq!(report["drain"]["outcome"], "drained", "{report}");
+    assert_eq!(report["drain"]["in_flight_at_start"], 1, "{report}");
+}
+
 /// After its report the demo waits, up to 5 s, for the server's connections to close; a
 /// further signal ends that wait at once, as a second signal forces every other step. The
 /// drain deadline, at which the server would close the stalled connection itself and end

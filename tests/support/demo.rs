@@ -39,18 +39,31 @@ pub struct Exit {
     pub stderr: Vec<String>,
 }
 
+/// The last line of the demo's banner.
+const BANNER_END: &str = "kill -TERM";
+
 impl Demo {
     pub fn start(args: &[&str]) -> Demo {
-        Demo::start_reading_stdout(args, true)
+        Demo::start_reading(args, true, None)
     }
 
     /// Starts the demo with its stdout a pipe nobody reads: closed from the start, so a
     /// write to it fails.
     pub fn start_with_stdout_closed(args: &[&str]) -> Demo {
-        Demo::start_reading_stdout(args, false)
+        Demo::start_reading(args, false, None)
     }
 
-    fn start_reading_stdout(args: &[&str], read_stdout: bool) -> Demo {
+    /// Starts the demo and closes its stderr pipe once the banner is read, as a caller
+    /// that wanted only the address would: every later write to it fails. Returns once the
+    /// pipe is closed.
+    pub fn start_with_stderr_closed_after_banner(args: &[&str]) -> Demo {
+        let demo = Demo::start_reading(args, true, Some(BANNER_END));
+        demo.stderr.wait_closed();
+        demo
+    }
+
+    /// `stderr_until`: the stderr line after which the pipe is closed, if any.
+    fn start_reading(args: &[&str], read_stdout: bool, stderr_until: Option<&'static str>) -> Demo {
         let mut child = Command::new(demo_binary())
             .args(["--addr", "127.0.0.1:0"])
             .args(args)
@@ -60,7 +73,7 @@ impl Demo {
             .spawn()
             .expect("demo starts");
         let pid = child.id();
-        let stderr = Lines::of("stderr", child.stderr.take().unwrap());
+        let stderr = Lines::until("stderr", child.stderr.take().unwrap(), stderr_until);
         let stdout = child.stdout.take().unwrap();
         let stdout = if read_stdout {
             Lines::of("stdout", stdout)
@@ -151,16 +164,54 @@ struct Lines {
 
 impl Lines {
     fn of(name: &'static str, pipe: impl Read + Send + 'static) -> Lines {
+        Lines::until(name, pipe, None)
+    }
+
+    /// Reads the pipe to its end, or only up to the line containing `last` and then closes
+    /// it.
+    fn until(
+        name: &'static str,
+        pipe: impl Read + Send + 'static,
+        last: Option<&'static str>,
+    ) -> Lines {
         let (send, next) = mpsc::channel();
         let seen = Arc::new(Mutex::new(Vec::new()));
         let log = seen.clone();
         thread::spawn(move || {
-            for line in BufReader::new(pipe).lines().map_while(Result::ok) {
+            let mut reader = BufReader::new(pipe);
+            for line in (&mut reader).lines().map_while(Result::ok) {
+                let done = last.is_some_and(|last| line.contains(last));
                 log.lock().unwrap().push(line.clone());
                 let _ = send.send(line);
+                if done {
+                    break;
+                }
             }
+            // The pipe is closed before the channel: whoever sees the channel closed knows
+            // the pipe is.
+            drop(reader);
+            drop(send);
         });
         Lines { name, next, seen }
+    }
+
+    /// Returns once the reader has closed the pipe (at its end, or after its last line).
+    fn wait_closed(&self) {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.next.recv_timeout(left) {
+                Ok(_) => {}
+                Err(mpsc::RecvTimeoutError::Disconnected) => return,
+                Err(mpsc::RecvTimeoutError::Timeout) => {
+                    panic!(
+                        "{} still open; so far:\n{}",
+                        self.name,
+                        self.so_far().join("\n")
+                    )
+                }
+            }
+        }
     }
 
     /// The next line containing `needle`.
