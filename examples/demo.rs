@@ -242,9 +242,12 @@ fn app(shutdown: Shutdown) -> Router {
         .layer(shutdown.layer().bypass(&["/readyz", "/livez"]))
 }
 
+/// Writes the banner in one piece, whose first line is the address: a reader that takes
+/// that line and leaves (`demo 2>&1 | head -1`) was still there for the rest. A stderr
+/// nobody reads any more is no reason to stop: the banner is lost, nothing more.
 fn banner(addr: SocketAddr, args: &Args, sequence: &ShutdownSequence) {
     let pid = std::process::id();
-    eprintln!(
+    let banner = format!(
         "\
 demo: listening on http://{addr}
   lame duck {lame}ms, drain timeout {drain}ms, hooks {hooks}ms; planned {planned:?} of a {budget:?} budget
@@ -255,13 +258,15 @@ demo: listening on http://{addr}
     curl -N 'http://{addr}/stream?chunks=20&interval_ms=500' &
     curl -N http://{addr}/events &                    # ends with `event: shutdown` on drain
     curl 'http://{addr}/poll?ms=60000' &              # answers \"draining\" on drain
-    kill -TERM {pid}                                       # or Ctrl-C here; a second one forces",
+    kill -TERM {pid}                                       # or Ctrl-C here; a second one forces
+",
         lame = args.lame_duck_ms,
         drain = args.drain_timeout_ms,
         hooks = 2 * HOOK_TIMEOUT.as_millis(),
         planned = sequence.planned(),
         budget = sequence.budget(),
     );
+    let _ = std::io::stderr().write_all(banner.as_bytes());
 }
 
 // === plain routes ===

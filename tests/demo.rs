@@ -322,6 +322,27 @@ fn a_stderr_closed_after_the_banner_costs_neither_the_shutdown_nor_the_exit_stat
     assert_eq!(report["drain"]["in_flight_at_start"], 1, "{report}");
 }
 
+/// A stderr whose reader is gone before the demo writes its banner (`demo 2>&1 | head -1`
+/// can leave while the banner is still being written): the demo serves and shuts down all
+/// the same, with its report and its own exit status.
+#[test]
+fn a_stderr_closed_before_the_banner_costs_neither_serving_nor_the_exit_status() {
+    let demo = Demo::start_with_stderr_closed(&[
+        "--lame-duck-ms",
+        "0",
+        "--drain-timeout-ms",
+        "0",
+        "--json",
+    ]);
+    demo.signal("TERM");
+
+    let exit = demo.wait_exit();
+    assert_eq!(exit.code, Some(0));
+    let report = json_report(&exit);
+    assert_eq!(report["trigger"], "SIGTERM", "{report}");
+    assert_eq!(report["drain"]["outcome"], "drained", "{report}");
+}
+
 /// After its report the demo waits, up to 5 s, for the server's connections to close; a
 /// further signal ends that wait at once, as a second signal forces every other step. The
 /// drain deadline, at which the server would close the stalled connection itself and end

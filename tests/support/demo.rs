@@ -42,30 +42,70 @@ pub struct Exit {
 /// The last line of the demo's banner.
 const BANNER_END: &str = "kill -TERM";
 
+/// What a test does with the demo's stderr.
+#[derive(Clone, Copy)]
+enum Stderr {
+    /// Reads it to its end.
+    Read,
+    /// Reads it up to the line containing this, then closes it.
+    CloseAfter(&'static str),
+    /// Closes it at once, before the demo writes to it; the demo listens on this address,
+    /// which its banner would have named.
+    Closed(SocketAddr),
+}
+
 impl Demo {
     pub fn start(args: &[&str]) -> Demo {
-        Demo::start_reading(args, true, None)
+        Demo::start_reading(args, true, Stderr::Read)
     }
 
     /// Starts the demo with its stdout a pipe nobody reads: closed from the start, so a
     /// write to it fails.
     pub fn start_with_stdout_closed(args: &[&str]) -> Demo {
-        Demo::start_reading(args, false, None)
+        Demo::start_reading(args, false, Stderr::Read)
     }
 
     /// Starts the demo and closes its stderr pipe once the banner is read, as a caller
     /// that wanted only the address would: every later write to it fails. Returns once the
     /// pipe is closed.
     pub fn start_with_stderr_closed_after_banner(args: &[&str]) -> Demo {
-        let demo = Demo::start_reading(args, true, Some(BANNER_END));
+        let demo = Demo::start_reading(args, true, Stderr::CloseAfter(BANNER_END));
         demo.stderr.wait_closed();
         demo
     }
 
-    /// `stderr_until`: the stderr line after which the pipe is closed, if any.
-    fn start_reading(args: &[&str], read_stdout: bool, stderr_until: Option<&'static str>) -> Demo {
+    /// Starts the demo on a free port with its stderr pipe closed at once, before the demo
+    /// writes its banner, as `demo 2>&1 | head -1` can leave it: every write to it fails.
+    /// Returns once the demo answers `GET /` with `ok`.
+    pub fn start_with_stderr_closed(args: &[&str]) -> Demo {
+        // Free now, and not handed out again right away: the banner that would name the
+        // address the demo picked is never read.
+        let addr = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|listener| listener.local_addr())
+            .expect("a free port");
+        let mut demo = Demo::start_reading(args, true, Stderr::Closed(addr));
+        // Bounded in count: a refused connection fails at once, and the demo listens
+        // within milliseconds, or has exited.
+        let answered = (0..100_000)
+            .take_while(|_| demo.is_running())
+            .find_map(|_| get(addr, "/").ok());
+        let answered = answered.unwrap_or_else(|| {
+            panic!(
+                "the demo does not serve on {addr}; stdout:\n{}",
+                demo.stdout.so_far().join("\n")
+            )
+        });
+        assert_eq!(body_of(&answered), "ok\n", "{answered}");
+        demo
+    }
+
+    fn start_reading(args: &[&str], read_stdout: bool, stderr: Stderr) -> Demo {
+        let addr = match stderr {
+            Stderr::Closed(addr) => addr,
+            Stderr::Read | Stderr::CloseAfter(_) => SocketAddr::from(([127, 0, 0, 1], 0)),
+        };
         let mut child = Command::new(demo_binary())
-            .args(["--addr", "127.0.0.1:0"])
+            .args(["--addr", &addr.to_string()])
             .args(args)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -73,7 +113,15 @@ impl Demo {
             .spawn()
             .expect("demo starts");
         let pid = child.id();
-        let stderr = Lines::until("stderr", child.stderr.take().unwrap(), stderr_until);
+        let stderr_pipe = child.stderr.take().unwrap();
+        let stderr_lines = match stderr {
+            Stderr::Read => Lines::of("stderr", stderr_pipe),
+            Stderr::CloseAfter(last) => Lines::until("stderr", stderr_pipe, Some(last)),
+            Stderr::Closed(_) => {
+                drop(stderr_pipe);
+                Lines::of("stderr", std::io::empty())
+            }
+        };
         let stdout = child.stdout.take().unwrap();
         let stdout = if read_stdout {
             Lines::of("stdout", stdout)
@@ -84,16 +132,25 @@ impl Demo {
         let mut demo = Demo {
             child: Some(child),
             pid,
-            addr: SocketAddr::from(([127, 0, 0, 1], 0)),
-            stderr,
+            addr,
+            stderr: stderr_lines,
             stdout,
         };
+        if let Stderr::Closed(_) = stderr {
+            return demo;
+        }
         let line = demo.wait_for("listening on http://");
         let addr = line.rsplit("http://").next().unwrap().trim();
         demo.addr = addr
             .parse()
             .unwrap_or_else(|_| panic!("address in {line:?}"));
         demo
+    }
+
+    /// False once the demo has exited.
+    fn is_running(&mut self) -> bool {
+        let child = self.child.as_mut().expect("not waited for yet");
+        child.try_wait().expect("the demo's status").is_none()
     }
 
     /// The next stderr line containing `needle`.
