@@ -60,10 +60,7 @@ async fn main() -> ExitCode {
     }
     let args = match Args::parse(std::env::args_os().skip(1)) {
         Ok(args) => args,
-        Err(error) => {
-            eprintln!("demo: {error}\n{USAGE}");
-            return ExitCode::from(2);
-        }
+        Err(error) => return refuse(format_args!("{error}\n{USAGE}")),
     };
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
@@ -92,18 +89,12 @@ async fn main() -> ExitCode {
         .build();
     let sequence = match sequence {
         Ok(sequence) => sequence,
-        Err(error) => {
-            eprintln!("demo: {error}");
-            return ExitCode::from(2);
-        }
+        Err(error) => return refuse(format_args!("{error}")),
     };
 
     let listener = match TcpListener::bind(args.addr).await {
         Ok(listener) => listener,
-        Err(error) => {
-            eprintln!("demo: cannot listen on {}: {error}", args.addr);
-            return ExitCode::from(2);
-        }
+        Err(error) => return refuse(format_args!("cannot listen on {}: {error}", args.addr)),
     };
     let addr = listener
         .local_addr()
@@ -147,6 +138,13 @@ async fn main() -> ExitCode {
     } else {
         ExitCode::from(1)
     }
+}
+
+/// Says why the demo will not serve, and returns its exit status, 2. Written like the
+/// banner: a stderr nobody reads any more loses the message, not the exit status.
+fn refuse(why: std::fmt::Arguments<'_>) -> ExitCode {
+    let _ = writeln!(std::io::stderr(), "demo: {why}");
+    ExitCode::from(2)
 }
 
 /// Every response the drain counted as finished has been handed to hyper, not necessarily

@@ -8,7 +8,7 @@ mod support;
 
 use std::ffi::OsStr;
 use std::net::TcpListener;
-use std::process::{Command, Output};
+use std::process::{Command, Output, Stdio};
 
 use support::demo::*;
 
@@ -76,6 +76,30 @@ fn bad_flags_and_plans_over_budget_are_refused_with_clear_errors() {
     assert_eq!(code, Some(2));
     assert!(stderr.contains("drain timeout 60s"), "{stderr}");
     assert!(stderr.contains("over its budget of 25s"), "{stderr}");
+}
+
+/// A refusal whose message cannot be written (stderr's reader already gone) still exits
+/// with status 2, not in a panic.
+#[test]
+fn a_refusal_with_stderr_closed_still_exits_two() {
+    let taken = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap().to_string();
+    for args in [
+        vec!["--frobnicate"],
+        vec!["--drain-timeout-ms", "60000"],
+        vec!["--addr", &addr],
+    ] {
+        let mut child = Command::new(demo_binary())
+            .args(&args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("demo runs");
+        // Closed before the demo has parsed its flags, let alone written a word.
+        drop(child.stderr.take());
+        assert_eq!(child.wait().unwrap().code(), Some(2), "{args:?}");
+    }
 }
 
 /// `--json` is a switch: given a value, the error says so instead of calling the flag unknown.
