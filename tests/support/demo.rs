@@ -84,10 +84,11 @@ impl Demo {
             .and_then(|listener| listener.local_addr())
             .expect("a free port");
         let mut demo = Demo::start_reading(args, true, Stderr::Closed(addr));
-        // Bounded in count: a refused connection fails at once, and the demo listens
-        // within milliseconds, or has exited.
-        let answered = (0..100_000)
-            .take_while(|_| demo.is_running())
+        // A refused connection fails at once; the demo listens within milliseconds, or has
+        // exited. Bounded in count and in time.
+        let deadline = Instant::now() + WAIT;
+        let answered = (0..1_000_000)
+            .take_while(|_| Instant::now() < deadline && demo.is_running())
             .find_map(|_| get(addr, "/").ok());
         let answered = answered.unwrap_or_else(|| {
             panic!(
