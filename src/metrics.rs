@@ -26,15 +26,20 @@ pub(crate) fn record(shutdown: &Shutdown) {
 pub(crate) fn record_core(core: &Core) {
     #[cfg(feature = "metrics")]
     {
-        ::metrics::gauge!("tower_drain_in_flight").set(core.counter.in_flight() as f64);
-        ::metrics::gauge!("tower_drain_long_lived").set(core.long_lived.count() as f64);
-        ::metrics::counter!("tower_drain_rejected_total").absolute(core.rejected());
-        // Phase changes can be recorded from two threads at once (the closer, the last
-        // release). Phases only move forward: re-read after setting, so the gauge ends on the
-        // latest phase whichever write lands last (at most one retry per phase).
+        // Figures can be recorded from two threads at once (the closer, the last release, an
+        // application's ticker), and nobody records again once the drain is over. Phases only
+        // move forward and each change records after it: re-read the phase after writing, and
+        // write again if it moved, so the gauges end on figures read after the latest phase
+        // change whichever write lands last (at most one retry per phase).
+        let in_flight = ::metrics::gauge!("tower_drain_in_flight");
+        let long_lived = ::metrics::gauge!("tower_drain_long_lived");
+        let rejected = ::metrics::counter!("tower_drain_rejected_total");
         let phase = ::metrics::gauge!("tower_drain_phase");
         loop {
             let seen = core.phase();
+            in_flight.set(core.counter.in_flight() as f64);
+            long_lived.set(core.long_lived.count() as f64);
+            rejected.absolute(core.rejected());
             phase.set(f64::from(seen as u8));
             if core.phase() == seen {
                 break;

@@ -5,7 +5,7 @@ mod support;
 
 use std::collections::HashMap;
 use std::convert::Infallible;
-use std::sync::{Arc, Mutex};
+use std::sync::{mpsc, Arc, Mutex};
 use std::time::Duration;
 
 use http::{Method, Request, Response, StatusCode};
@@ -20,11 +20,70 @@ use tower_drain::{LongLivedKind, Shutdown};
 
 /// The last value of every counter and gauge, by name.
 #[derive(Default, Clone)]
-struct Figures(Arc<Mutex<HashMap<String, f64>>>);
+struct Figures {
+    values: Arc<Mutex<HashMap<String, f64>>>,
+    hold: Arc<Mutex<Option<Hold>>>,
+}
+
+/// Stops the thread that records `value` for `name`, once, until the test lets it go: a way
+/// to hold the controller at a chosen point of a phase change while another thread acts.
+struct Hold {
+    name: &'static str,
+    value: f64,
+    reached: mpsc::SyncSender<()>,
+    go: mpsc::Receiver<()>,
+}
+
+/// The test's side of a [`Hold`].
+struct Held {
+    reached: mpsc::Receiver<()>,
+    go: mpsc::SyncSender<()>,
+}
+
+impl Held {
+    fn wait_reached(&self) {
+        self.reached
+            .recv_timeout(support::BOUND)
+            .expect("hung: the held figure was never recorded");
+    }
+
+    fn release(&self) {
+        self.go.send(()).unwrap();
+    }
+}
 
 impl Figures {
     fn get(&self, name: &str) -> Option<f64> {
-        self.0.lock().unwrap().get(name).copied()
+        self.values.lock().unwrap().get(name).copied()
+    }
+
+    /// Holds the next thread that records `value` for `name`.
+    fn hold(&self, name: &'static str, value: f64) -> Held {
+        let (reached_tx, reached) = mpsc::sync_channel(1);
+        let (go, go_rx) = mpsc::sync_channel(1);
+        *self.hold.lock().unwrap() = Some(Hold {
+            name,
+            value,
+            reached: reached_tx,
+            go: go_rx,
+        });
+        Held { reached, go }
+    }
+
+    fn stop_if_held(&self, name: &str, value: f64) {
+        let hold = {
+            let mut hold = self.hold.lock().unwrap();
+            match hold.as_ref() {
+                Some(held) if held.name == name && held.value == value => hold.take(),
+                _ => None,
+            }
+        };
+        if let Some(hold) = hold {
+            hold.reached.send(()).unwrap();
+            hold.go
+                .recv_timeout(support::BOUND)
+                .expect("hung: the test never let the held thread go");
+        }
     }
 }
 
@@ -35,7 +94,7 @@ struct Handle {
 
 impl Handle {
     fn update(&self, change: impl FnOnce(f64) -> f64) {
-        let mut figures = self.figures.0.lock().unwrap();
+        let mut figures = self.figures.values.lock().unwrap();
         let value = figures.entry(self.name.clone()).or_insert(0.0);
         *value = change(*value);
     }
@@ -58,6 +117,8 @@ impl GaugeFn for Handle {
         self.update(|old| old - value);
     }
     fn set(&self, value: f64) {
+        // The value was read before this call; holding here delays only its write.
+        self.figures.stop_if_held(&self.name, value);
         self.update(|_| value);
     }
 }
@@ -167,4 +228,43 @@ async fn forcing_through_shutdown_counts_a_forced_shutdown() {
     assert!(report.forced);
     assert_eq!(figures.get("tower_drain_phase"), Some(4.0), "timed out");
     assert_eq!(figures.get("tower_drain_forced_total"), Some(1.0));
+}
+
+/// A ticker recording the figures while the drain ends: the figures it read before the end
+/// may be written after the controller recorded the drained ones. Whichever write lands last,
+/// the gauges must end on the drained figures: a drained server showing a request in flight
+/// (and nobody records again once it has drained) would read as a stuck request.
+#[test]
+fn gauges_end_on_the_drained_figures_when_a_ticker_races_the_end() {
+    let figures = Figures::default();
+    let shutdown = Shutdown::new();
+    let work = shutdown.guard().unwrap();
+    let _drain = shutdown.drain(Duration::from_secs(60)).unwrap();
+    // The ticker reads one in flight, and is held just before writing it.
+    let held = figures.hold("tower_drain_in_flight", 1.0);
+    let ticker = {
+        let figures = figures.clone();
+        std::thread::spawn(move || {
+            let _recorder = metrics::set_default_local_recorder(&figures);
+            shutdown.record_metrics();
+        })
+    };
+    held.wait_reached();
+
+    // The last release drains, and records the drained figures while the ticker is held.
+    {
+        let _recorder = metrics::set_default_local_recorder(&figures);
+        drop(work);
+    }
+    assert_eq!(shutdown.phase(), tower_drain::Phase::Drained);
+    assert_eq!(figures.get("tower_drain_in_flight"), Some(0.0));
+    held.release();
+    ticker.join().unwrap();
+
+    assert_eq!(figures.get("tower_drain_phase"), Some(3.0), "drained");
+    assert_eq!(
+        figures.get("tower_drain_in_flight"),
+        Some(0.0),
+        "a drained server shows nothing in flight"
+    );
 }
