@@ -76,11 +76,13 @@ impl Future for Drain {
             }
             // A deadline already past (a zero timeout) is decided here rather than by a timer,
             // which would wait for the runtime's next tick: zero means "don't wait".
-            if Instant::now() >= *this.deadline_at {
+            let past_deadline = Instant::now() >= *this.deadline_at;
+            if past_deadline {
                 this.core.decide(DrainOutcome::TimedOut, false);
-                continue;
-            }
-            if this.deadline.is_none() {
+                if let Some(report) = this.core.report() {
+                    return Poll::Ready(report);
+                }
+            } else if this.deadline.is_none() {
                 this.deadline
                     .set(Some(tokio::time::sleep_until(*this.deadline_at)));
                 this.long_lived
@@ -89,6 +91,12 @@ impl Future for Drain {
             if this.decided.as_mut().poll(cx).is_ready() {
                 this.decided.set(this.core.decided_notify().notified());
                 continue;
+            }
+            if past_deadline {
+                // Decided on another thread, which is still putting the decision's effects in
+                // place; it wakes `decided` once the report is out. Looping here instead would
+                // spin on this runtime thread for as long as that takes.
+                return Poll::Pending;
             }
             if let Some(long_lived) = this.long_lived.as_mut().as_pin_mut() {
                 if long_lived.poll(cx).is_ready() {

@@ -1,4 +1,5 @@
-//! The `metrics` feature: figures recorded at phase changes and on demand.
+//! The `metrics` feature: figures recorded at phase changes and on demand. The recorder is
+//! also where these tests hold the controller in the middle of a phase change.
 #![cfg(feature = "metrics")]
 
 mod support;
@@ -266,5 +267,55 @@ fn gauges_end_on_the_drained_figures_when_a_ticker_races_the_end() {
         figures.get("tower_drain_in_flight"),
         Some(0.0),
         "a drained server shows nothing in flight"
+    );
+}
+
+/// A drain polled past its deadline while another thread is still putting a decision in place
+/// (here: held in the metrics recorder, the step before the report is published) returns
+/// `Pending` and is woken when the report is out. It never spins, which would block the
+/// runtime thread polling it for as long as the other thread takes.
+#[test]
+fn drain_past_its_deadline_waits_for_a_decision_published_elsewhere() {
+    use futures_util::FutureExt;
+
+    let figures = Figures::default();
+    let shutdown = Shutdown::new();
+    let work = shutdown.guard().unwrap();
+    let mut drain = Box::pin(shutdown.drain(Duration::ZERO).unwrap());
+    // The deciding thread is held as it records the drained phase, before publishing.
+    let held = figures.hold("tower_drain_phase", 3.0);
+    let releaser = {
+        let figures = figures.clone();
+        std::thread::spawn(move || {
+            let _recorder = metrics::set_default_local_recorder(&figures);
+            drop(work);
+        })
+    };
+    held.wait_reached();
+
+    let (polled_tx, polled) = mpsc::sync_channel(1);
+    let poller = std::thread::spawn(move || {
+        let ready = drain.as_mut().now_or_never().is_some();
+        polled_tx.send(ready).unwrap();
+        drain
+    });
+    let first_poll = polled.recv_timeout(support::BOUND);
+    // Let the held thread go whatever happened, so a failure does not leave it hanging.
+    held.release();
+    releaser.join().unwrap();
+    let first_poll = first_poll.expect("hung: Drain::poll spun while the decision was published");
+    assert!(
+        !first_poll,
+        "nothing was published yet, so the drain is pending"
+    );
+
+    let drain = poller.join().unwrap();
+    let report = drain
+        .now_or_never()
+        .expect("ready once the decision is published");
+    assert_eq!(
+        report.outcome,
+        tower_drain::DrainOutcome::Drained,
+        "{report}"
     );
 }
