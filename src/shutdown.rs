@@ -318,7 +318,7 @@ impl Core {
     /// Closes admission and sweeps the counter, once. Returns `true` for the call that did it.
     fn begin_drain(&'static self, timeout: Option<Duration>) -> bool {
         let mut first = false;
-        let start = self.drain_start.get_or_init(|| {
+        self.drain_start.get_or_init(|| {
             first = true;
             let at = Instant::now();
             // SeqCst: see `begin_lame_duck`.
@@ -329,6 +329,14 @@ impl Core {
             if let Some(timeout) = timeout {
                 let _ = self.deadlines.set(self.deadlines_for(at, timeout));
             }
+            // Inside the initialisation too: nothing can decide the drain before it ends
+            // (later `drain` and `force` calls wait for it, and the closer's hold keeps the
+            // counter from draining), so this event always comes before the outcome's.
+            tracing::info!(
+                phase = %Phase::Draining,
+                in_flight,
+                "admission closed: rejecting new requests, waiting for those in flight"
+            );
             DrainStart { at, in_flight }
         });
         if !first {
@@ -338,11 +346,6 @@ impl Core {
         // requests at once, and a release racing the sweep would be missing from the figure.
         self.started.cancel();
         self.closing.cancel();
-        tracing::info!(
-            phase = %Phase::Draining,
-            in_flight = start.in_flight,
-            "admission closed: rejecting new requests, waiting for those in flight"
-        );
         crate::metrics::record_core(self);
         // After the figure is set above: the call that completes the drain (this one, or
         // the last release) may take the report at once.

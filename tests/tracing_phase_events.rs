@@ -210,3 +210,43 @@ async fn a_second_trigger_with_nothing_running_says_nothing_was_aborted() {
         "{forcing:?}"
     );
 }
+
+/// The closer of an idle drain is held as shutdown begins, after its sweep and before its own
+/// event; a second thread forces the drain in that window and decides it. The events still
+/// come in phase order: a log that says "drained" and then "waiting for those in flight"
+/// reads as a drain that began again.
+#[test]
+fn phase_events_keep_phase_order_when_another_thread_decides_first() {
+    let events = Events::default();
+    let shutdown = Shutdown::new();
+    let armed = support::pause::pause_on(shutdown.shutting_down());
+    let (go, done) = (armed.go, armed.done);
+    let second = {
+        let events = events.clone();
+        std::thread::spawn(move || {
+            let _default = tracing::subscriber::set_default(
+                tracing_subscriber::registry().with(events.clone()),
+            );
+            go.recv().unwrap();
+            assert!(!shutdown.force(), "nothing was running");
+            done.send(()).unwrap();
+        })
+    };
+    let closer = {
+        let events = events.clone();
+        std::thread::spawn(move || {
+            let _default = tracing::subscriber::set_default(
+                tracing_subscriber::registry().with(events.clone()),
+            );
+            shutdown.drain(Duration::from_secs(3600)).unwrap()
+        })
+    };
+    let _drain = closer.join().unwrap();
+    second.join().unwrap();
+    assert!(armed.pause.fired(), "the closer was held");
+    assert_eq!(shutdown.phase(), tower_drain::Phase::Drained);
+
+    let phases = events.phases();
+    let names: Vec<&str> = phases.iter().map(|e| e["phase"].as_str()).collect();
+    assert_eq!(names, ["draining", "drained"], "{phases:#?}");
+}
