@@ -4,7 +4,7 @@ use std::cell::Cell;
 use std::fmt;
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, AtomicUsize, Ordering};
-use std::sync::OnceLock;
+use std::sync::{Mutex, OnceLock, PoisonError};
 use std::time::Duration;
 
 use tokio::sync::Notify;
@@ -200,6 +200,9 @@ pub(crate) struct Core {
     /// Read on every admission and written only at phase changes, so it gets its own line.
     phase: PaddedPhase,
     rejected: AtomicU64,
+    /// Held across the lame duck's and the drain's phase change and its event, so the events
+    /// come in the order the phases did. Phase changes only; never taken by a request.
+    transitions: Mutex<()>,
     /// Set once, by the call that closes admission. Concurrent `drain` calls wait inside
     /// `get_or_init` until its sweep is done, so every one returns after the sweep.
     drain_start: OnceLock<DrainStart>,
@@ -238,6 +241,7 @@ impl Core {
             long_lived: Registry::new(),
             phase: PaddedPhase(AtomicU8::new(Phase::Serving as u8)),
             rejected: AtomicU64::new(0),
+            transitions: Mutex::new(()),
             drain_start: OnceLock::new(),
             deadlines: OnceLock::new(),
             decision: OnceLock::new(),
@@ -291,28 +295,41 @@ impl Core {
     }
 
     fn begin_lame_duck(&self) -> bool {
-        // SeqCst: phase changes are rare and ordering them totally keeps them easy to reason
-        // about; the hot path only ever loads.
-        let moved = self
-            .phase
-            .0
-            .compare_exchange(
-                Phase::Serving as u8,
-                Phase::LameDuck as u8,
-                Ordering::SeqCst,
-                Ordering::SeqCst,
-            )
-            .is_ok();
+        let moved = {
+            let _in_order = self.transitions();
+            // SeqCst: phase changes are rare and ordering them totally keeps them easy to
+            // reason about; the hot path only ever loads.
+            let moved = self
+                .phase
+                .0
+                .compare_exchange(
+                    Phase::Serving as u8,
+                    Phase::LameDuck as u8,
+                    Ordering::SeqCst,
+                    Ordering::SeqCst,
+                )
+                .is_ok();
+            if moved {
+                tracing::info!(
+                    phase = %Phase::LameDuck,
+                    in_flight = self.counter.in_flight(),
+                    "shutdown began: lame duck, readiness now fails, requests still admitted"
+                );
+            }
+            moved
+        };
         if moved {
             self.started.cancel();
-            tracing::info!(
-                phase = %Phase::LameDuck,
-                in_flight = self.counter.in_flight(),
-                "shutdown began: lame duck, readiness now fails, requests still admitted"
-            );
             crate::metrics::record_core(self);
         }
         moved
+    }
+
+    fn transitions(&self) -> std::sync::MutexGuard<'_, ()> {
+        // Guards no data, so a panic while it was held leaves nothing inconsistent.
+        self.transitions
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
     }
 
     /// Closes admission and sweeps the counter, once. Returns `true` for the call that did it.
@@ -320,6 +337,7 @@ impl Core {
         let mut first = false;
         self.drain_start.get_or_init(|| {
             first = true;
+            let _in_order = self.transitions();
             let at = Instant::now();
             // SeqCst: see `begin_lame_duck`.
             self.phase.0.store(Phase::Draining as u8, Ordering::SeqCst);

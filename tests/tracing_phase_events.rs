@@ -250,3 +250,42 @@ fn phase_events_keep_phase_order_when_another_thread_decides_first() {
     let names: Vec<&str> = phases.iter().map(|e| e["phase"].as_str()).collect();
     assert_eq!(names, ["draining", "drained"], "{phases:#?}");
 }
+
+/// A thread entering the lame duck is held as shutdown begins; another thread drains in that
+/// window. The lame duck began first, and its event comes first: logged after the drain's,
+/// it would read as readiness failing after the server had stopped admitting.
+#[test]
+fn a_lame_duck_racing_the_drain_is_logged_before_it() {
+    let events = Events::default();
+    let shutdown = Shutdown::new();
+    let armed = support::pause::pause_on(shutdown.shutting_down());
+    let (go, done) = (armed.go, armed.done);
+    let drainer = {
+        let events = events.clone();
+        std::thread::spawn(move || {
+            let _default = tracing::subscriber::set_default(
+                tracing_subscriber::registry().with(events.clone()),
+            );
+            go.recv().unwrap();
+            let drain = shutdown.drain(Duration::from_secs(3600)).unwrap();
+            done.send(()).unwrap();
+            drain
+        })
+    };
+    let lame_duck = {
+        let events = events.clone();
+        std::thread::spawn(move || {
+            let _default = tracing::subscriber::set_default(
+                tracing_subscriber::registry().with(events.clone()),
+            );
+            shutdown.begin_lame_duck()
+        })
+    };
+    assert!(lame_duck.join().unwrap(), "the lame duck began");
+    let _drain = drainer.join().unwrap();
+    assert!(armed.pause.fired(), "the lame duck was held");
+
+    let phases = events.phases();
+    let names: Vec<&str> = phases.iter().map(|e| e["phase"].as_str()).collect();
+    assert_eq!(names, ["lame_duck", "draining", "drained"], "{phases:#?}");
+}
