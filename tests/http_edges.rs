@@ -9,7 +9,7 @@ use std::convert::Infallible;
 use std::net::SocketAddr;
 
 use bytes::Bytes;
-use http::{HeaderMap, Request, Response, StatusCode};
+use http::{HeaderMap, Method, Request, Response, StatusCode};
 use http_body::Frame;
 use http_body_util::{BodyExt, Full, StreamBody};
 use hyper::body::Incoming;
@@ -130,6 +130,22 @@ async fn serve_on_hyper_without_graceful_close(shutdown: Shutdown) -> SocketAddr
         }
     });
     addr
+}
+
+/// `method uri` over HTTP/2 (prior knowledge) on a client of its own: the response, its body
+/// left to the caller.
+async fn over_http2(method: Method, uri: String) -> Response<Incoming> {
+    let h2 = Client::builder(TokioExecutor::new())
+        .http2_only(true)
+        .build_http::<http_body_util::Empty<Bytes>>();
+    let request = Request::builder()
+        .method(method)
+        .uri(uri)
+        .body(http_body_util::Empty::new())
+        .unwrap();
+    bounded("an HTTP/2 response", h2.request(request))
+        .await
+        .unwrap()
 }
 
 /// Waits for the drain, which must have found every request ended (none leaked, none cut).
@@ -255,15 +271,7 @@ async fn known_length_is_sent_as_content_length_and_head_gets_no_body() {
     );
     assert!(next.starts_with("HTTP/1.1 204 No Content\r\n"), "{both}");
 
-    let h2 = Client::builder(TokioExecutor::new())
-        .http2_only(true)
-        .build_http::<http_body_util::Empty<Bytes>>();
-    let request = Request::get(format!("http://{addr}/"))
-        .body(http_body_util::Empty::new())
-        .unwrap();
-    let response = bounded("an HTTP/2 response", h2.request(request))
-        .await
-        .unwrap();
+    let response = over_http2(Method::GET, format!("http://{addr}/")).await;
     assert_eq!(response.headers()["content-length"], length.as_str());
     let body = bounded("its body", response.into_body().collect())
         .await
@@ -315,15 +323,7 @@ async fn head_refused_while_draining_on_hyper_gets_the_503_head_only_on_http1_an
     let addr = serve_on_hyper_without_graceful_close(shutdown).await;
     assert_drained(shutdown.drain(BOUND).unwrap()).await;
 
-    let h2 = Client::builder(TokioExecutor::new())
-        .http2_only(true)
-        .build_http::<http_body_util::Empty<Bytes>>();
-    let request = Request::head(format!("http://{addr}/"))
-        .body(http_body_util::Empty::new())
-        .unwrap();
-    let response = bounded("an HTTP/2 response", h2.request(request))
-        .await
-        .unwrap();
+    let response = over_http2(Method::HEAD, format!("http://{addr}/")).await;
     assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
     assert_eq!(response.headers()["content-length"], "25");
     assert_eq!(response.headers()["retry-after"], "1");
@@ -402,13 +402,7 @@ async fn http2_trailers_pass_through() {
     let shutdown = Shutdown::new();
     let gate = Gate::new();
     let (addr, server) = start(shutdown, &gate).await;
-    let h2 = Client::builder(TokioExecutor::new())
-        .http2_only(true)
-        .build_http::<http_body_util::Empty<Bytes>>();
-    let request = Request::get(format!("http://{addr}/trailers"))
-        .body(http_body_util::Empty::new())
-        .unwrap();
-    let response = bounded("the response", h2.request(request)).await.unwrap();
+    let response = over_http2(Method::GET, format!("http://{addr}/trailers")).await;
     let body = bounded("its body", response.into_body().collect())
         .await
         .unwrap();
@@ -618,20 +612,14 @@ async fn stubborn_head_long_poll_gets_the_503_head_only_over_http2() {
     let addr = listener.local_addr().unwrap();
     let server = tokio::spawn(tower_drain::server::serve(listener, service, shutdown));
 
-    let h2 = Client::builder(TokioExecutor::new())
-        .http2_only(true)
-        .build_http::<http_body_util::Empty<Bytes>>();
-    let request = Request::head(format!("http://{addr}/poll"))
-        .body(http_body_util::Empty::new())
-        .unwrap();
-    let response = tokio::spawn(h2.request(request));
+    let response = tokio::spawn(over_http2(Method::HEAD, format!("http://{addr}/poll")));
     bounded("the long-poll to start", entered.recv())
         .await
         .unwrap();
 
     let report = assert_drained(shutdown.drain(BOUND).unwrap()).await;
     assert_eq!(report.long_lived.len(), 1, "cut at its deadline: {report}");
-    let response = bounded("the answer", response).await.unwrap().unwrap();
+    let response = bounded("the answer", response).await.unwrap();
     assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
     assert_eq!(response.headers()["content-length"], "47");
     let body = bounded("its body", response.into_body().collect())

@@ -25,6 +25,27 @@ fn idle_events() -> Sse<impl futures_util::Stream<Item = Result<Event, Infallibl
     Sse::new(hello.chain(stream::pending()))
 }
 
+/// Serves `app` and opens its event stream at `/feed`, which must be one long-lived entry;
+/// then drains: the stream must end cleanly after its first event and the final one, and
+/// nothing be cut. `case` names the app in failures.
+async fn one_entry_ending_with_the_final_event(app: Router, shutdown: Shutdown, case: &str) {
+    let server = serve_until_closing(app, shutdown).await;
+    let reading = open_until(server.addr, "/feed", b"data: hi\n\n").await;
+    assert_eq!(
+        shutdown.long_lived(),
+        1,
+        "{case}: one entry for one response"
+    );
+
+    let report = bounded("drain", shutdown.drain(LONG).unwrap()).await;
+    assert!(report.is_drained(), "{case}: nothing was cut: {report}");
+    let decoded = reading.finish().await;
+    assert!(decoded.terminated, "{case}: a clean end");
+    let (events, rest) = parse_events(&decoded.data);
+    assert!(rest.is_empty(), "{case}");
+    assert_eq!(events, ["data: hi", FINAL_EVENT], "{case}");
+}
+
 /// An event stream on a route whose reports call it a long-poll still ends on drain with the
 /// final event and a clean end, as every event stream does by default.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -37,17 +58,7 @@ async fn event_stream_on_a_route_labelled_another_kind_still_finishes_with_the_f
                 .layer(LongLivedLayer::route(shutdown).kind(LongLivedKind::LongPoll)),
         )
         .layer(shutdown.layer());
-    let server = serve_until_closing(app, shutdown).await;
-    let reading = open_until(server.addr, "/feed", b"data: hi\n\n").await;
-    assert_eq!(shutdown.long_lived(), 1);
-
-    let report = bounded("drain", shutdown.drain(LONG).unwrap()).await;
-    assert!(report.is_drained(), "nothing was cut: {report}");
-    let decoded = reading.finish().await;
-    assert!(decoded.terminated, "a clean end");
-    let (events, rest) = parse_events(&decoded.data);
-    assert!(rest.is_empty());
-    assert_eq!(events, ["data: hi", FINAL_EVENT]);
+    one_entry_ending_with_the_final_event(app, shutdown, "").await;
     assert_eq!(shutdown.long_lived(), 0);
 }
 
@@ -143,18 +154,7 @@ async fn an_event_stream_under_two_layers_is_tracked_once() {
     ];
     for (stack, build) in stacks {
         let shutdown = Shutdown::new();
-        let server = serve_until_closing(build(shutdown), shutdown).await;
-        let reading = open_until(server.addr, "/feed", b"data: hi\n\n").await;
-        let entries = shutdown.long_lived();
-
-        let report = bounded("drain", shutdown.drain(LONG).unwrap()).await;
-        assert!(report.is_drained(), "{stack}: {report}");
-        let decoded = reading.finish().await;
-        assert!(decoded.terminated, "{stack}");
-        let (events, rest) = parse_events(&decoded.data);
-        assert!(rest.is_empty(), "{stack}");
-        assert_eq!(events, ["data: hi", FINAL_EVENT], "{stack}");
-        assert_eq!(entries, 1, "{stack}: one entry for one response");
+        one_entry_ending_with_the_final_event(build(shutdown), shutdown, stack).await;
     }
 }
 
@@ -221,15 +221,5 @@ async fn event_stream_picked_by_a_rule_as_a_stream_still_finishes_with_the_final
                 .layer()
                 .long_lived_when(every_open_ended_ok_is_a_stream),
         );
-    let server = serve_until_closing(app, shutdown).await;
-    let reading = open_until(server.addr, "/feed", b"data: hi\n\n").await;
-    assert_eq!(shutdown.long_lived(), 1);
-
-    let report = bounded("drain", shutdown.drain(LONG).unwrap()).await;
-    assert!(report.is_drained(), "nothing was cut: {report}");
-    let decoded = reading.finish().await;
-    assert!(decoded.terminated, "a clean end");
-    let (events, rest) = parse_events(&decoded.data);
-    assert!(rest.is_empty());
-    assert_eq!(events, ["data: hi", FINAL_EVENT]);
+    one_entry_ending_with_the_final_event(app, shutdown, "").await;
 }
