@@ -19,6 +19,7 @@ const SPLIT: Options = Options {
     gzip: false,
     web: None,
     split: true,
+    finish_streams: false,
 };
 
 #[tokio::test]

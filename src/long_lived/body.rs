@@ -5,6 +5,7 @@ use std::task::{Context, Poll};
 
 use super::{LongLivedKind, OnDrain, Registration, Tracking, Wait};
 use crate::guard::InFlightGuard;
+use crate::middleware::rejection::GrpcEnd;
 use crate::shutdown::Core;
 use crate::Shutdown;
 
@@ -16,6 +17,9 @@ pub(crate) struct TrackedState {
     registration: Option<Registration>,
     on_drain: OnDrain,
     final_event: Option<&'static str>,
+    /// Set for a gRPC response: finished on drain, it ends with the status UNAVAILABLE, never
+    /// without a status, which its client would read as a broken stream.
+    grpc_end: Option<GrpcEnd>,
     /// Registered only when the inner body is pending: wakes it at drain start (to finish) or
     /// at the long-lived deadline (to abort).
     wait: Option<(Target, Wait)>,
@@ -191,6 +195,8 @@ pub(crate) enum Next {
     Poll,
     /// Hand out this chunk.
     Yield(&'static [u8]),
+    /// Hand out gRPC's trailers saying UNAVAILABLE.
+    GrpcTrailers,
     /// The stream is over; nothing is held any more.
     End,
     /// Cut the stream with [`Aborted`](crate::Aborted); nothing is held any more.
@@ -204,7 +210,9 @@ impl TrackedState {
     /// a body is never finished early nor given a final event: either would break the length
     /// the client was told. It still aborts at the long-lived deadline if it has begun by
     /// then, and otherwise is sent whole (see `unstarted_answer`). `encoded`: the body has
-    /// a content coding (gzip): no plain-text final event can be appended to it.
+    /// a content coding (gzip): no plain-text final event can be appended to it. `grpc_end`:
+    /// the response is gRPC (or gRPC-web), whatever `kind` says: it gets no final event, is
+    /// finished between frames (tonic's frames hold whole messages) and ends with a status.
     pub(crate) fn new(
         core: &'static Core,
         registration: Registration,
@@ -212,7 +220,10 @@ impl TrackedState {
         tracking: &Tracking,
         sized: bool,
         encoded: bool,
+        grpc_end: Option<GrpcEnd>,
     ) -> Box<Self> {
+        // Read as an event stream only if it is not gRPC (a rule may name a gRPC stream `Sse`).
+        let events = kind == LongLivedKind::Sse && !sized && !encoded && grpc_end.is_none();
         let on_drain = match tracking.on_drain {
             _ if sized => OnDrain::KeepUntilDeadline,
             Some(on_drain) => on_drain,
@@ -224,13 +235,12 @@ impl TrackedState {
             registration: Some(registration),
             on_drain,
             // A final event is an SSE frame; other streams just end.
-            final_event: tracking
-                .final_event
-                .filter(|_| kind == LongLivedKind::Sse && !sized && !encoded),
+            final_event: tracking.final_event.filter(|_| events),
+            grpc_end,
             wait: None,
             state: State::Streaming,
             // Bytes of an encoded body say nothing about its events: it ends between frames.
-            events: (kind == LongLivedKind::Sse && !sized && !encoded).then_some(EventEdge::Start),
+            events: events.then_some(EventEdge::Start),
             unstarted_answer: sized,
         })
     }
@@ -310,6 +320,14 @@ impl TrackedState {
         }
         match self.step(guard) {
             Step::Continue => Next::Poll,
+            // Released at the next poll, after the status was taken, like a final event.
+            Step::Finish if self.grpc_end.is_some() => {
+                self.state = State::Finishing;
+                match self.grpc_end {
+                    Some(GrpcEnd::Frame(frame)) => Next::Yield(frame),
+                    _ => Next::GrpcTrailers,
+                }
+            }
             Step::Finish => match self.final_event.take() {
                 Some(event) => {
                     self.state = State::Finishing;

@@ -94,7 +94,8 @@ impl fmt::Display for LongLivedKind {
 pub enum OnDrain {
     /// End at the next frame boundary (for server-sent events, the next boundary between
     /// events), after the final event if one is configured. The default for server-sent
-    /// events, whose clients reconnect and resume.
+    /// events, whose clients reconnect and resume. A gRPC or gRPC-web response ends with
+    /// the status UNAVAILABLE (`grpc-status: 14`), so that its client retries elsewhere.
     Finish,
     /// Keep streaming until the long-lived deadline, then abort. The default for every other
     /// kind: a stream the client cannot resume should get as long as possible to complete.

@@ -12,7 +12,7 @@ use super::{
     is_encoded, is_event_stream, AlreadyTracked, DrainSignal, LongLivedKind, Registration, Track,
     TrackedState, Tracking, Wait,
 };
-use crate::middleware::rejection::{self, Closing, Rejection};
+use crate::middleware::rejection::{self, Closing, GrpcEnd, Rejection};
 use crate::shutdown::Core;
 use crate::static_body::head_only;
 use crate::Shutdown;
@@ -174,6 +174,7 @@ impl Watch {
         };
         // Only bodies of unknown length get here.
         let encoded = is_encoded(response.headers());
+        let grpc_end = GrpcEnd::for_response(response.headers());
         Some(TrackedState::new(
             core,
             registration,
@@ -181,6 +182,7 @@ impl Watch {
             tracking,
             false,
             encoded,
+            grpc_end,
         ))
     }
 
@@ -209,6 +211,7 @@ impl Watch {
         response.extensions_mut().insert(AlreadyTracked);
         let sized = response.body().size_hint().exact().is_some();
         let encoded = is_encoded(response.headers());
+        let grpc_end = GrpcEnd::for_response(response.headers());
         Some(TrackedState::new(
             core,
             registration,
@@ -216,6 +219,7 @@ impl Watch {
             tracking,
             sized,
             encoded,
+            grpc_end,
         ))
     }
 }

@@ -8,7 +8,7 @@ use std::task::{ready, Context, Poll};
 use http_body::{Body, Frame, SizeHint};
 use pin_project_lite::pin_project;
 
-use super::rejection::Rejection;
+use super::rejection::{self, Rejection};
 use super::BoxError;
 use crate::guard::InFlightGuard;
 use crate::long_lived::{Next, TrackedState};
@@ -148,6 +148,10 @@ where
                     Next::Poll => {}
                     Next::Yield(chunk) => {
                         return Poll::Ready(Some(Ok(Frame::data(chunk.into()))));
+                    }
+                    Next::GrpcTrailers => {
+                        let trailers = rejection::grpc_unavailable_trailers();
+                        return Poll::Ready(Some(Ok(Frame::trailers(trailers))));
                     }
                     Next::End => return Poll::Ready(None),
                     Next::Abort => {

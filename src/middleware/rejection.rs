@@ -1,7 +1,7 @@
 //! The response sent to requests that arrive once admission has closed.
 
 use http::header::{HeaderValue, CONNECTION, CONTENT_TYPE, RETRY_AFTER};
-use http::{Method, Request, Response, StatusCode, Version};
+use http::{HeaderMap, Method, Request, Response, StatusCode, Version};
 
 use super::Policy;
 use crate::static_body::{head_only, plain_text};
@@ -179,7 +179,12 @@ fn grpc_status_too(response: &mut Response<Rejection>, message: &'static str) {
 /// The content type of the answer to a gRPC or gRPC-web call, or `None` for any other
 /// request.
 fn grpc_content_type<B>(request: &Request<B>) -> Option<&'static str> {
-    let value = request.headers().get(CONTENT_TYPE)?.as_bytes();
+    grpc_content_type_of(request.headers())
+}
+
+/// The gRPC or gRPC-web content type `headers` name, normalised; `None` for any other.
+fn grpc_content_type_of(headers: &HeaderMap) -> Option<&'static str> {
+    let value = headers.get(CONTENT_TYPE)?.as_bytes();
     // Media types are case-insensitive.
     let rest = strip_prefix_ignore_case(value, b"application/grpc")?;
     match strip_prefix_ignore_case(rest, b"-web") {
@@ -228,10 +233,120 @@ fn grpc_unavailable(content_type: &'static str, closing: Closing) -> Response<Re
     let headers = response.headers_mut();
     headers.insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
     headers.insert("grpc-status", HeaderValue::from_static(GRPC_UNAVAILABLE));
-    headers.insert(
-        "grpc-message",
-        HeaderValue::from_static("server is shutting down"),
-    );
+    headers.insert("grpc-message", HeaderValue::from_static(SHUTTING_DOWN));
     closing.apply(&mut response);
     response
+}
+
+/// How a gRPC response that the drain ends early (a long-lived one finished when the drain
+/// begins) says so: with the status UNAVAILABLE, in the form of its protocol. A gRPC response
+/// that just ends, without a status, is read by clients as a broken stream (tonic: UNKNOWN,
+/// "missing grpc-status trailer"), which no retry policy retries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum GrpcEnd {
+    /// gRPC: a trailers frame, from [`grpc_unavailable_trailers`].
+    Trailers,
+    /// gRPC-web: trailers travel inside the body, as one more frame of these bytes.
+    Frame(&'static [u8]),
+}
+
+/// The status message of every UNAVAILABLE this crate ends a gRPC response with.
+const SHUTTING_DOWN: &str = "server is shutting down";
+
+/// A gRPC-web trailer frame: flag 0x80, the length (54, big-endian), then the trailers as
+/// HTTP/1 header lines.
+const GRPC_WEB_UNAVAILABLE: &[u8] =
+    b"\x80\x00\x00\x00\x36grpc-status:14\r\ngrpc-message:server is shutting down\r\n";
+
+/// The same frame in base64, for `application/grpc-web-text`, whose body is base64 chunks
+/// that clients may receive one after another, each with its padding.
+const GRPC_WEB_TEXT_UNAVAILABLE: &[u8] =
+    b"gAAAADZncnBjLXN0YXR1czoxNA0KZ3JwYy1tZXNzYWdlOnNlcnZlciBpcyBzaHV0dGluZyBkb3duDQo=";
+
+impl GrpcEnd {
+    /// How a response with `headers` ends early: `None` if it is not gRPC.
+    #[cold]
+    pub(crate) fn for_response(headers: &HeaderMap) -> Option<GrpcEnd> {
+        Some(match grpc_content_type_of(headers)? {
+            "application/grpc" => GrpcEnd::Trailers,
+            text if text.starts_with("application/grpc-web-text") => {
+                GrpcEnd::Frame(GRPC_WEB_TEXT_UNAVAILABLE)
+            }
+            _ => GrpcEnd::Frame(GRPC_WEB_UNAVAILABLE),
+        })
+    }
+}
+
+/// The trailers ending a gRPC response the drain finished early: UNAVAILABLE, so that the
+/// client retries elsewhere (a client streaming a watch reconnects).
+#[cold]
+#[inline(never)]
+pub(crate) fn grpc_unavailable_trailers() -> HeaderMap {
+    let mut trailers = HeaderMap::with_capacity(2);
+    trailers.insert("grpc-status", HeaderValue::from_static(GRPC_UNAVAILABLE));
+    trailers.insert("grpc-message", HeaderValue::from_static(SHUTTING_DOWN));
+    trailers
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Decodes standard, padded base64.
+    fn base64_decode(text: &[u8]) -> Vec<u8> {
+        const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+        let mut bytes = Vec::new();
+        for group in text.chunks(4) {
+            let mut bits = 0u32;
+            let mut padding = 0;
+            for &symbol in group {
+                bits <<= 6;
+                match ALPHABET.iter().position(|&known| known == symbol) {
+                    Some(value) => bits |= value as u32,
+                    None => padding += 1,
+                }
+            }
+            bytes.extend_from_slice(&bits.to_be_bytes()[1..4 - padding]);
+        }
+        bytes
+    }
+
+    #[test]
+    fn grpc_web_trailer_frame_carries_its_length_and_unavailable() {
+        let (head, trailers) = GRPC_WEB_UNAVAILABLE.split_at(5);
+        assert_eq!(head[0], 0x80, "a trailer frame");
+        let length = u32::from_be_bytes(head[1..5].try_into().unwrap());
+        assert_eq!(length as usize, trailers.len());
+        let expected =
+            format!("grpc-status:{GRPC_UNAVAILABLE}\r\ngrpc-message:{SHUTTING_DOWN}\r\n");
+        assert_eq!(trailers, expected.as_bytes());
+    }
+
+    #[test]
+    fn grpc_web_text_trailer_frame_is_the_binary_one_in_base64() {
+        assert_eq!(
+            base64_decode(GRPC_WEB_TEXT_UNAVAILABLE),
+            GRPC_WEB_UNAVAILABLE
+        );
+    }
+
+    #[test]
+    fn grpc_end_follows_the_content_type() {
+        let end = |content_type: &'static str| {
+            let mut headers = HeaderMap::new();
+            headers.insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
+            GrpcEnd::for_response(&headers)
+        };
+        assert_eq!(end("application/grpc"), Some(GrpcEnd::Trailers));
+        assert_eq!(end("application/grpc+proto"), Some(GrpcEnd::Trailers));
+        assert_eq!(
+            end("application/grpc-web+proto"),
+            Some(GrpcEnd::Frame(GRPC_WEB_UNAVAILABLE))
+        );
+        assert_eq!(
+            end("application/grpc-web-text"),
+            Some(GrpcEnd::Frame(GRPC_WEB_TEXT_UNAVAILABLE))
+        );
+        assert_eq!(end("text/event-stream"), None);
+    }
 }

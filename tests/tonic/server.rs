@@ -16,7 +16,10 @@ use tonic::transport::{Channel, Server};
 use tonic::{Code, Status, Streaming};
 use tonic_health::ServingStatus;
 use tonic_web::GrpcWebLayer;
-use tower_drain::{DrainReport, InFlightLayer, RejectWhenDrainingLayer, Shutdown};
+use tower_drain::{
+    DrainReport, InFlightLayer, LongLivedKind, LongLivedLayer, OnDrain, RejectWhenDrainingLayer,
+    Shutdown,
+};
 
 use crate::echo::{CountReply, CountRequest, Echo, EchoClient, EchoServer, SayReply, SayRequest};
 use crate::support::gate::Gate;
@@ -147,6 +150,10 @@ pub struct Options {
     /// `InFlightLayer` outside `RejectWhenDrainingLayer` instead of `Shutdown::layer` (not
     /// with `web`).
     pub split: bool,
+    /// Every gRPC response tracked long-lived by a `LongLivedLayer` inside `Shutdown::layer`,
+    /// and finished when the drain begins (`OnDrain::Finish`), as an application would have
+    /// its watch streams end so that their clients reconnect elsewhere (not with `split`).
+    pub finish_streams: bool,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -191,9 +198,37 @@ pub async fn start_with(
                 .add_service(echo)
                 .serve_with_incoming_shutdown(incoming, signal),
         ),
+        None if options.finish_streams => Box::pin(
+            Server::builder()
+                .layer(drain)
+                .layer(finish_grpc(shutdown))
+                .add_service(health_service)
+                .add_service(echo)
+                .serve_with_incoming_shutdown(incoming, signal),
+        ),
         None => Box::pin(
             Server::builder()
                 .layer(drain)
+                .add_service(health_service)
+                .add_service(echo)
+                .serve_with_incoming_shutdown(incoming, signal),
+        ),
+        Some(WebLayer::Outside) if options.finish_streams => Box::pin(
+            Server::builder()
+                .accept_http1(true)
+                .layer(GrpcWebLayer::new())
+                .layer(drain)
+                .layer(finish_grpc(shutdown))
+                .add_service(health_service)
+                .add_service(echo)
+                .serve_with_incoming_shutdown(incoming, signal),
+        ),
+        Some(WebLayer::Inside) if options.finish_streams => Box::pin(
+            Server::builder()
+                .accept_http1(true)
+                .layer(drain)
+                .layer(finish_grpc(shutdown))
+                .layer(GrpcWebLayer::new())
                 .add_service(health_service)
                 .add_service(echo)
                 .serve_with_incoming_shutdown(incoming, signal),
@@ -218,6 +253,21 @@ pub async fn start_with(
         ),
     };
     (addr, tokio::spawn(server))
+}
+
+/// Tracks every gRPC response long-lived, finished when the drain begins.
+fn finish_grpc(shutdown: Shutdown) -> LongLivedLayer {
+    LongLivedLayer::new(shutdown)
+        .when(grpc_response)
+        .on_drain(OnDrain::Finish)
+}
+
+/// A rule for `LongLivedLayer::when`: every gRPC response is a long-lived stream.
+fn grpc_response(_: http::StatusCode, headers: &http::HeaderMap) -> Option<LongLivedKind> {
+    let content_type = headers.get(http::header::CONTENT_TYPE)?.as_bytes();
+    content_type
+        .starts_with(b"application/grpc")
+        .then_some(LongLivedKind::Stream)
 }
 
 pub async fn connect(addr: SocketAddr) -> Channel {
