@@ -24,6 +24,7 @@ const FINISH_STREAMS: Options = Options {
     web: None,
     split: false,
     finish_streams: true,
+    grpc_as_sse: false,
 };
 
 /// A client that took the end of the stream for its server's doing would not reconnect: it
@@ -104,4 +105,33 @@ async fn grpc_web_server_stream_finished_on_drain_ends_with_unavailable() {
         assert_eq!(report.outcome, DrainOutcome::Drained, "{report}");
         assert_eq!(report.completed, 1);
     }
+}
+
+/// The same stream finished by `Shutdown::layer` through a rule that names gRPC responses
+/// event streams: it ends with UNAVAILABLE, with no SSE final event written into it.
+#[tokio::test]
+async fn server_stream_a_rule_calls_sse_ends_with_unavailable() {
+    let shutdown = Shutdown::new();
+    let gate = Gate::new();
+    let options = Options {
+        finish_streams: false,
+        grpc_as_sse: true,
+        ..FINISH_STREAMS
+    };
+    let (addr, server) = start_with(shutdown, &gate, shutdown.closing(), options).await;
+    let mut client = EchoClient::new(connect(addr).await);
+
+    let mut replies = bounded("the call", client.count(3)).await.unwrap();
+    let first = bounded("the first reply", replies.message()).await.unwrap();
+    assert_eq!(first, Some(CountReply { n: 1 }));
+    gate.entered(1).await;
+    let drain = shutdown.drain(BOUND).unwrap();
+
+    let end = bounded("the end of the stream", replies.message()).await;
+    let status = end.expect_err("a stream finished on drain ended as if complete");
+    assert_eq!(status.code(), Code::Unavailable, "{status:?}");
+    gate.release(1);
+    let report = finish(drain, server).await;
+    assert_eq!(report.outcome, DrainOutcome::Drained, "{report}");
+    assert_eq!(report.completed, 1);
 }

@@ -20,6 +20,7 @@ const SPLIT: Options = Options {
     web: None,
     split: true,
     finish_streams: false,
+    grpc_as_sse: false,
 };
 
 #[tokio::test]

@@ -154,6 +154,9 @@ pub struct Options {
     /// and finished when the drain begins (`OnDrain::Finish`), as an application would have
     /// its watch streams end so that their clients reconnect elsewhere (not with `split`).
     pub finish_streams: bool,
+    /// `Shutdown::layer` itself tracks every gRPC response, by a rule that names it an event
+    /// stream: the combined layer's way to have a stream finished when the drain begins.
+    pub grpc_as_sse: bool,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -186,7 +189,10 @@ pub async fn start_with(
     if options.gzip {
         echo = echo.gzip();
     }
-    let drain = shutdown.layer().bypass(HEALTH);
+    let mut drain = shutdown.layer().bypass(HEALTH);
+    if options.grpc_as_sse {
+        drain = drain.long_lived_when(grpc_as_sse);
+    }
     let incoming = TcpIncoming::from(listener);
     // tonic's layers wrap in the order given: the first is the outermost.
     let server: Pin<Box<dyn Future<Output = _> + Send>> = match options.web {
@@ -268,6 +274,11 @@ fn grpc_response(_: http::StatusCode, headers: &http::HeaderMap) -> Option<LongL
     content_type
         .starts_with(b"application/grpc")
         .then_some(LongLivedKind::Stream)
+}
+
+/// A rule for `ShutdownLayer::long_lived_when`: every gRPC response is finished on drain.
+fn grpc_as_sse(status: http::StatusCode, headers: &http::HeaderMap) -> Option<LongLivedKind> {
+    grpc_response(status, headers).map(|_| LongLivedKind::Sse)
 }
 
 pub async fn connect(addr: SocketAddr) -> Channel {
