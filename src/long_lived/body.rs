@@ -18,7 +18,8 @@ pub(crate) struct TrackedState {
     on_drain: OnDrain,
     final_event: Option<&'static str>,
     /// Set for a gRPC response: finished on drain, it ends with the status UNAVAILABLE, never
-    /// without a status, which its client would read as a broken stream.
+    /// without a status, which its client would read as a broken stream. Cleared once a
+    /// gRPC-web response has sent its own status.
     grpc_end: Option<GrpcEnd>,
     /// Registered only when the inner body is pending: wakes it at drain start (to finish) or
     /// at the long-lived deadline (to abort).
@@ -259,12 +260,24 @@ impl TrackedState {
         if self.unstarted_answer && !self.core.long_lived.is_expired() {
             self.unstarted_answer = false;
         }
+        // gRPC-web's status is a frame of the body: once it is out, an end on drain adds none.
+        if self.grpc_end.is_some_and(|end| end.is_status(chunk)) {
+            self.grpc_end = None;
+        }
         let Some(edge) = self.events else { return };
         self.events = Some(if chunk.len() == remaining {
             edge.after_bytes(chunk)
         } else {
             EventEdge::BETWEEN
         });
+    }
+
+    /// Notes a trailers frame the body passes on: for gRPC, its status. A drain that ends the
+    /// body after it (a server that polls on after trailers) adds no second one.
+    #[cold]
+    #[inline(never)]
+    pub(crate) fn sent_trailers(&mut self) {
+        self.grpc_end = None;
     }
 
     /// True where the body may end: between events of an event stream, anywhere between
@@ -323,9 +336,9 @@ impl TrackedState {
             // Released at the next poll, after the status was taken, like a final event.
             Step::Finish if self.grpc_end.is_some() => {
                 self.state = State::Finishing;
-                match self.grpc_end {
-                    Some(GrpcEnd::Frame(frame)) => Next::Yield(frame),
-                    _ => Next::GrpcTrailers,
+                match self.grpc_end.and_then(GrpcEnd::frame) {
+                    Some(frame) => Next::Yield(frame),
+                    None => Next::GrpcTrailers,
                 }
             }
             Step::Finish => match self.final_event.take() {

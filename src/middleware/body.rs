@@ -162,8 +162,9 @@ where
                 match inner.as_mut().poll_frame(cx) {
                     Poll::Ready(Some(Ok(frame))) => {
                         // Its bytes, not the frame: the frame stays where it is.
-                        if let Some(data) = frame.data_ref() {
-                            state.sent(data.chunk(), data.remaining());
+                        match frame.data_ref() {
+                            Some(data) => state.sent(data.chunk(), data.remaining()),
+                            None => state.sent_trailers(),
                         }
                         return Poll::Ready(Some(Ok(frame)));
                     }

@@ -246,8 +246,10 @@ fn grpc_unavailable(content_type: &'static str, closing: Closing) -> Response<Re
 pub(crate) enum GrpcEnd {
     /// gRPC: a trailers frame, from [`grpc_unavailable_trailers`].
     Trailers,
-    /// gRPC-web: trailers travel inside the body, as one more frame of these bytes.
-    Frame(&'static [u8]),
+    /// gRPC-web: trailers travel inside the body, as a frame of their own.
+    Web,
+    /// gRPC-web in base64 (`application/grpc-web-text`).
+    WebText,
 }
 
 /// The status message of every UNAVAILABLE this crate ends a gRPC response with.
@@ -269,11 +271,35 @@ impl GrpcEnd {
     pub(crate) fn for_response(headers: &HeaderMap) -> Option<GrpcEnd> {
         Some(match grpc_content_type_of(headers)? {
             "application/grpc" => GrpcEnd::Trailers,
-            text if text.starts_with("application/grpc-web-text") => {
-                GrpcEnd::Frame(GRPC_WEB_TEXT_UNAVAILABLE)
-            }
-            _ => GrpcEnd::Frame(GRPC_WEB_UNAVAILABLE),
+            text if text.starts_with("application/grpc-web-text") => GrpcEnd::WebText,
+            _ => GrpcEnd::Web,
         })
+    }
+
+    /// The bytes of gRPC-web's trailer frame saying UNAVAILABLE; `None` for gRPC, whose
+    /// trailers are a frame of HTTP/2.
+    pub(crate) fn frame(self) -> Option<&'static [u8]> {
+        match self {
+            GrpcEnd::Trailers => None,
+            GrpcEnd::Web => Some(GRPC_WEB_UNAVAILABLE),
+            GrpcEnd::WebText => Some(GRPC_WEB_TEXT_UNAVAILABLE),
+        }
+    }
+
+    /// Whether `chunk`, a data frame of the response, is gRPC-web's trailer frame: the
+    /// response has its status already, and must not get a second one. tonic-web sends the
+    /// trailer frame as a chunk of its own, and encodes each chunk in base64 on its own: its
+    /// flag byte has the high bit set (0x80, or 0x81 compressed), which base64 begins with `g`.
+    /// gRPC's trailers are not data, so never seen here.
+    pub(crate) fn is_status(self, chunk: &[u8]) -> bool {
+        let Some(&first) = chunk.first() else {
+            return false;
+        };
+        match self {
+            GrpcEnd::Trailers => false,
+            GrpcEnd::Web => first & 0x80 != 0,
+            GrpcEnd::WebText => first == b'g',
+        }
     }
 }
 
@@ -339,14 +365,22 @@ mod tests {
         };
         assert_eq!(end("application/grpc"), Some(GrpcEnd::Trailers));
         assert_eq!(end("application/grpc+proto"), Some(GrpcEnd::Trailers));
-        assert_eq!(
-            end("application/grpc-web+proto"),
-            Some(GrpcEnd::Frame(GRPC_WEB_UNAVAILABLE))
-        );
-        assert_eq!(
-            end("application/grpc-web-text"),
-            Some(GrpcEnd::Frame(GRPC_WEB_TEXT_UNAVAILABLE))
-        );
+        assert_eq!(end("application/grpc-web+proto"), Some(GrpcEnd::Web));
+        assert_eq!(end("application/grpc-web-text"), Some(GrpcEnd::WebText));
         assert_eq!(end("text/event-stream"), None);
+    }
+
+    /// A stream whose own trailer frame went out just as the drain began must not get a
+    /// second one: each form of the trailer frame is recognised, and a message is not.
+    #[test]
+    fn grpc_web_trailer_frames_are_told_from_messages() {
+        let message = b"\x00\x00\x00\x00\x02\x08\x01";
+        for end in [GrpcEnd::Web, GrpcEnd::WebText] {
+            assert!(end.is_status(end.frame().unwrap()));
+        }
+        assert!(!GrpcEnd::Web.is_status(message));
+        // The message in base64.
+        assert!(!GrpcEnd::WebText.is_status(b"AAAAAAIIAQ=="));
+        assert!(!GrpcEnd::Web.is_status(b""));
     }
 }
