@@ -18,8 +18,8 @@ pub(crate) struct TrackedState {
     on_drain: OnDrain,
     final_event: Option<&'static str>,
     /// Set for a gRPC response: finished on drain, it ends with the status UNAVAILABLE, never
-    /// without a status, which its client would read as a broken stream. Cleared once a
-    /// gRPC-web response has sent its own status.
+    /// without a status, which its client would read as a broken stream. Cleared once the
+    /// response has sent its own status.
     grpc_end: Option<GrpcEnd>,
     /// Registered only when the inner body is pending: wakes it at drain start (to finish) or
     /// at the long-lived deadline (to abort).
@@ -246,11 +246,12 @@ impl TrackedState {
         })
     }
 
-    /// Notes a data frame the body passes on, for a body that ends only between events:
-    /// `chunk` is the frame's first contiguous piece of `remaining` bytes. Its bytes, not the
-    /// frame: a frame whose address is taken on the path every response shares goes through
-    /// memory on every response. A frame in several pieces (a `Buf` other than `Bytes`) is
-    /// taken to leave the stream between events, as a body that is not watched would.
+    /// Notes a data frame the body passes on, for a body that ends only between events or a
+    /// gRPC-web one, whose status may be the frame: `chunk` is the frame's first contiguous
+    /// piece of `remaining` bytes. Its bytes, not the frame: a frame whose address is taken
+    /// on the path every response shares goes through memory on every response. A frame in
+    /// several pieces (a `Buf` other than `Bytes`) is taken to leave the stream between
+    /// events, as a body that is not watched would.
     #[cold]
     #[inline(never)]
     pub(crate) fn sent(&mut self, chunk: &[u8], remaining: usize) {

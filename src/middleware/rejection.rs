@@ -266,9 +266,13 @@ const GRPC_WEB_TEXT_UNAVAILABLE: &[u8] =
     b"gAAAADZncnBjLXN0YXR1czoxNA0KZ3JwYy1tZXNzYWdlOnNlcnZlciBpcyBzaHV0dGluZyBkb3duDQo=";
 
 impl GrpcEnd {
-    /// How a response with `headers` ends early: `None` if it is not gRPC.
+    /// How a response with `headers` ends early: `None` if it is not gRPC, or has its status
+    /// in its headers already (a trailers-only answer).
     #[cold]
     pub(crate) fn for_response(headers: &HeaderMap) -> Option<GrpcEnd> {
+        if headers.contains_key("grpc-status") {
+            return None;
+        }
         Some(match grpc_content_type_of(headers)? {
             "application/grpc" => GrpcEnd::Trailers,
             text if text.starts_with("application/grpc-web-text") => GrpcEnd::WebText,
@@ -368,6 +372,10 @@ mod tests {
         assert_eq!(end("application/grpc-web+proto"), Some(GrpcEnd::Web));
         assert_eq!(end("application/grpc-web-text"), Some(GrpcEnd::WebText));
         assert_eq!(end("text/event-stream"), None);
+        let mut trailers_only = HeaderMap::new();
+        trailers_only.insert(CONTENT_TYPE, HeaderValue::from_static("application/grpc"));
+        trailers_only.insert("grpc-status", HeaderValue::from_static("0"));
+        assert_eq!(GrpcEnd::for_response(&trailers_only), None);
     }
 
     /// A stream whose own trailer frame went out just as the drain began must not get a
