@@ -17,9 +17,10 @@ pub(crate) struct TrackedState {
     registration: Option<Registration>,
     on_drain: OnDrain,
     final_event: Option<&'static str>,
-    /// Set for a gRPC response: finished on drain, it ends with the status UNAVAILABLE, never
-    /// without a status, which its client would read as a broken stream. Cleared once the
-    /// response has sent its own status.
+    /// Set for a gRPC response, which is never read as events nor given a final event.
+    /// Finished on drain, a gRPC-web one ends with the status UNAVAILABLE in its trailer
+    /// frame (cleared once the response has sent its own); a gRPC one ends without a status
+    /// (see `next`).
     grpc_end: Option<GrpcEnd>,
     /// Registered only when the inner body is pending: wakes it at drain start (to finish) or
     /// at the long-lived deadline (to abort).
@@ -196,8 +197,6 @@ pub(crate) enum Next {
     Poll,
     /// Hand out this chunk.
     Yield(&'static [u8]),
-    /// Hand out gRPC's trailers saying UNAVAILABLE.
-    GrpcTrailers,
     /// The stream is over; nothing is held any more.
     End,
     /// Cut the stream with [`Aborted`](crate::Aborted); nothing is held any more.
@@ -273,14 +272,6 @@ impl TrackedState {
         });
     }
 
-    /// Notes a trailers frame the body passes on: for gRPC, its status. A drain that ends the
-    /// body after it (a server that polls on after trailers) adds no second one.
-    #[cold]
-    #[inline(never)]
-    pub(crate) fn sent_trailers(&mut self) {
-        self.grpc_end = None;
-    }
-
     /// True where the body may end: between events of an event stream, anywhere between
     /// frames for other bodies.
     fn between_events(&self) -> bool {
@@ -335,13 +326,22 @@ impl TrackedState {
         match self.step(guard) {
             Step::Continue => Next::Poll,
             // Released at the next poll, after the status was taken, like a final event.
-            Step::Finish if self.grpc_end.is_some() => {
-                self.state = State::Finishing;
-                match self.grpc_end.and_then(GrpcEnd::frame) {
-                    Some(frame) => Next::Yield(frame),
-                    None => Next::GrpcTrailers,
+            Step::Finish if self.grpc_end.is_some() => match self.grpc_end.and_then(GrpcEnd::frame)
+            {
+                Some(frame) => {
+                    self.state = State::Finishing;
+                    Next::Yield(frame)
                 }
-            }
+                // gRPC over HTTP/2 carries its status in a trailers frame, and building one in
+                // the body's per-frame code cost every frame of every response about ten
+                // instructions (`benches/report-notes.md`): it ends without one, which its
+                // client reads as UNKNOWN. A handler that wants UNAVAILABLE ends the stream
+                // itself on its `DrainSignal`.
+                None => {
+                    self.end(guard);
+                    Next::End
+                }
+            },
             Step::Finish => match self.final_event.take() {
                 Some(event) => {
                     self.state = State::Finishing;

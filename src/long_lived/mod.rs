@@ -94,8 +94,9 @@ impl fmt::Display for LongLivedKind {
 pub enum OnDrain {
     /// End at the next frame boundary (for server-sent events, the next boundary between
     /// events), after the final event if one is configured. The default for server-sent
-    /// events, whose clients reconnect and resume. A gRPC or gRPC-web response ends with
-    /// the status UNAVAILABLE (`grpc-status: 14`), so that its client retries elsewhere.
+    /// events, whose clients reconnect and resume. A gRPC-web response ends with the status
+    /// UNAVAILABLE in its trailer frame; a gRPC one ends without a status (its client reads
+    /// UNKNOWN), as the per-frame code builds no HTTP/2 trailers.
     Finish,
     /// Keep streaming until the long-lived deadline, then abort. The default for every other
     /// kind: a stream the client cannot resume should get as long as possible to complete.

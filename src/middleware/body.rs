@@ -8,7 +8,7 @@ use std::task::{ready, Context, Poll};
 use http_body::{Body, Frame, SizeHint};
 use pin_project_lite::pin_project;
 
-use super::rejection::{self, Rejection};
+use super::rejection::Rejection;
 use super::BoxError;
 use crate::guard::InFlightGuard;
 use crate::long_lived::{Next, TrackedState};
@@ -149,10 +149,6 @@ where
                     Next::Yield(chunk) => {
                         return Poll::Ready(Some(Ok(Frame::data(chunk.into()))));
                     }
-                    Next::GrpcTrailers => {
-                        let trailers = rejection::grpc_unavailable_trailers();
-                        return Poll::Ready(Some(Ok(Frame::trailers(trailers))));
-                    }
                     Next::End => return Poll::Ready(None),
                     Next::Abort => {
                         *aborted = true;
@@ -162,9 +158,8 @@ where
                 match inner.as_mut().poll_frame(cx) {
                     Poll::Ready(Some(Ok(frame))) => {
                         // Its bytes, not the frame: the frame stays where it is.
-                        match frame.data_ref() {
-                            Some(data) => state.sent(data.chunk(), data.remaining()),
-                            None => state.sent_trailers(),
+                        if let Some(data) = frame.data_ref() {
+                            state.sent(data.chunk(), data.remaining());
                         }
                         return Poll::Ready(Some(Ok(frame)));
                     }

@@ -244,7 +244,8 @@ fn grpc_unavailable(content_type: &'static str, closing: Closing) -> Response<Re
 /// "missing grpc-status trailer"), which no retry policy retries.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum GrpcEnd {
-    /// gRPC: a trailers frame, from [`grpc_unavailable_trailers`].
+    /// gRPC: its status is a trailers frame of HTTP/2, which the drain does not add (see
+    /// `TrackedState::next`); the response ends without one.
     Trailers,
     /// gRPC-web: trailers travel inside the body, as a frame of their own.
     Web,
@@ -305,17 +306,6 @@ impl GrpcEnd {
             GrpcEnd::WebText => first == b'g',
         }
     }
-}
-
-/// The trailers ending a gRPC response the drain finished early: UNAVAILABLE, so that the
-/// client retries elsewhere (a client streaming a watch reconnects).
-#[cold]
-#[inline(never)]
-pub(crate) fn grpc_unavailable_trailers() -> HeaderMap {
-    let mut trailers = HeaderMap::with_capacity(2);
-    trailers.insert("grpc-status", HeaderValue::from_static(GRPC_UNAVAILABLE));
-    trailers.insert("grpc-message", HeaderValue::from_static(SHUTTING_DOWN));
-    trailers
 }
 
 #[cfg(test)]
