@@ -91,7 +91,8 @@ pub struct HookReport {
 pub enum HookOutcome {
     /// It returned `Ok(())`.
     Ok,
-    /// It returned an error; its `Display` text.
+    /// It returned an error; its `Display` text in the alternate form (`{:#}`), which for
+    /// `anyhow` and `eyre` errors includes their causes.
     Failed(String),
     /// It was still running at its timeout (given here), and was aborted.
     TimedOut(Duration),
