@@ -59,7 +59,8 @@ pub(crate) fn forced() {
 #[cfg(feature = "metrics")]
 impl Shutdown {
     /// Records the current figures through the `metrics` facade. Call it from a scrape
-    /// handler or a ticker; the shutdown sequence also calls it at each phase change.
+    /// handler or a ticker; the controller also records them at each phase change, with or
+    /// without a [`ShutdownSequence`](crate::ShutdownSequence).
     ///
     /// | name | kind | meaning |
     /// |---|---|---|
