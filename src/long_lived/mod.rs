@@ -2,9 +2,10 @@
 //! connections, which would otherwise hold a shutdown open until its timeout.
 //!
 //! [`Shutdown::layer`](crate::Shutdown::layer) already tracks every `text/event-stream`
-//! response. Per request it costs one lookup of the response's `Content-Type` header and a
-//! branch; only responses found long-lived pay for more (a registry entry under a lock, a
-//! wake-up registration). When the drain begins:
+//! response. Per request it costs a look at the body's size hint and, only for a body of
+//! unknown length, one lookup of the response's `Content-Type` header; only responses found
+//! long-lived pay for more (a registry entry under a lock, a wake-up registration). When the
+//! drain begins:
 //!
 //! * **Server-sent events** end at the next boundary between events, after an optional final
 //!   event (by default `event: shutdown`, `data: draining`, `retry: 1000`) so `EventSource`
