@@ -28,8 +28,8 @@ use crate::report::{DrainOutcome, DrainReport};
 ///
 /// # Lifetime
 ///
-/// The state behind a `Shutdown` (about 128 bytes per counter slot, a slot per thread up to
-/// four per CPU and 256 in all) lives until the process exits. That is what lets the per-request path hold a
+/// The state behind a `Shutdown` (about 128 bytes per counter slot: four slots per CPU,
+/// rounded up to a power of two, 256 at most) lives until the process exits. That is what lets the per-request path hold a
 /// plain `&'static` reference instead of an `Arc` clone, which would put one shared atomic
 /// back on every request. Create one controller per server, not one per request.
 #[derive(Clone, Copy)]
@@ -38,8 +38,8 @@ pub struct Shutdown {
 }
 
 impl Shutdown {
-    /// A controller in [`Phase::Serving`], with a counter slot for up to four threads per CPU
-    /// (256 slots at most).
+    /// A controller in [`Phase::Serving`], with four counter slots per CPU, rounded up to a
+    /// power of two (256 slots at most); threads beyond that share slots.
     pub fn new() -> Self {
         let cpus = std::thread::available_parallelism().map_or(4, |n| n.get());
         Shutdown {
