@@ -68,6 +68,43 @@ async fn http2_rejection_is_503_without_connection_header() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rejection_message_is_the_body_of_plain_http_rejections_only() {
+    let shutdown = Shutdown::new();
+    let app = Router::new()
+        .route("/", get(|| async { "ok\n" }))
+        .route("/echo.Echo/Say", post(|| async { "not reached" }))
+        .layer(shutdown.layer().message("back in a minute\n"));
+    let (addr, _server) = serve(app).await;
+    let client = http2_client();
+    // Open the connection first: a draining server may refuse new ones.
+    let (status, _, _) = support::http::get(&client, addr, "/").await;
+    assert_eq!(status, 200);
+    let _ = shutdown.drain(Duration::from_secs(1)).unwrap().await;
+
+    let (status, _, body) = support::http::get(&client, addr, "/").await;
+    assert_eq!(status, 503);
+    assert_eq!(body, "back in a minute\n");
+
+    // A gRPC call gets the trailers-only UNAVAILABLE, whose message is not the text body's.
+    let request = http::Request::post(format!("http://{addr}/echo.Echo/Say"))
+        .header("content-type", "application/grpc")
+        .header("te", "trailers")
+        .body(Empty::<Bytes>::new())
+        .unwrap();
+    let response = bounded("grpc call", client.request(request)).await.unwrap();
+    assert_eq!(response.headers()["grpc-status"], "14");
+    assert_eq!(
+        response.headers()["grpc-message"],
+        "server is shutting down"
+    );
+    let body = bounded("grpc body", response.into_body().collect())
+        .await
+        .unwrap();
+    assert!(body.to_bytes().is_empty());
+    assert_eq!(shutdown.rejected(), 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn grpc_rejection_is_trailers_only_unavailable() {
     let shutdown = Shutdown::new();
     let app = Router::new()
