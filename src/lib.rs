@@ -28,6 +28,9 @@
 //!   streams end between events after a final event with a `retry:` hint, long-polls get a
 //!   [`DrainSignal`], WebSockets a [`LongLivedGuard`], and whatever is still running at the
 //!   long-lived deadline is aborted and named in the report.
+//! * Cargo features, all off by default: `hyper-server` (`server::serve`), `serde`
+//!   (`Serialize` for the reports) and `metrics` (gauges and counters through the `metrics`
+//!   facade, recorded at each phase change).
 //!
 //! # Example
 //!
