@@ -7,10 +7,11 @@ use std::time::Duration;
 use axum::routing::get;
 use axum::Router;
 use futures_util::FutureExt;
+use http::Method;
 use support::bounded;
 use support::http::{http1_client, serve};
 use tokio::sync::oneshot;
-use tower_drain::{DrainError, DrainOutcome, Phase, Shutdown};
+use tower_drain::{DrainError, DrainOutcome, LongLivedKind, Phase, Shutdown};
 
 #[tokio::test]
 async fn drain_with_nothing_in_flight_is_ready_on_first_poll() {
@@ -272,4 +273,28 @@ fn drain_called_outside_a_runtime_is_awaited_inside_one() {
     let report = runtime.block_on(drain);
     assert_eq!(report.outcome, DrainOutcome::Drained);
     assert_eq!(shutdown.phase(), Phase::Drained);
+}
+
+/// Without `set_long_lived_grace`, long-lived work is cut at half the drain timeout: a drain
+/// of 10 s cuts an upgraded connection's guard at 5 s, and, once that guard is dropped, ends
+/// `Drained` with the connection listed as cut. On Tokio's paused clock, which moves only to
+/// the next timer, so the figures are exact and no assertion depends on real time.
+#[tokio::test(start_paused = true)]
+async fn long_lived_work_is_cut_at_half_the_drain_timeout_by_default() {
+    let shutdown = Shutdown::new();
+    let guard = shutdown
+        .long_lived_guard(LongLivedKind::Upgrade, Method::GET, "/ws")
+        .unwrap();
+    let drain = tokio::spawn(shutdown.drain(Duration::from_secs(10)).unwrap());
+    bounded("the long-lived deadline", guard.deadline()).await;
+    drop(guard);
+    let report = bounded("the drain", drain).await.unwrap();
+    assert_eq!(report.outcome, DrainOutcome::Drained, "{report}");
+    assert_eq!(report.elapsed, Duration::from_secs(5), "{report}");
+    assert_eq!(report.long_lived.len(), 1, "{report}");
+    assert_eq!(report.long_lived[0].age, Duration::from_secs(5), "{report}");
+    assert!(
+        !report.is_drained(),
+        "a cut connection is not a clean drain"
+    );
 }
