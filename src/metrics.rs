@@ -60,7 +60,8 @@ pub(crate) fn forced() {
 impl Shutdown {
     /// Records the current figures through the `metrics` facade. Call it from a scrape
     /// handler or a ticker; the controller also records them at each phase change, with or
-    /// without a [`ShutdownSequence`](crate::ShutdownSequence).
+    /// without a [`ShutdownSequence`](crate::ShutdownSequence). Available with the `metrics`
+    /// cargo feature.
     ///
     /// | name | kind | meaning |
     /// |---|---|---|
