@@ -272,6 +272,31 @@ async fn a_force_from_outside_the_sequence_ends_its_lame_duck_delay() {
     drop(work);
 }
 
+/// A lame duck the application began itself before the trigger (readiness flipped by a
+/// `preStop` handler, say) still lasts the sequence's lame-duck delay: readiness must have
+/// failed that long before admission closes, or load balancers may still route here when
+/// requests start being refused. On Tokio's paused clock, so the figures are exact.
+#[tokio::test(start_paused = true)]
+async fn a_lame_duck_begun_by_hand_before_the_trigger_still_lasts_the_delay() {
+    let shutdown = Shutdown::new();
+    let lame_duck = Duration::from_secs(2);
+    let sequence = by_hand(shutdown, lame_duck).build().unwrap();
+    let trigger = sequence.trigger();
+    assert!(shutdown.begin_lame_duck());
+    let run = tokio::spawn(sequence.run());
+    let triggered = tokio::time::Instant::now();
+    trigger.fire();
+    bounded("admission closes", shutdown.closing()).await;
+    assert_eq!(
+        triggered.elapsed(),
+        lame_duck,
+        "admission closed before the lame-duck delay was over"
+    );
+    let report = bounded("the sequence ends", run).await.unwrap();
+    assert_eq!(report.lame_duck, lame_duck, "{report}");
+    assert!(report.is_clean(), "{report}");
+}
+
 #[tokio::test]
 async fn a_future_can_trigger_the_sequence() {
     let shutdown = Shutdown::new();

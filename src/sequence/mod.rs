@@ -62,9 +62,10 @@ use crate::Shutdown;
 ///
 /// [`run`](ShutdownSequence::run) waits for the first trigger, then:
 ///
-/// 1. **lame duck**: readiness fails, requests are still served, for the lame-duck delay
-///    (or until admission closes, should the application call [`Shutdown::drain`] or
-///    [`Shutdown::force`] itself meanwhile);
+/// 1. **lame duck**: readiness fails, requests are still served, for the lame-duck delay,
+///    counted from the trigger even if the application called [`Shutdown::begin_lame_duck`]
+///    before it (or until admission closes, should the application call [`Shutdown::drain`]
+///    or [`Shutdown::force`] itself meanwhile);
 /// 2. **drain**: admission closes and in-flight requests are awaited up to the drain timeout,
 ///    then what is left is aborted;
 /// 3. **hooks**: each clean-up hook runs in registration order, bounded by its own timeout;
@@ -142,8 +143,13 @@ impl ShutdownSequence {
         // Lame duck: readiness fails, requests still admitted. A zero delay skips the phase
         // (the drain then flips readiness): entering it would log a lame duck that never was
         // and wait a timer tick for a zero sleep.
-        if !lame_duck.is_zero() && shutdown.begin_lame_duck() {
-            crate::metrics::record(&shutdown);
+        if !lame_duck.is_zero() {
+            if shutdown.begin_lame_duck() {
+                crate::metrics::record(&shutdown);
+            }
+            // Waited out even when the application began the lame duck itself: how long
+            // readiness has failed since is unknown, and the delay is what keeps load
+            // balancers away before anything is refused. Over at once if admission is closed.
             run.lame_duck(lame_duck).await;
         }
         let lame_duck_elapsed = began.elapsed();
