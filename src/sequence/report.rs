@@ -30,7 +30,9 @@ pub struct ShutdownReport {
         )
     )]
     pub lame_duck: Duration,
-    /// Time from admission closing to the drain's outcome.
+    /// Time the sequence spent in its drain step: from its `drain` call, which closes
+    /// admission unless the application closed it earlier, to the drain's outcome.
+    /// [`DrainReport::elapsed`] is counted from admission closing.
     #[cfg_attr(
         feature = "serde",
         serde(rename = "drain_ms", serialize_with = "crate::serde_fields::millis")
