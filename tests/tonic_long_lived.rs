@@ -12,7 +12,7 @@ mod support;
 
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
-use tonic::Code;
+use tonic::{Code, Status};
 use tonic_web::GrpcWebClientService;
 use tower_drain::{DrainOutcome, Shutdown};
 
@@ -29,16 +29,26 @@ const FINISH_STREAMS: Options = Options {
     grpc_as_sse: false,
 };
 
-/// A client that took the end of the stream for its server's doing would not reconnect: it
-/// must see an error, at once.
-#[tokio::test]
-async fn server_stream_finished_on_drain_ends_at_once_with_an_error() {
+/// Starts a server with `options`, opens a server-streaming call (over gRPC-web if
+/// `options.web` is set), drains once its first reply is in, and returns the status the call
+/// ended with: an error, never the clean end of a stream the server completed. The drain
+/// completes with the call counted as completed.
+async fn server_stream_end_on_drain(options: Options) -> Status {
     let shutdown = Shutdown::new();
     let gate = Gate::new();
-    let (addr, server) = start_with(shutdown, &gate, shutdown.closing(), FINISH_STREAMS).await;
-    let mut client = EchoClient::new(connect(addr).await);
-
-    let mut replies = bounded("the call", client.count(3)).await.unwrap();
+    let (addr, server) = start_with(shutdown, &gate, shutdown.closing(), options).await;
+    let call = async {
+        match options.web {
+            None => EchoClient::new(connect(addr).await).count(3).await,
+            Some(_) => {
+                let http = Client::builder(TokioExecutor::new()).build_http();
+                let origin = format!("http://{addr}").parse().unwrap();
+                let web = GrpcWebClientService::new(http);
+                EchoClient::with_origin(web, origin).count(3).await
+            }
+        }
+    };
+    let mut replies = bounded("the call", call).await.unwrap();
     let first = bounded("the first reply", replies.message()).await.unwrap();
     assert_eq!(first, Some(CountReply { n: 1 }));
     gate.entered(1).await;
@@ -46,11 +56,19 @@ async fn server_stream_finished_on_drain_ends_at_once_with_an_error() {
 
     let end = bounded("the end of the stream", replies.message()).await;
     let status = end.expect_err("a stream finished on drain ended as if complete");
-    assert_eq!(status.code(), Code::Unknown, "no status: {status:?}");
     gate.release(1);
     let report = finish(drain, server).await;
     assert_eq!(report.outcome, DrainOutcome::Drained, "{report}");
     assert_eq!(report.completed, 1);
+    status
+}
+
+/// A client that took the end of the stream for its server's doing would not reconnect: it
+/// must see an error, at once.
+#[tokio::test]
+async fn server_stream_finished_on_drain_ends_at_once_with_an_error() {
+    let status = server_stream_end_on_drain(FINISH_STREAMS).await;
+    assert_eq!(status.code(), Code::Unknown, "no status: {status:?}");
 }
 
 #[tokio::test]
@@ -82,34 +100,16 @@ async fn bidirectional_stream_finished_on_drain_ends_at_once_with_an_error() {
 #[tokio::test]
 async fn grpc_web_server_stream_finished_on_drain_ends_at_once_with_an_error() {
     for place in [WebLayer::Outside, WebLayer::Inside] {
-        let shutdown = Shutdown::new();
-        let gate = Gate::new();
         let options = Options {
             web: Some(place),
             ..FINISH_STREAMS
         };
-        let (addr, server) = start_with(shutdown, &gate, shutdown.closing(), options).await;
-        let http = Client::builder(TokioExecutor::new()).build_http();
-        let origin = format!("http://{addr}").parse().unwrap();
-        let mut client = EchoClient::with_origin(GrpcWebClientService::new(http), origin);
-
-        let mut replies = bounded("the call", client.count(3)).await.unwrap();
-        let first = bounded("the first reply", replies.message()).await.unwrap();
-        assert_eq!(first, Some(CountReply { n: 1 }));
-        gate.entered(1).await;
-        let drain = shutdown.drain(BOUND).unwrap();
-
-        let end = bounded("the end of the stream", replies.message()).await;
-        let status = end.expect_err("a stream finished on drain ended as if complete");
+        let status = server_stream_end_on_drain(options).await;
         let expected = match place {
             WebLayer::Inside => Code::Unavailable,
             WebLayer::Outside => Code::Unknown,
         };
         assert_eq!(status.code(), expected, "{status:?}");
-        gate.release(1);
-        let report = finish(drain, server).await;
-        assert_eq!(report.outcome, DrainOutcome::Drained, "{report}");
-        assert_eq!(report.completed, 1);
     }
 }
 
@@ -119,27 +119,11 @@ async fn grpc_web_server_stream_finished_on_drain_ends_at_once_with_an_error() {
 /// gRPC's frames never give.
 #[tokio::test]
 async fn server_stream_a_rule_calls_sse_ends_at_once_with_no_final_event() {
-    let shutdown = Shutdown::new();
-    let gate = Gate::new();
     let options = Options {
         finish_streams: false,
         grpc_as_sse: true,
         ..FINISH_STREAMS
     };
-    let (addr, server) = start_with(shutdown, &gate, shutdown.closing(), options).await;
-    let mut client = EchoClient::new(connect(addr).await);
-
-    let mut replies = bounded("the call", client.count(3)).await.unwrap();
-    let first = bounded("the first reply", replies.message()).await.unwrap();
-    assert_eq!(first, Some(CountReply { n: 1 }));
-    gate.entered(1).await;
-    let drain = shutdown.drain(BOUND).unwrap();
-
-    let end = bounded("the end of the stream", replies.message()).await;
-    let status = end.expect_err("a stream finished on drain ended as if complete");
+    let status = server_stream_end_on_drain(options).await;
     assert_eq!(status.code(), Code::Unknown, "no status: {status:?}");
-    gate.release(1);
-    let report = finish(drain, server).await;
-    assert_eq!(report.outcome, DrainOutcome::Drained, "{report}");
-    assert_eq!(report.completed, 1);
 }
