@@ -15,6 +15,7 @@ use hyper::body::Incoming;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioIo};
+use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinHandle;
 use tower::{service_fn, Layer};
@@ -311,4 +312,24 @@ async fn server_started_after_admission_closed_returns_at_once() {
     bounded("the server to return", server).await.unwrap();
     let refused = TcpStream::connect(addr).await;
     assert!(refused.is_err(), "the listener still accepts");
+}
+
+#[tokio::test]
+async fn http1_client_that_stops_sending_before_its_answer_is_taken_as_gone() {
+    let shutdown = Shutdown::new();
+    let gate = Gate::new();
+    let (addr, server) = start(shutdown, &gate).await;
+    let mut stream = TcpStream::connect(addr).await.unwrap();
+    write_get(&mut stream, "/held").await;
+    bounded("the request to reach the handler", gate.entered(1)).await;
+    // A FIN is all the server sees of a client that gave up and closed (as nginx and Go's
+    // server take it too): the request is cancelled, and the drain does not wait for an
+    // answer nobody reads. The gate never opens: a request left running would hold the
+    // drain to its deadline.
+    stream.shutdown().await.unwrap();
+
+    let report = bounded("the drain", shutdown.drain(BOUND).unwrap()).await;
+    assert_eq!(report.outcome, DrainOutcome::Drained, "{report}");
+    assert_eq!(read_to_eof(stream).await, "", "an answer nobody waited for");
+    bounded("the server to return", server).await.unwrap();
 }

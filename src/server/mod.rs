@@ -106,7 +106,10 @@ type BoxError = Box<dyn StdError + Send + Sync>;
 ///
 /// Returns once every connection is closed. Errors of single connections (a client that
 /// resets, a malformed request) end that connection only and are logged at `debug`; accept
-/// errors (out of file descriptors) are logged and retried after a short pause.
+/// errors (out of file descriptors) are logged and retried after a short pause. An HTTP/1
+/// client that shuts its sending side before its answer is taken to have gone, as nginx and
+/// Go's server take it: its request is cancelled unanswered, so a client that hung up does
+/// not hold the drain (a client that half-closes on purpose gets no answer).
 ///
 /// An upgraded connection (WebSocket) leaves hyper's hands once upgraded, and with it this
 /// server's; hold a [`Shutdown::long_lived_guard`] in its task so the drain counts it and
