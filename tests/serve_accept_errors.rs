@@ -1,0 +1,72 @@
+//! `server::serve` when accepting fails for want of file descriptors: the error is the
+//! process's, not the listener's, so the server waits for descriptors to be freed and then
+//! serves the connection that was waiting, rather than ending or spinning.
+//!
+//! Alone in its test binary: it uses up every descriptor the process may open. Linux only:
+//! `/dev/null` is opened to use them up.
+#![cfg(target_os = "linux")]
+
+mod support;
+
+use std::convert::Infallible;
+use std::fs::File;
+
+use bytes::Bytes;
+use http::{Request, Response};
+use http_body_util::Full;
+use hyper::body::Incoming;
+use tokio::net::{TcpListener, TcpStream};
+use tower::{service_fn, Layer};
+use tower_drain::{DrainOutcome, Shutdown};
+
+use support::raw::{read_response, write_get};
+use support::{bounded, BOUND};
+
+/// Opens `/dev/null` until the process may open nothing more.
+fn use_up_descriptors() -> Vec<File> {
+    let mut files = Vec::new();
+    // Bounded: far more than any descriptor limit a test runs under.
+    for _ in 0..10_000_000 {
+        match File::open("/dev/null") {
+            Ok(file) => files.push(file),
+            Err(error) if error.raw_os_error() == Some(24) => return files,
+            Err(error) => panic!("unexpected error opening /dev/null: {error}"),
+        }
+    }
+    panic!("the descriptor limit was never reached");
+}
+
+#[tokio::test]
+async fn a_connection_that_arrives_while_descriptors_run_out_is_served_once_they_are_freed() {
+    let shutdown = Shutdown::new();
+    let answer = service_fn(|_request: Request<Incoming>| async {
+        Ok::<_, Infallible>(Response::new(Full::new(Bytes::from_static(b"ok\n"))))
+    });
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let service = shutdown.layer().layer(answer);
+    let server = tokio::spawn(tower_drain::server::serve(listener, service, shutdown));
+
+    let mut files = use_up_descriptors();
+    // One descriptor for the client's socket: none is left for the server to accept it.
+    drop(files.pop());
+    let mut stream = TcpStream::connect(addr).await.unwrap();
+    assert!(
+        File::open("/dev/null").is_err(),
+        "descriptors left: the accept would not fail"
+    );
+    write_get(&mut stream, "/").await;
+    // Runs the accept loop while nothing can be accepted.
+    for _ in 0..1_000 {
+        tokio::task::yield_now().await;
+    }
+    assert!(!server.is_finished(), "serve ended on an accept error");
+    drop(files);
+
+    let response = read_response(&mut stream).await;
+    assert!(response.starts_with("HTTP/1.1 200"), "{response}");
+    drop(stream);
+    let report = bounded("the drain", shutdown.drain(BOUND).unwrap()).await;
+    assert_eq!(report.outcome, DrainOutcome::Drained);
+    bounded("the server to return", server).await.unwrap();
+}
