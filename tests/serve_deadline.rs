@@ -24,7 +24,7 @@ use tower::{service_fn, Layer};
 use tower_drain::{DrainOutcome, Shutdown};
 
 use support::bounded;
-use support::raw::{read_until, write_get};
+use support::raw::{read_to_eof, read_until, write_get};
 
 /// Far more than the kernel buffers on both ends of a loopback connection hold.
 const BIG: usize = 64 * 1024 * 1024;
@@ -165,6 +165,42 @@ async fn a_response_serve_closes_at_the_deadline_is_reported_still_running() {
     assert_eq!(report.still_running, 1, "{report}");
     assert_eq!(report.completed, 0, "{report}");
     drop(client);
+}
+
+/// A request whose handler is still stalled at the drain deadline gets the layer's 503 as
+/// `serve` closes its connection, every time: not a connection closed with nothing on it.
+#[tokio::test]
+async fn a_handler_stalled_at_the_deadline_gets_the_503_as_serve_closes() {
+    // Each round a fresh server; a race decided at random would show within a few.
+    for round in 0..10 {
+        let shutdown = Shutdown::new();
+        let (entered_tx, mut entered) = mpsc::unbounded_channel();
+        let stalled = service_fn(move |_request: Request<Incoming>| {
+            let _ = entered_tx.send(());
+            std::future::pending::<Result<Response<Full<Bytes>>, Infallible>>()
+        });
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let service = shutdown.layer().layer(stalled);
+        let server = tokio::spawn(tower_drain::server::serve(listener, service, shutdown));
+        let mut client = TcpStream::connect(addr).await.unwrap();
+        write_get(&mut client, "/").await;
+        bounded("the handler to start", entered.recv())
+            .await
+            .unwrap();
+
+        let drain = shutdown.drain(Duration::from_millis(20)).unwrap();
+        bounded("serve to return at the deadline", server)
+            .await
+            .unwrap();
+        let answer = read_to_eof(client).await;
+        assert!(
+            answer.starts_with("HTTP/1.1 503 "),
+            "round {round}: {answer:?}"
+        );
+        let report = bounded("the drain", drain).await;
+        assert_eq!(report.outcome, DrainOutcome::TimedOut, "{report}");
+    }
 }
 
 /// Long enough that a test which waited for it would fail at its bound first.

@@ -254,6 +254,10 @@ fn spawn_connection<S, B>(
     tokio::spawn(async move {
         tokio::pin!(cut);
         tokio::select! {
+            // The connection first: woken by the cut, it gets one last poll, in which a
+            // counted request whose handler is stalled answers its 503 (the deadline has been
+            // decided by then) before the socket closes, rather than nothing at random.
+            biased;
             result = connection => {
                 if let Err(error) = result {
                     tracing::debug!(%error, "connection ended with an error");
