@@ -91,8 +91,9 @@ impl Shutdown {
     /// timeout means "do not wait": the report says what was still running, and that is
     /// aborted. The call may be made outside a Tokio runtime (a signal thread, a synchronous
     /// callback), or inside one with the time driver enabled; inside one without it, tokio
-    /// panics as it makes the timers. A future made inside a runtime may be polled anywhere
-    /// while that runtime runs; one made outside must be polled inside one.
+    /// panics (asking for `enable_time`) before anything changes, so admission stays open. A
+    /// future made inside a runtime may be polled anywhere while that runtime runs; one made
+    /// outside must be polled inside one.
     ///
     /// # Errors
     ///
@@ -105,6 +106,7 @@ impl Shutdown {
                 max: Drain::MAX_TIMEOUT,
             });
         }
+        crate::drain::check_timers();
         // Armed before the drain can be decided, so the decision's wake-up cannot be missed.
         let decided = self.core.decided.notified();
         self.core.begin_drain(Some(timeout));
