@@ -2,10 +2,14 @@
 //! sequence nothing can ever trigger, a drain the application began with a longer deadline.
 //! Each must fail clearly, before it changes anything, or keep its own bounds.
 
+mod support;
+
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::time::Duration;
 
-use tower_drain::{DrainOutcome, Phase, Shutdown};
+use tower_drain::{DrainOutcome, Phase, Shutdown, ShutdownSequence};
+
+use support::bounded;
 
 /// The text of a caught panic.
 fn panic_text(payload: Box<dyn std::any::Any + Send>) -> String {
@@ -46,4 +50,73 @@ fn drain_in_a_runtime_without_timers_panics_before_closing_admission() {
     let drain = shutdown.drain(Duration::ZERO).unwrap();
     let report = tokio::runtime::Runtime::new().unwrap().block_on(drain);
     assert_eq!(report.outcome, DrainOutcome::Drained);
+}
+
+/// A sequence run in a runtime without timers cannot wait out its lame duck, drain or hooks.
+/// It must say so at its first poll, while the server starts, not at the first SIGTERM,
+/// where the panic would come with readiness already failed and skip the drain and every
+/// hook.
+#[test]
+fn a_sequence_in_a_runtime_without_timers_fails_at_its_first_poll() {
+    let shutdown = Shutdown::new();
+    let runtime = runtime_without_timers();
+    let sequence = ShutdownSequence::builder(shutdown)
+        .lame_duck(Duration::from_secs(1))
+        .no_signals()
+        .build()
+        .unwrap();
+    let trigger = sequence.trigger();
+    let first_poll = catch_unwind(AssertUnwindSafe(|| {
+        runtime.block_on(async {
+            tokio::select! {
+                biased;
+                _ = sequence.run() => unreachable!("nothing triggered the sequence"),
+                () = std::future::ready(()) => {}
+            }
+        })
+    }));
+    let message = panic_text(first_poll.expect_err("the sequence needs timers, and has none"));
+    assert!(message.contains("enable_time"), "{message:?}");
+    assert_eq!(shutdown.phase(), Phase::Serving);
+    drop(trigger);
+}
+
+/// A sequence that listens for no signal, has no trigger future, and whose every
+/// `ShutdownTrigger` is gone can never start: `run` would wait for ever, and the process
+/// would never shut down gracefully. It says so instead.
+#[tokio::test]
+async fn a_sequence_nothing_can_trigger_says_so_instead_of_waiting_for_ever() {
+    let shutdown = Shutdown::new();
+    let sequence = ShutdownSequence::builder(shutdown)
+        .no_signals()
+        .build()
+        .unwrap();
+    let run = tokio::spawn(sequence.run());
+    let ended = bounded("a sequence nothing can trigger", run).await;
+    let message = panic_text(
+        ended
+            .expect_err("a sequence nothing can trigger must not return a report")
+            .into_panic(),
+    );
+    assert!(
+        message.contains("nothing can trigger") && message.contains("trigger()"),
+        "{message:?}"
+    );
+    assert_eq!(shutdown.phase(), Phase::Serving);
+}
+
+/// A trigger fired before `run` and then dropped still starts the sequence: the check above
+/// is about what could come, not what has come.
+#[tokio::test]
+async fn a_trigger_fired_and_dropped_before_run_still_starts_it() {
+    let shutdown = Shutdown::new();
+    let sequence = ShutdownSequence::builder(shutdown)
+        .lame_duck(Duration::ZERO)
+        .no_signals()
+        .build()
+        .unwrap();
+    sequence.trigger().fire();
+    let report = bounded("the sequence", sequence.run()).await;
+    assert_eq!(report.trigger, "manual trigger");
+    assert!(report.is_clean(), "{report}");
 }

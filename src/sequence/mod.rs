@@ -108,6 +108,13 @@ impl ShutdownSequence {
     /// Needs a Tokio runtime with the time driver; hooks run on spawned tasks. The signal
     /// handlers were installed by [`SequenceBuilder::build`], so a signal that arrived before
     /// this is awaited starts the sequence at once.
+    ///
+    /// # Panics
+    ///
+    /// At its first poll, before anything changes: outside a Tokio runtime or inside one
+    /// without the time driver (tokio's message asks for `enable_time`), and when nothing
+    /// could ever trigger it (no signals, no trigger future, and no [`ShutdownTrigger`] kept
+    /// from [`trigger`](Self::trigger)), which would otherwise wait for ever.
     pub async fn run(self) -> ShutdownReport {
         let ShutdownSequence {
             plan:
@@ -123,13 +130,17 @@ impl ShutdownSequence {
         } = self;
         // The sequence's own handle would keep the manual channel open for ever.
         drop(trigger);
+        // Every step waits on a timer. Without a time driver (or outside a runtime) tokio
+        // panics as it makes one: better here, as the server starts, than at the first signal
+        // with readiness already failed and the drain and hooks never run.
+        drop(tokio::time::sleep(Duration::ZERO));
         let mut run = Run {
             shutdown,
             triggers: &mut triggers,
             forced_by: None,
         };
 
-        let cause = run.triggers.next().await;
+        let cause = run.triggers.first().await;
         let began = Instant::now();
         tracing::info!(
             trigger = cause,

@@ -89,9 +89,51 @@ impl Triggers {
         Ok((triggers, ShutdownTrigger { sender }))
     }
 
+    /// The first trigger's cause.
+    ///
+    /// Panics at the first poll if nothing could ever trigger: a sequence that would wait for
+    /// ever, and a process that would never shut down gracefully, is a mistake to report as
+    /// the server starts. Sources lost later (the last trigger dropped, a trigger future that
+    /// panicked) are logged instead: the server is serving then, and a panic would end it.
+    pub(crate) async fn first(&mut self) -> &'static str {
+        let mut first_poll = true;
+        let mut reported = false;
+        poll_fn(|cx| {
+            let polled = self.poll_next(cx);
+            if polled.is_pending() && self.exhausted() {
+                if first_poll {
+                    panic!(
+                        "nothing can trigger this shutdown sequence: it listens for no signal, \
+                         has no trigger future, and no `ShutdownTrigger` is left; keep one from \
+                         `sequence.trigger()` before calling `run`, or listen for signals"
+                    );
+                }
+                if !reported {
+                    reported = true;
+                    tracing::error!(
+                        "nothing can trigger the shutdown sequence any more: no signal, no \
+                         trigger future and no `ShutdownTrigger` left"
+                    );
+                }
+            }
+            first_poll = false;
+            polled
+        })
+        .await
+    }
+
     /// The next trigger's cause. Pending for ever once every source is exhausted.
     pub(crate) async fn next(&mut self) -> &'static str {
         poll_fn(|cx| self.poll_next(cx)).await
+    }
+
+    /// True when no source is left that could ever yield a trigger.
+    fn exhausted(&self) -> bool {
+        #[cfg(unix)]
+        let no_signals = self.signals.is_empty();
+        #[cfg(not(unix))]
+        let no_signals = self.ctrl_c.is_none();
+        no_signals && self.futures.is_empty() && !self.manual_open
     }
 
     fn poll_next(&mut self, cx: &mut Context<'_>) -> Poll<&'static str> {
