@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use tower_drain::{DrainOutcome, Phase, Shutdown, ShutdownSequence};
 
-use support::bounded;
+use support::{bounded, bounded_for};
 
 /// The text of a caught panic.
 fn panic_text(payload: Box<dyn std::any::Any + Send>) -> String {
@@ -119,4 +119,61 @@ async fn a_trigger_fired_and_dropped_before_run_still_starts_it() {
     let report = bounded("the sequence", sequence.run()).await;
     assert_eq!(report.trigger, "manual trigger");
     assert!(report.is_clean(), "{report}");
+}
+
+/// A drain the application began itself (an admin endpoint's `drain(1 h)`) before the
+/// trigger: the sequence joins it, and must still not wait past its own drain timeout, or
+/// it overruns the budget it was checked against (the orchestrator's grace period), and the
+/// hooks are killed with the process. On Tokio's paused clock, so the figures are exact.
+#[tokio::test(start_paused = true)]
+async fn a_drain_begun_with_a_later_deadline_is_cut_at_the_sequences_own_timeout() {
+    let shutdown = Shutdown::new();
+    let work = shutdown.guard().unwrap();
+    let own_drain = shutdown.drain(Duration::from_secs(3600)).unwrap();
+    let drain_timeout = Duration::from_secs(10);
+    let sequence = ShutdownSequence::builder(shutdown)
+        .lame_duck(Duration::from_secs(5))
+        .drain_timeout(drain_timeout)
+        .hook("pool", Duration::from_secs(1), || async {
+            Ok::<(), String>(())
+        })
+        .budget(Duration::from_secs(30))
+        .no_signals()
+        .build()
+        .unwrap();
+    let planned = sequence.planned();
+    sequence.trigger().fire();
+    let report = bounded_for(Duration::from_secs(7200), "the sequence", sequence.run()).await;
+
+    assert_eq!(
+        report.draining, drain_timeout,
+        "the drain step outlasted the sequence's drain timeout: {report}"
+    );
+    assert!(report.total <= planned, "over the plan: {report}");
+    assert_eq!(report.drain.outcome, DrainOutcome::TimedOut, "{report}");
+    assert!(!report.drain.forced, "a timeout, not a force: {report}");
+    assert_eq!(report.drain.still_running, 1, "{report}");
+    assert!(work.is_aborted(), "the work left is told to stop");
+    assert!(report.hooks[0].outcome.is_ok(), "{report}");
+    assert_eq!(own_drain.await, report.drain, "one drain, one report");
+}
+
+/// The other way round, nothing changes: a drain the application began with an earlier
+/// deadline keeps it, and the sequence reports that drain's outcome.
+#[tokio::test(start_paused = true)]
+async fn a_drain_begun_with_an_earlier_deadline_keeps_it() {
+    let shutdown = Shutdown::new();
+    let _work = shutdown.guard().unwrap();
+    let own_drain = shutdown.drain(Duration::from_secs(2)).unwrap();
+    let sequence = ShutdownSequence::builder(shutdown)
+        .lame_duck(Duration::ZERO)
+        .drain_timeout(Duration::from_secs(10))
+        .no_signals()
+        .build()
+        .unwrap();
+    sequence.trigger().fire();
+    let report = bounded("the sequence", sequence.run()).await;
+    assert_eq!(report.drain.elapsed, Duration::from_secs(2), "{report}");
+    assert_eq!(report.drain.outcome, DrainOutcome::TimedOut, "{report}");
+    assert_eq!(own_drain.await, report.drain);
 }

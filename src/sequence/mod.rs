@@ -56,7 +56,7 @@ pub use report::{HookOutcome, HookReport, ShutdownReport};
 pub use trigger::ShutdownTrigger;
 use trigger::Triggers;
 
-use crate::Shutdown;
+use crate::{Drain, DrainOutcome, DrainReport, Shutdown};
 
 /// A checked shutdown plan, ready to run once: built by [`ShutdownSequence::builder`].
 ///
@@ -67,7 +67,8 @@ use crate::Shutdown;
 ///    before it (or until admission closes, should the application call [`Shutdown::drain`]
 ///    or [`Shutdown::force`] itself meanwhile);
 /// 2. **drain**: admission closes and in-flight requests are awaited up to the drain timeout,
-///    then what is left is aborted;
+///    then what is left is aborted (a drain the application began itself is joined, and cut
+///    at this timeout if its own deadline is later);
 /// 3. **hooks**: each clean-up hook runs in registration order, bounded by its own timeout;
 ///    one that fails, panics or hangs is reported and the rest still run;
 ///
@@ -171,7 +172,8 @@ impl ShutdownSequence {
             .drain(drain_timeout)
             .expect("drain timeout checked against Drain::MAX_TIMEOUT when built");
         crate::metrics::record(&shutdown);
-        let drain = run.finish(drain).await;
+        let cut_at = Instant::now() + drain_timeout;
+        let drain = run.finish(within(drain, cut_at, shutdown)).await;
         let draining = drain_began.elapsed();
         crate::metrics::record(&shutdown);
         tracing::info!(
@@ -237,6 +239,23 @@ impl fmt::Debug for ShutdownSequence {
         f.debug_struct("ShutdownSequence")
             .field("plan", &self.plan)
             .finish_non_exhaustive()
+    }
+}
+
+/// `drain`'s report, deciding it timed out at `cut_at` if it is still running then. The
+/// sequence's own `drain` call fixes that same deadline, unless the application began the
+/// drain itself with a later one, which the call joins: the sequence still keeps to its
+/// drain timeout, which its budget was checked with.
+async fn within(drain: Drain, cut_at: Instant, shutdown: Shutdown) -> DrainReport {
+    tokio::pin!(drain);
+    tokio::select! {
+        biased;
+        report = &mut drain => report,
+        () = tokio::time::sleep_until(cut_at) => {
+            // As the drain's own deadline decides it; no effect if decided meanwhile.
+            shutdown.core.decide(DrainOutcome::TimedOut, false);
+            drain.await
+        }
     }
 }
 
