@@ -191,6 +191,40 @@ async fn repeated_triggers_run_the_sequence_once_and_the_second_forces() {
     assert_eq!(*runs.lock().unwrap(), 1);
 }
 
+/// Triggers that come while a hook runs (a second and a third SIGTERM during clean-up) mark
+/// the report forced but cut nothing: the drain's outcome stays as it was, the running hook
+/// keeps its own timeout, and the hooks after it still run.
+#[tokio::test]
+async fn triggers_during_the_hooks_leave_the_drain_and_the_hooks_alone() {
+    let shutdown = Shutdown::new();
+    let (entered_tx, entered) = oneshot::channel();
+    let (release, released) = oneshot::channel::<()>();
+    let (builder, runs) = with_counted_hook(by_hand(shutdown, Duration::ZERO).hook(
+        "slow",
+        Duration::from_secs(600),
+        move || async move {
+            entered_tx.send(()).unwrap();
+            released.await.map_err(|_| "the test went away")
+        },
+    ));
+    let sequence = builder.build().unwrap();
+    let trigger = sequence.trigger();
+    let run = tokio::spawn(sequence.run());
+    trigger.fire();
+    bounded("the slow hook starts", entered).await.unwrap();
+    trigger.fire();
+    trigger.fire();
+    release.send(()).unwrap();
+    let report = bounded("the sequence ends", run).await.unwrap();
+
+    assert_eq!(report.forced_by, Some("manual trigger"), "{report}");
+    assert_eq!(report.drain.outcome, DrainOutcome::Drained, "{report}");
+    assert!(!report.drain.forced, "nothing was running to cut: {report}");
+    assert_eq!(report.hooks[0].outcome, HookOutcome::Ok, "{report}");
+    assert_eq!(report.hooks[1].outcome, HookOutcome::Ok, "{report}");
+    assert_eq!(*runs.lock().unwrap(), 1, "the next hook ran once");
+}
+
 #[tokio::test]
 async fn a_second_trigger_in_the_lame_duck_delay_skips_to_the_abort() {
     let shutdown = Shutdown::new();
