@@ -95,6 +95,10 @@ impl Shutdown {
     /// future made inside a runtime may be polled anywhere while that runtime runs; one made
     /// outside must be polled inside one.
     ///
+    /// The deadline is kept by polling a `Drain` (or by `server::serve`, feature
+    /// `hyper-server`): with none awaited, nothing decides the drain at its deadline, and what
+    /// is still running then is neither reported nor cut.
+    ///
     /// # Errors
     ///
     /// [`DrainError::TimeoutTooLong`] for a timeout over [`Drain::MAX_TIMEOUT`]; nothing is
@@ -157,10 +161,15 @@ impl Shutdown {
         self.core.started.cancelled()
     }
 
-    /// Resolves when the drain deadline passes with work still running (or shutdown is forced):
-    /// anything still going should stop now. This is when a server should drop the connections
-    /// it still holds: requests stalled in a handler or body are not polled again, so only
-    /// dropping them ends them (with axum, stop awaiting the `serve` future and drop it).
+    /// Resolves when the drain is cut short with work still running, at its deadline or by
+    /// [`Shutdown::force`]: anything still going should stop now. This is when a server should
+    /// drop the connections it still holds: requests stalled in a handler or body are not
+    /// polled again, so only dropping them ends them (with axum, stop awaiting the `serve`
+    /// future and drop it).
+    ///
+    /// A drain that ends [`Phase::Drained`] never fires it, a `force` that found nothing
+    /// running included, though a server may still hold connections then (a client stalled
+    /// before its request was counted): bound the wait for the server as well.
     pub fn aborted(&self) -> impl Future<Output = ()> + Send + Sync + 'static {
         self.core.aborted.cancelled()
     }

@@ -201,6 +201,28 @@ async fn drain_called_twice_resolves_to_the_same_report() {
     assert_eq!(first, third);
 }
 
+/// The deadline is kept by whoever polls a `Drain`: one dropped unawaited (`let _ =
+/// shutdown.drain(..)`) leaves the drain undecided past its deadline, as `Shutdown::drain`
+/// says, and the next `Drain` polled decides it at once, with the first call's deadline.
+#[tokio::test(start_paused = true)]
+async fn a_drain_dropped_unawaited_is_decided_by_the_next_one_polled() {
+    let shutdown = Shutdown::new();
+    let work = shutdown.guard().unwrap();
+    drop(shutdown.drain(Duration::from_secs(10)).unwrap());
+    tokio::time::advance(Duration::from_secs(3600)).await;
+    assert_eq!(
+        shutdown.phase(),
+        Phase::Draining,
+        "decided with no drain polled"
+    );
+    assert!(!work.is_aborted());
+
+    let report = shutdown.drain(Duration::from_secs(10)).unwrap().await;
+    assert_eq!(report.outcome, DrainOutcome::TimedOut, "{report}");
+    assert_eq!(report.still_running, 1, "{report}");
+    assert!(work.is_aborted());
+}
+
 #[tokio::test]
 async fn absurd_timeout_is_refused_and_changes_nothing() {
     let shutdown = Shutdown::new();
