@@ -177,3 +177,42 @@ async fn a_drain_begun_with_an_earlier_deadline_keeps_it() {
     assert_eq!(report.drain.outcome, DrainOutcome::TimedOut, "{report}");
     assert_eq!(own_drain.await, report.drain);
 }
+
+/// Sends on drop: tells the test a hook's future was dropped (aborted).
+struct DropSignal(Option<tokio::sync::oneshot::Sender<()>>);
+
+impl Drop for DropSignal {
+    fn drop(&mut self) {
+        let _ = self.0.take().unwrap().send(());
+    }
+}
+
+/// The sequence dropped while a hook runs (`run` raced against a hard deadline of the
+/// application's, a test ending): the hook's task must not be left running detached, where
+/// nothing would ever enforce its timeout. It is aborted with the sequence.
+#[tokio::test]
+async fn a_hook_running_when_the_sequence_is_dropped_is_aborted_with_it() {
+    let shutdown = Shutdown::new();
+    let (entered_tx, entered) = tokio::sync::oneshot::channel();
+    let (dropped_tx, dropped) = tokio::sync::oneshot::channel();
+    let sequence = ShutdownSequence::builder(shutdown)
+        .lame_duck(Duration::ZERO)
+        .no_signals()
+        .hook("hangs", Duration::from_secs(3), move || async move {
+            let _signal = DropSignal(Some(dropped_tx));
+            entered_tx.send(()).unwrap();
+            std::future::pending::<Result<(), String>>().await
+        })
+        .build()
+        .unwrap();
+    sequence.trigger().fire();
+    let run = sequence.run();
+    tokio::select! {
+        _ = run => unreachable!("the hook hangs for its whole timeout"),
+        entered = entered => entered.unwrap(),
+    }
+    // `run` is dropped here, with the hook running.
+    bounded("the hook is aborted with the sequence", dropped)
+        .await
+        .unwrap();
+}

@@ -67,8 +67,9 @@ impl SequenceBuilder {
     /// `eyre` errors includes their causes.
     ///
     /// The closure is called once, on a task of its own (hence `Send + 'static`). At its
-    /// timeout the task is aborted, which stops it at its next `.await`. A hook that blocks
-    /// its thread instead (a synchronous close, `std::thread::sleep`) cannot be stopped: on a
+    /// timeout the task is aborted, which stops it at its next `.await`, as it is when the
+    /// sequence's `run` future is dropped while the hook runs. A hook that blocks its thread
+    /// instead (a synchronous close, `std::thread::sleep`) cannot be stopped: on a
     /// current-thread runtime it holds the whole sequence up, and on any runtime it holds up
     /// the runtime's shutdown. Run such clean-up in `tokio::task::spawn_blocking`, which the
     /// timeout then leaves behind, and end the process with `std::process::exit`.

@@ -6,6 +6,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::time::Duration;
 
+use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
 use super::report::{HookOutcome, HookReport};
@@ -50,20 +51,20 @@ impl Hook {
         } = self;
         tracing::info!(hook = %name, timeout_ms = millis(timeout), "clean-up hook starting");
         let began = Instant::now();
-        let mut task = tokio::spawn(async move { start().await });
-        let outcome = match tokio::time::timeout(timeout, &mut task).await {
+        // Aborted when dropped: at the timeout, and with the sequence should it be dropped
+        // while the hook runs. A plain `JoinHandle` would detach the task then, and a hung
+        // hook would run on with nothing left to enforce its timeout.
+        let mut task = AbortOnDrop(tokio::spawn(async move { start().await }));
+        let outcome = match tokio::time::timeout(timeout, &mut task.0).await {
             Ok(Ok(Ok(()))) => HookOutcome::Ok,
             Ok(Ok(Err(error))) => HookOutcome::Failed(error),
             Ok(Err(join)) if join.is_panic() => {
                 HookOutcome::Panicked(panic_message(join.into_panic()))
             }
             Ok(Err(_cancelled)) => HookOutcome::Panicked("cancelled by the runtime".to_owned()),
-            Err(_elapsed) => {
-                // Dropping a JoinHandle detaches the task; abort it so a hung hook stops.
-                task.abort();
-                HookOutcome::TimedOut(timeout)
-            }
+            Err(_elapsed) => HookOutcome::TimedOut(timeout),
         };
+        drop(task);
         let report = HookReport {
             name,
             outcome,
@@ -80,6 +81,16 @@ impl Hook {
             );
         }
         report
+    }
+}
+
+/// A hook's task, aborted when this is dropped.
+struct AbortOnDrop(JoinHandle<Result<(), String>>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        // No effect on a task that has ended.
+        self.0.abort();
     }
 }
 
