@@ -5,7 +5,8 @@
 #![cfg(unix)]
 
 use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
+use std::os::unix::process::ExitStatusExt;
+use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::mpsc::{self, Receiver};
 use std::thread;
 use std::time::Duration;
@@ -21,7 +22,8 @@ const WAIT: Duration = Duration::from_secs(30);
 
 /// This test binary run again with only `test` selected, playing the child's part.
 struct ChildTest {
-    child: Child,
+    /// Taken by [`ChildTest::exit`].
+    child: Option<Child>,
     lines: Receiver<String>,
 }
 
@@ -42,7 +44,10 @@ impl ChildTest {
                 let _ = send.send(line);
             }
         });
-        ChildTest { child, lines }
+        ChildTest {
+            child: Some(child),
+            lines,
+        }
     }
 
     /// What follows `marker` on the next stdout line holding it. (The harness may have
@@ -61,19 +66,34 @@ impl ChildTest {
     }
 
     fn signal(&self, name: &str) {
+        let id = self.child.as_ref().unwrap().id();
         let status = Command::new("kill")
-            .args([&format!("-{name}"), &self.child.id().to_string()])
+            .args([&format!("-{name}"), &id.to_string()])
             .status()
             .expect("kill runs");
-        assert!(status.success(), "kill -{name} {}", self.child.id());
+        assert!(status.success(), "kill -{name} {id}");
+    }
+
+    /// How the child exits, if it does within [`WAIT`].
+    fn exit(mut self) -> Option<ExitStatus> {
+        let mut child = self.child.take().unwrap();
+        let (send, exited) = mpsc::channel();
+        // A child that outlives this wait still ends by itself: its part waits at most
+        // `WAIT` too.
+        thread::spawn(move || {
+            let _ = send.send(child.wait().expect("the child is waited for"));
+        });
+        exited.recv_timeout(WAIT).ok()
     }
 }
 
 impl Drop for ChildTest {
     fn drop(&mut self) {
         // A failed test must not leave its child running.
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        if let Some(child) = self.child.as_mut() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
     }
 }
 
@@ -114,4 +134,34 @@ fn a_signal_listed_twice_starts_the_sequence_without_forcing_it() {
         Value::Null,
         "one signal forced: {report}"
     );
+}
+
+/// A signal tokio refuses to listen for (SIGKILL) fails the build, and must leave no handler
+/// of the build's installed: tokio never takes one back, and an installed handler keeps its
+/// signal from killing the process. An application that goes on after the error (logging it,
+/// running without the sequence) must still be stopped by SIGTERM.
+#[test]
+fn a_refused_signal_leaves_sigterm_killing_the_process() {
+    if std::env::var_os(CHILD).is_some() {
+        let runtime = tokio::runtime::Runtime::new().unwrap();
+        runtime.block_on(async {
+            let built = ShutdownSequence::builder(Shutdown::new())
+                .signals([SignalKind::terminate(), SignalKind::from_raw(9)])
+                .build();
+            let error = built.expect_err("SIGKILL cannot be listened for");
+            println!("\nrefused:{error}");
+        });
+        // Wait to be killed; a child that outlives this failed the test.
+        let (_keep, never) = mpsc::channel::<()>();
+        let _ = never.recv_timeout(WAIT);
+        return;
+    }
+    let child = ChildTest::start("a_refused_signal_leaves_sigterm_killing_the_process");
+    let error = child.wait_for("refused:");
+    assert!(error.contains("signal 9"), "{error}");
+    child.signal("TERM");
+    let status = child
+        .exit()
+        .expect("SIGTERM did not end the child: the refused build left its handler installed");
+    assert_eq!(status.signal(), Some(15), "{status:?}");
 }

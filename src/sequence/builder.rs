@@ -134,7 +134,10 @@ impl SequenceBuilder {
     /// * [`SequenceError::Zero`] for a zero budget or hook timeout;
     /// * [`SequenceError::TooLong`] for any duration over [`Drain::MAX_TIMEOUT`] (one day);
     /// * [`SequenceError::NoRuntime`] when signals are on and this runs outside a Tokio
-    ///   runtime, [`SequenceError::Signal`] when a handler cannot be installed.
+    ///   runtime, [`SequenceError::Signal`] when a handler cannot be installed (tokio refuses
+    ///   SIGKILL, SIGSTOP and the like). The build then leaves SIGTERM, SIGINT, SIGHUP,
+    ///   SIGQUIT, SIGUSR1 and SIGUSR2 as they were: tokio never removes a handler, and those
+    ///   are installed last.
     pub fn build(self) -> Result<ShutdownSequence, SequenceError> {
         let plan = self.plan;
         check_durations(&plan)?;

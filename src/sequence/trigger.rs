@@ -197,11 +197,17 @@ fn ctrl_c() -> TriggerFuture {
 
 #[cfg(unix)]
 fn install_signals(choice: &SignalChoice) -> Result<Vec<(&'static str, Signal)>, SequenceError> {
-    let kinds = match choice {
+    let mut kinds = match choice {
         SignalChoice::Default => vec![SignalKind::terminate(), SignalKind::interrupt()],
         SignalChoice::These(kinds) => kinds.clone(),
         SignalChoice::None => Vec::new(),
     };
+    // Tokio refuses some signals (SIGKILL, SIGSTOP, a number out of range), but never takes
+    // back a handler it installed, and an installed handler keeps its signal from killing
+    // the process. So the signals it may refuse (any but the well-known ones) go first: a
+    // refusal then leaves SIGTERM and the like as they were, for an application that goes
+    // on after the error. The order of the rest is kept.
+    kinds.sort_by_key(|&kind| well_known(kind).is_some());
     kinds
         .into_iter()
         .map(|kind| {
@@ -225,6 +231,12 @@ fn install_signals(choice: &SignalChoice) -> Result<Vec<(&'static str, Signal)>,
 
 #[cfg(unix)]
 fn signal_name(kind: SignalKind) -> &'static str {
+    well_known(kind).unwrap_or("signal")
+}
+
+/// The name of a signal that tokio always accepts; `None` for any other.
+#[cfg(unix)]
+fn well_known(kind: SignalKind) -> Option<&'static str> {
     let known = [
         (SignalKind::terminate(), "SIGTERM"),
         (SignalKind::interrupt(), "SIGINT"),
@@ -236,5 +248,5 @@ fn signal_name(kind: SignalKind) -> &'static str {
     known
         .into_iter()
         .find(|(known, _)| *known == kind)
-        .map_or("signal", |(_, name)| name)
+        .map(|(_, name)| name)
 }
