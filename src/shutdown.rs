@@ -95,9 +95,10 @@ impl Shutdown {
     /// future made inside a runtime may be polled anywhere while that runtime runs; one made
     /// outside must be polled inside one.
     ///
-    /// The deadline is kept by polling a `Drain` (or by `server::serve`, feature
-    /// `hyper-server`): with none awaited, nothing decides the drain at its deadline, and what
-    /// is still running then is neither reported nor cut.
+    /// The deadlines are kept by polling a `Drain`: with none awaited, nothing cuts long-lived
+    /// responses at their deadline, nor decides the drain at its own (`server::serve`,
+    /// feature `hyper-server`, does that one), and what is still running then is neither
+    /// reported nor cut.
     ///
     /// # Errors
     ///
