@@ -133,7 +133,10 @@ impl Triggers {
         let no_signals = self.signals.is_empty();
         #[cfg(not(unix))]
         let no_signals = self.ctrl_c.is_none();
-        no_signals && self.futures.is_empty() && !self.manual_open
+        // Asked of the channel too: its `poll_recv` may have answered `Pending` without
+        // looking, when the task had used up its cooperative budget.
+        let manual_gone = !self.manual_open || (self.manual.is_closed() && self.manual.is_empty());
+        no_signals && self.futures.is_empty() && manual_gone
     }
 
     fn poll_next(&mut self, cx: &mut Context<'_>) -> Poll<&'static str> {
