@@ -203,6 +203,15 @@ where
     }
 }
 
+/// The inner body's default, counting no request. Layers outside this one build their own
+/// answers with it: tower-http's `TimeoutLayer` answers a request it gave up on (whose count
+/// ended with the future it dropped) with a default body.
+impl<B: Default> Default for ResponseBody<B> {
+    fn default() -> Self {
+        ResponseBody::passed(B::default(), None, None)
+    }
+}
+
 impl<B> fmt::Debug for ResponseBody<B> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let kind = match &self.kind {

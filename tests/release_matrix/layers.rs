@@ -41,6 +41,7 @@ async fn a_request_a_timeout_layer_gives_up_on_ends_its_count() {
     for (stack, status) in [
         (Stack::TowerTimeoutOutside, 500),
         (Stack::TowerTimeoutInside, 500),
+        (Stack::HttpTimeoutOutside, 408),
         (Stack::HttpTimeoutInside, 408),
     ] {
         for on in EVERY {

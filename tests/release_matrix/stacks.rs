@@ -26,8 +26,8 @@ pub enum Stack {
     /// tower's `TimeoutLayer` (an error at the timeout) outside the crate's layer.
     TowerTimeoutOutside,
     TowerTimeoutInside,
-    /// tower-http's `TimeoutLayer` (a `408` at the timeout) between the crate's layer and
-    /// the app.
+    /// tower-http's `TimeoutLayer` (a `408` at the timeout) outside the crate's layer.
+    HttpTimeoutOutside,
     HttpTimeoutInside,
     /// tower's `LoadShedLayer` over a `ConcurrencyLimitLayer` of one, outside the crate's
     /// layer.
@@ -57,6 +57,7 @@ impl Stack {
             Stack::CatchPanicInside => endpoint(layer.layer(CatchPanicLayer::new().layer(app))),
             Stack::TowerTimeoutOutside => endpoint(tower_timeout().layer(layer.layer(app))),
             Stack::TowerTimeoutInside => endpoint(layer.layer(tower_timeout().layer(app))),
+            Stack::HttpTimeoutOutside => endpoint(http_timeout().layer(layer.layer(app))),
             Stack::HttpTimeoutInside => endpoint(layer.layer(http_timeout().layer(app))),
             Stack::ShedOutside => endpoint(shed().layer(layer.layer(app))),
             Stack::ShedInside => endpoint(layer.layer(shed().layer(app))),
