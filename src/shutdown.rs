@@ -165,8 +165,10 @@ impl Shutdown {
     /// Resolves when the drain is cut short with work still running, at its deadline or by
     /// [`Shutdown::force`]: anything still going should stop now. This is when a server should
     /// drop the connections it still holds: requests stalled in a handler or body are not
-    /// polled again, so only dropping them ends them (with axum, stop awaiting the `serve`
-    /// future and drop it).
+    /// polled again, so only dropping them ends them. `server::serve` (feature `hyper-server`)
+    /// does. axum's and tonic's servers run each connection on a task of its own, which
+    /// dropping their `serve` future does not end: bound the wait for them and exit the
+    /// process.
     ///
     /// A drain that ends [`Phase::Drained`] never fires it, a `force` that found nothing
     /// running included, though a server may still hold connections then (a client stalled

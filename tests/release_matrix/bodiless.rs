@@ -1,10 +1,13 @@
 //! Responses whose body the server never sends or never polls: `HEAD`, `204`, `304`, a `101`
 //! that hands the connection over, and a body the client's flow control holds back.
 
-use tower_drain::DrainReport;
+use std::time::Duration;
+
+use tower_drain::{DrainOutcome, DrainReport};
 
 use crate::client::{send, send_http1, send_without_window, Exchange};
 use crate::servers::{On, Proto, Server, EVERY};
+use crate::support::bounded;
 use crate::{back_to_zero, drained, serve, Stack, LONG};
 
 /// On HTTP/1 the server drops a body it will not send before it writes the response head,
@@ -103,4 +106,27 @@ fn give_up(mut exchange: Exchange, reset: bool) -> Option<Exchange> {
         exchange.close();
         None
     }
+}
+
+/// axum's server runs each connection on a task of its own, which its `serve` future does not
+/// own: dropping that future at the deadline leaves a body that is never polled counted, for
+/// as long as its client stays (or the process lives).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_body_never_polled_outlives_the_axum_serve_future() {
+    let on = On(Server::Axum, Proto::Http2);
+    let (app, server) = serve(on, Stack::Plain).await;
+    let mut exchange = send_without_window(server.addr, "/release/endless").await;
+    app.gate.entered(1).await;
+    assert_eq!(exchange.status().await, Ok(200));
+    let report = bounded("the drain", app.shutdown.drain(Duration::ZERO).unwrap()).await;
+    assert_eq!(report.outcome, DrainOutcome::TimedOut, "{report}");
+    server.task.abort();
+    let ended = bounded("the serve future to be dropped", server.task).await;
+    assert!(ended.unwrap_err().is_cancelled());
+    assert_eq!(
+        app.shutdown.in_flight(),
+        1,
+        "the connection's task outlives the serve future"
+    );
+    exchange.close();
 }
