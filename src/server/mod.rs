@@ -10,7 +10,7 @@
 //! | [`Shutdown::closing`] (admission closes) | stops accepting and shuts every connection down gracefully: HTTP/2 gets GOAWAY, HTTP/1 closes after the response in progress, idle keep-alive connections close at once |
 //! | [`Shutdown::aborted`] (drain cut short), the drain deadline whatever the outcome, or any [`Shutdown::force`] call, even one that found nothing to cut | closes whatever connection is still open |
 //! | hyper is done with a connection | shuts its sending side and reads what the client still sends until it closes or goes quiet (a lingering close), so those bytes cannot make the kernel reset the connection and drop the unsent tail of its last response; a connection with no response to protect (never written to, or idle past the linger's wait) closes at once |
-//! | every connection closed | [`serve`] returns |
+//! | every connection closed, and every HTTP/2 stream's task ended | [`serve`] returns: nothing it ran is still counted |
 //!
 //! Put [`Shutdown::layer`] on the service so that requests in flight are counted and late
 //! ones answered 503, and await [`Shutdown::drain`] beside the server: the drain makes the
@@ -61,7 +61,7 @@ use std::time::Duration;
 use http::{Request, Response};
 use http_body::Body;
 use hyper::body::Incoming;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
@@ -72,6 +72,9 @@ use tower_service::Service;
 use crate::{DrainOutcome, Shutdown};
 
 mod linger;
+mod streams;
+
+use streams::StreamExecutor;
 
 type BoxError = Box<dyn StdError + Send + Sync>;
 
@@ -104,7 +107,9 @@ type BoxError = Box<dyn StdError + Send + Sync>;
 /// server never wrote a byte on (a client that connected and sent nothing, or never a whole
 /// request head) has no response to protect, and is closed at once.
 ///
-/// Returns once every connection is closed. Errors of single connections (a client that
+/// Returns once every connection is closed and the task of every HTTP/2 stream has ended
+/// (hyper runs each stream on a task apart from its connection's), so that nothing it ran
+/// is still counted or running. Errors of single connections (a client that
 /// resets, a malformed request) end that connection only and are logged at `debug`; accept
 /// errors (out of file descriptors) are logged and retried after a short pause. An HTTP/1
 /// client that shuts its sending side before its answer is taken to have gone, as nginx and
@@ -124,7 +129,8 @@ where
     B::Data: Send,
     B::Error: Into<BoxError>,
 {
-    let mut builder = auto::Builder::new(TokioExecutor::new());
+    let (executor, streams) = streams::executor();
+    let mut builder = auto::Builder::new(executor);
     // A timer lets hyper enforce its HTTP/1 header-read timeout, so a client that never
     // finishes its request head cannot hold a connection (and so the shutdown) open.
     builder.http1().timer(TokioTimer::new());
@@ -183,6 +189,12 @@ where
             connections.await;
         }
     }
+    // An HTTP/2 stream runs on a task of its own, which its connection's close only wakes:
+    // wait for those tasks to drop the requests they hold, so that nothing `serve` ran is
+    // still counted, or still running, when it returns. Each was woken as its connection
+    // closed (h2 tells every stream of a closed connection) and ends when it next runs.
+    drop(builder);
+    streams.ended().await;
     tracing::debug!("every connection closed");
 }
 
@@ -226,7 +238,7 @@ async fn drain_deadline(shutdown: Shutdown) {
 /// Serves one connection on its own task, watched for graceful shutdown and cut at the drain
 /// deadline.
 fn spawn_connection<S, B>(
-    builder: &auto::Builder<TokioExecutor>,
+    builder: &auto::Builder<StreamExecutor>,
     graceful: &GracefulShutdown,
     stream: TcpStream,
     service: &S,

@@ -130,3 +130,27 @@ async fn a_body_never_polled_outlives_the_axum_serve_future() {
     );
     exchange.close();
 }
+
+/// A client that never opens its flow-control window holds the body unpolled for good:
+/// `tower_drain::server::serve` closes its connection at the deadline, and has ended the
+/// request by the time it returns. Several rounds, as the stream's own task ends it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_body_never_polled_has_ended_when_serve_returns_at_the_deadline() {
+    let on = On(Server::Crate, Proto::Http2);
+    for round in 0..20 {
+        let (app, server) = serve(on, Stack::Plain).await;
+        let mut exchange = send_without_window(server.addr, "/release/endless").await;
+        app.gate.entered(1).await;
+        assert_eq!(exchange.status().await, Ok(200));
+        let report = bounded("the drain", app.shutdown.drain(Duration::ZERO).unwrap()).await;
+        assert_eq!(report.outcome, DrainOutcome::TimedOut, "{report}");
+        assert_eq!(report.still_running, 1, "{report}");
+        bounded("the server to return", server.task).await.unwrap();
+        assert_eq!(
+            app.shutdown.in_flight(),
+            0,
+            "round {round}: serve returned first"
+        );
+        assert!(exchange.rest().await.is_err(), "cut, not ended");
+    }
+}
