@@ -254,6 +254,51 @@ async fn call_abandoned_by_its_client_while_draining_ends_its_count() {
     assert_eq!(report.completed, 1);
 }
 
+/// A call whose deadline (`grpc-timeout`, sent by the client) passes while its handler waits:
+/// tonic's own timeout, outside the shutdown layer, answers it and drops the call, and the
+/// count ends with it. A raw HTTP/2 request, so that only the server enforces the deadline.
+#[tokio::test]
+async fn call_past_its_grpc_deadline_ends_its_count() {
+    let shutdown = Shutdown::new();
+    let gate = Gate::new();
+    let (addr, server) = start(shutdown, &gate).await;
+    let socket = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let (sender, connection) = bounded("the handshake", h2::client::handshake(socket))
+        .await
+        .unwrap();
+    tokio::spawn(connection);
+    let mut sender = bounded("the connection", sender.ready()).await.unwrap();
+    let request = http::Request::post(format!("http://{addr}/tower_drain.example.Echo/Say"))
+        .header("content-type", "application/grpc")
+        .header("te", "trailers")
+        .header("grpc-timeout", "50m")
+        .body(())
+        .unwrap();
+    let (response, mut body) = sender.send_request(request, false).unwrap();
+    // One message, uncompressed: `SayRequest { text: "held" }`.
+    let message = b"\x00\x00\x00\x00\x06\x0a\x04held";
+    body.send_data(bytes::Bytes::from_static(message), true)
+        .unwrap();
+    gate.entered(1).await;
+    assert_eq!(shutdown.in_flight(), 1);
+
+    // The gate never opens: only the deadline ends the call.
+    let response = bounded("the answer at the deadline", response)
+        .await
+        .unwrap();
+    let status = response.headers()["grpc-status"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    assert!(
+        status == "1" || status == "4",
+        "CANCELLED or DEADLINE_EXCEEDED, not {status}"
+    );
+    let report = finish(shutdown.drain(BOUND).unwrap(), server).await;
+    assert_eq!(report.outcome, DrainOutcome::Drained, "{report}");
+    assert_eq!(shutdown.in_flight(), 0);
+}
+
 #[tokio::test]
 async fn health_reports_not_serving_from_lame_duck_on() {
     let shutdown = Shutdown::new();
