@@ -170,3 +170,46 @@ fn a_drain_found_empty_at_a_timeout_sees_the_last_requests_effects() {
         request.join().unwrap();
     });
 }
+
+/// The same across two slots: `in_flight()` is a sum of loads, one per slot, not one atomic
+/// snapshot. Reading every slot empty after the close must still order both requests'
+/// effects, released on different slots by different threads, before the declaration.
+#[test]
+fn a_drain_found_empty_across_slots_sees_every_requests_effects() {
+    check(|| {
+        let counter = Arc::new(Counter::new(2));
+        let effects = Arc::new([
+            Effect(loom::cell::UnsafeCell::new(0)),
+            Effect(loom::cell::UnsafeCell::new(0)),
+        ]);
+        assert!(counter.try_acquire(0));
+        assert!(counter.try_acquire(1));
+        let requests: Vec<_> = (0..2)
+            .map(|slot| {
+                let (counter, effects) = (counter.clone(), effects.clone());
+                // SAFETY: each cell's only write; the reads below are ordered after it, as
+                // loom checks.
+                thread::spawn(move || {
+                    effects[slot].0.with_mut(|value| unsafe { *value = 1 });
+                    counter.release(slot)
+                })
+            })
+            .collect();
+        counter.close();
+        if counter.in_flight() == 0 {
+            for effect in effects.iter() {
+                // SAFETY: both requests released their guards, and this read is ordered
+                // after that.
+                let value = effect.0.with(|value| unsafe { *value });
+                assert_eq!(
+                    value, 1,
+                    "the drain was declared over before a request's effects"
+                );
+            }
+        }
+        counter.finish_close();
+        for request in requests {
+            request.join().unwrap();
+        }
+    });
+}
