@@ -34,12 +34,13 @@ static CHUNK: [u8; 16 * 1024] = [b'x'; 16 * 1024];
 /// | `pending` | never answers |
 /// | `panic` | waits at the gate, then panics |
 /// | `fail` | sends `part`, waits at the gate, then its body fails |
+/// | `body-panic` | sends `part`, waits at the gate, then its body panics |
 /// | `head` | answers `hello` to any method (hyper leaves the body out for `HEAD`) |
 /// | `no-content`, `not-modified` | 204 and 304 with a streamed body that is not empty |
 /// | `upgrade` | 101, then holds the upgraded connection until the gate lets it go |
 ///
-/// `held`, `endless`, `pending`, `panic`, `fail` and `upgrade` report at the gate when they
-/// start; `fail` reports again when its body waits there.
+/// `held`, `endless`, `pending`, `panic`, `fail`, `body-panic` and `upgrade` report at the
+/// gate when they start; `fail` and `body-panic` report again when their body waits there.
 #[derive(Clone)]
 pub struct App {
     pub shutdown: Shutdown,
@@ -86,12 +87,16 @@ impl App {
                 self.gate.pass().await;
                 panic!("handler panicked on purpose")
             }
-            "fail" => {
+            "fail" | "body-panic" => {
                 self.gate.enter();
                 let gate = self.gate.clone();
+                let panics = name == "body-panic";
                 let first = stream::iter([Ok(Bytes::from_static(b"part"))]);
                 let failure = stream::once(async move {
                     gate.pass().await;
+                    if panics {
+                        panic!("body panicked mid-stream on purpose");
+                    }
                     Err::<Bytes, _>(io::Error::other("storage failed mid-stream on purpose"))
                 });
                 Response::new(Body::from_stream(first.chain(failure)))

@@ -71,24 +71,28 @@ async fn a_body_sent_whole_during_the_drain_ends_its_count() {
     }
 }
 
+/// A body that yields an error, or panics, after its first chunk.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_body_failing_mid_stream_ends_its_count() {
+async fn a_body_failing_or_panicking_mid_stream_ends_its_count() {
     for on in EVERY {
-        let (app, server) = serve(on, Stack::Plain).await;
-        let mut exchange = send(server.addr, on.1, "GET", "/release/fail").await;
-        assert_eq!(exchange.status().await, Ok(200), "{on}");
-        exchange.some_body().await;
-        // The handler, then its body waiting to fail.
-        app.gate.entered(2).await;
-        assert_eq!(app.shutdown.in_flight(), 1, "{on}");
-        let drain = app.shutdown.drain(LONG).unwrap();
-        app.gate.release(1);
-        assert!(
-            exchange.rest().await.is_err(),
-            "{on}: a failed body looks cut"
-        );
-        let report = drained(on, drain, app.shutdown).await;
-        assert_eq!(report.in_flight_at_start, 1, "{on}: {report}");
+        for path in ["/release/fail", "/release/body-panic"] {
+            let case = format!("{on}, {path}");
+            let (app, server) = serve(on, Stack::Plain).await;
+            let mut exchange = send(server.addr, on.1, "GET", path).await;
+            assert_eq!(exchange.status().await, Ok(200), "{case}");
+            exchange.some_body().await;
+            // The handler, then its body waiting to fail.
+            app.gate.entered(2).await;
+            assert_eq!(app.shutdown.in_flight(), 1, "{case}");
+            let drain = app.shutdown.drain(LONG).unwrap();
+            app.gate.release(1);
+            assert!(
+                exchange.rest().await.is_err(),
+                "{case}: a failed body looks cut"
+            );
+            let report = drained(&case, drain, app.shutdown).await;
+            assert_eq!(report.in_flight_at_start, 1, "{case}: {report}");
+        }
     }
 }
 

@@ -3,12 +3,13 @@
 //! connection builder on its own, and tonic's server, over HTTP/1 and HTTP/2 where each
 //! speaks it.
 //!
-//! The ways a request ends: its body sent whole; its body failing mid-stream; its client
-//! closing the connection or cancelling the stream (`RST_STREAM`) before the response head
-//! or mid-body; its handler panicking, with and without a panic catcher; a timeout layer
-//! dropping it, outside the crate's layer and inside it; a load shedder turning it away; an
-//! upgrade; a `HEAD`, `204` or `304` whose body the server never sends; a body the client's
-//! flow control never lets the server poll; and a request refused while draining.
+//! The ways a request ends: its body sent whole; its body failing or panicking mid-stream;
+//! its client closing the connection or cancelling the stream (`RST_STREAM`) before the
+//! response head or mid-body; its handler panicking, with and without a panic catcher; a
+//! timeout layer dropping it, outside the crate's layer and inside it; a load shedder
+//! turning it away; an upgrade; a `HEAD`, `204` or `304` whose body the server never sends;
+//! a body the client's flow control never lets the server poll; and a request refused while
+//! draining.
 //!
 //! The count is read the crate's own way: a drain resolving `Drained` with nothing still
 //! running, `in_flight()` where nothing races it, or the server returning at the drain
