@@ -24,8 +24,9 @@ pin_project! {
     /// it stops waiting for the handler and answers `503 Service Unavailable` with
     /// `grpc-status: 14`, which gRPC clients read as UNAVAILABLE. A handler stalled on
     /// something else is not polled again; it ends when the server drops its connection at
-    /// the deadline. `server::serve` (feature `hyper-server`) polls the connection once more
-    /// as it closes it, so that such a request gets its 503 first.
+    /// the deadline. `server::serve` (feature `hyper-server`) polls every HTTP/2 stream and
+    /// then every connection once more as it closes them, so that such a request gets its
+    /// 503 first.
     pub struct ResponseFuture<F> {
         #[pin]
         kind: Kind<F>,

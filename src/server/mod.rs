@@ -8,7 +8,7 @@
 //! | when | what the server does |
 //! |---|---|
 //! | [`Shutdown::closing`] (admission closes) | stops accepting and shuts every connection down gracefully: HTTP/2 gets GOAWAY, HTTP/1 closes after the response in progress, idle keep-alive connections close at once |
-//! | [`Shutdown::aborted`] (drain cut short), the drain deadline whatever the outcome, or any [`Shutdown::force`] call, even one that found nothing to cut | closes whatever connection is still open |
+//! | [`Shutdown::aborted`] (drain cut short), the drain deadline whatever the outcome, or any [`Shutdown::force`] call, even one that found nothing to cut | closes whatever connection is still open, after one last poll of it and of its HTTP/2 streams, in which a request whose handler is stalled answers its 503 |
 //! | hyper is done with a connection | shuts its sending side and reads what the client still sends until it closes or goes quiet (a lingering close), so those bytes cannot make the kernel reset the connection and drop the unsent tail of its last response; a connection with no response to protect (never written to, or idle past the linger's wait) closes at once |
 //! | every connection closed, and every HTTP/2 stream's task ended | [`serve`] returns: nothing it ran is still counted |
 //!
@@ -129,7 +129,10 @@ where
     B::Data: Send,
     B::Error: Into<BoxError>,
 {
-    let (executor, streams) = streams::executor();
+    // Fired at the deadline, before `cut`: every HTTP/2 stream's task is polled once more,
+    // so that a request whose handler is stalled answers its 503, and then ends.
+    let last_poll = CancellationToken::new();
+    let (executor, mut streams) = streams::executor(last_poll.clone());
     let mut builder = auto::Builder::new(executor);
     // A timer lets hyper enforce its HTTP/1 header-read timeout, so a client that never
     // finishes its request head cannot hold a connection (and so the shutdown) open.
@@ -185,6 +188,11 @@ where
         () = &mut connections => {}
         () = drain_deadline(shutdown) => {
             tracing::debug!("drain deadline passed or aborted: closing the connections still open");
+            // The HTTP/2 streams first, each polled once more (queueing the 503 of a stalled
+            // handler) and ended; then the connections, each polled once more (sending what
+            // its streams queued) and closed. Each stream task ends at that poll.
+            last_poll.cancel();
+            streams.ended().await;
             cut.cancel();
             connections.await;
         }
@@ -267,8 +275,9 @@ fn spawn_connection<S, B>(
         tokio::pin!(cut);
         tokio::select! {
             // The connection first: woken by the cut, it gets one last poll, in which a
-            // counted request whose handler is stalled answers its 503 (the deadline has been
-            // decided by then) before the socket closes, rather than nothing at random.
+            // counted HTTP/1 request whose handler is stalled answers its 503 (the deadline
+            // has been decided by then), and the 503s its HTTP/2 streams queued in their own
+            // last poll are sent, before the socket closes, rather than nothing at random.
             biased;
             result = connection => {
                 if let Err(error) = result {

@@ -1,34 +1,49 @@
-//! The executor of hyper's HTTP/2 stream tasks, which `serve` waits for before it returns.
+//! The executor of hyper's HTTP/2 stream tasks, which `serve` polls once more at the drain
+//! deadline and waits for before it closes connections and before it returns.
 //!
 //! hyper runs each HTTP/2 stream on a task of its own, apart from its connection's: that task,
 //! not the connection, owns the request's service future and response body, and so the
-//! request's in-flight count. Closing a connection (at the drain deadline, or at its graceful
-//! end) only wakes its streams' tasks, which drop what they hold when they next run. `serve`
-//! waits for them, so that when it returns nothing it ran is still counted or still running.
+//! request's in-flight count. At the deadline each stream task gets one last poll, in which a
+//! counted request whose handler is stalled answers its 503, before `serve` gives the
+//! connections theirs (which sends what the streams queued) and closes them. Closing a
+//! connection only wakes its streams' tasks; `serve` waits for them, so that when it returns
+//! nothing it ran is still counted or still running.
 
 use std::convert::Infallible;
 use std::future::Future;
 
 use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
 
-/// Spawns hyper's stream tasks on Tokio, each holding a sender of one channel; the channel's
-/// receiver, [`Streams`], sees it close once the last of them has ended.
+/// Spawns hyper's stream tasks on Tokio, each holding a sender of one channel, whose receiver
+/// ([`Streams`]) sees it close once the last of them has ended.
 #[derive(Clone)]
 pub(super) struct StreamExecutor {
-    alive: mpsc::Sender<Infallible>,
+    /// Weak: the executor's own clones (one in every connection) are not stream tasks.
+    tasks: mpsc::WeakSender<Infallible>,
+    /// Fired at the drain deadline: every stream task is polled once more, then ends.
+    last_poll: CancellationToken,
 }
 
-/// The receiving side: resolves once every stream task has ended.
+/// What waits for the stream tasks.
 pub(super) struct Streams {
+    /// `serve`'s own sender, which keeps the channel open for the tasks to join (a weak
+    /// sender upgrades only while a strong one lives) until `serve` waits for them.
+    hold: Option<mpsc::Sender<Infallible>>,
     ended: mpsc::Receiver<Infallible>,
 }
 
-/// An executor for hyper, and what waits for the tasks it spawns. The executor's clones (the
-/// one given to hyper's builder, and every connection's) count as tasks too, until dropped.
-pub(super) fn executor() -> (StreamExecutor, Streams) {
+/// An executor for hyper, whose stream tasks end after one last poll once `last_poll` fires,
+/// and what waits for them.
+pub(super) fn executor(last_poll: CancellationToken) -> (StreamExecutor, Streams) {
     // Nothing is ever sent: the channel is only there to close when the last sender drops.
-    let (alive, ended) = mpsc::channel(1);
-    (StreamExecutor { alive }, Streams { ended })
+    let (hold, ended) = mpsc::channel(1);
+    let tasks = hold.downgrade();
+    let streams = Streams {
+        hold: Some(hold),
+        ended,
+    };
+    (StreamExecutor { tasks, last_poll }, streams)
 }
 
 impl<F> hyper::rt::Executor<F> for StreamExecutor
@@ -37,17 +52,29 @@ where
     F::Output: Send + 'static,
 {
     fn execute(&self, future: F) {
-        let alive = self.alive.clone();
+        // `None` once `serve` has stopped waiting for streams: a stream opened after that
+        // (its connection not yet closed) runs untracked, as every stream did before.
+        let alive = self.tasks.upgrade();
+        let last_poll = self.last_poll.clone().cancelled_owned();
         tokio::spawn(async move {
-            future.await;
+            tokio::select! {
+                // The stream first: woken by the deadline, it is polled once more, and a
+                // request whose handler is stalled answers then (the deadline has been
+                // decided), queueing its 503 for the connection's own last poll to send.
+                biased;
+                _ = future => {}
+                () = last_poll => {}
+            }
             drop(alive);
         });
     }
 }
 
 impl Streams {
-    /// Resolves once every sender (every stream task, every executor clone) is gone.
-    pub(super) async fn ended(mut self) {
+    /// Resolves once every stream task spawned so far has ended. Streams spawned after the
+    /// first call are not waited for.
+    pub(super) async fn ended(&mut self) {
+        self.hold = None;
         // `None` once every sender is dropped; nothing is ever sent.
         if let Some(never) = self.ended.recv().await {
             match never {}

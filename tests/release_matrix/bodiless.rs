@@ -154,3 +154,22 @@ async fn a_body_never_polled_has_ended_when_serve_returns_at_the_deadline() {
         assert!(exchange.rest().await.is_err(), "cut, not ended");
     }
 }
+
+/// A handler still stalled at the drain deadline is answered `503` by the layer as `serve`
+/// closes its connection, on HTTP/2 too, where the handler runs on the stream's own task.
+/// Several rounds: a race decided at random would show within a few.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_handler_stalled_at_the_deadline_gets_its_503_from_serve_over_http2() {
+    let on = On(Server::Crate, Proto::Http2);
+    for round in 0..10 {
+        let (app, server) = serve(on, Stack::Plain).await;
+        let mut exchange = send(server.addr, on.1, "GET", "/release/pending").await;
+        app.gate.entered(1).await;
+        let drain = app.shutdown.drain(Duration::from_millis(20)).unwrap();
+        bounded("the server to return", server.task).await.unwrap();
+        assert_eq!(exchange.status().await, Ok(503), "round {round}");
+        let report = bounded("the drain", drain).await;
+        assert_eq!(report.outcome, DrainOutcome::TimedOut, "{report}");
+        assert_eq!(app.shutdown.in_flight(), 0, "round {round}");
+    }
+}
