@@ -201,7 +201,6 @@ where
     // wait for those tasks to drop the requests they hold, so that nothing `serve` ran is
     // still counted, or still running, when it returns. Each was woken as its connection
     // closed (h2 tells every stream of a closed connection) and ends when it next runs.
-    drop(builder);
     streams.ended().await;
     tracing::debug!("every connection closed");
 }
