@@ -237,3 +237,47 @@ async fn router_on_tower_drain_server_returns_at_the_deadline_with_an_idle_strea
     let rest = bounded("the end of the stream", response.into_body().collect()).await;
     assert!(rest.is_err(), "the stream ended as if complete");
 }
+
+/// `serve_with_peer` gives each connection its own service made from the client's address:
+/// a router reads it through axum's `ConnectInfo`, which plain `serve` cannot pass on, and the
+/// server still closes its kept-alive connections and returns when the drain begins.
+#[cfg(feature = "hyper-server")]
+#[tokio::test]
+async fn router_on_serve_with_peer_sees_each_clients_address() {
+    use axum::extract::ConnectInfo;
+    use axum::Extension;
+    use tower::Layer;
+
+    let shutdown = Shutdown::new();
+    let app = Router::new()
+        .route(
+            "/peer",
+            get(|ConnectInfo(peer): ConnectInfo<SocketAddr>| async move { format!("{peer}") }),
+        )
+        .layer(shutdown.layer());
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let server = tokio::spawn(tower_drain::server::serve_with_peer(
+        listener,
+        move |peer: SocketAddr| Extension(ConnectInfo(peer)).layer(app.clone()),
+        shutdown,
+    ));
+
+    // Two connections, two addresses: the service is made per connection, not once.
+    for _ in 0..2 {
+        let mut client = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let local = client.local_addr().unwrap();
+        write_get(&mut client, "/peer").await;
+        let response = support::raw::read_response(&mut client).await;
+        assert!(response.starts_with("HTTP/1.1 200 "), "{response}");
+        assert!(
+            response.ends_with(&local.to_string()),
+            "{local}: {response}"
+        );
+    }
+
+    let report = bounded("the drain", shutdown.drain(BOUND).unwrap()).await;
+    assert_eq!(report.outcome, DrainOutcome::Drained, "{report}");
+    assert_eq!(report.in_flight_at_start, 0, "{report}");
+    bounded("the server to return", server).await.unwrap();
+}

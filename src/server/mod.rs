@@ -55,6 +55,7 @@
 
 use std::error::Error as StdError;
 use std::io;
+use std::net::SocketAddr;
 use std::pin::pin;
 use std::time::Duration;
 
@@ -129,6 +130,47 @@ where
     B::Data: Send,
     B::Error: Into<BoxError>,
 {
+    serve_with_peer(listener, move |_peer| service.clone(), shutdown).await;
+}
+
+/// As [`serve`], with each connection served by the service `make_service` returns for the
+/// connection's peer address: for handlers that need the client's address (logging, rate
+/// limits), which `serve` does not pass on. With axum, give the router the `ConnectInfo`
+/// that axum's `into_make_service_with_connect_info` would:
+///
+/// ```no_run
+/// # async fn run(app: axum::Router, shutdown: tower_drain::Shutdown) -> std::io::Result<()> {
+/// use std::net::SocketAddr;
+///
+/// use axum::extract::ConnectInfo;
+/// use axum::Extension;
+/// use tower::Layer;
+///
+/// let listener = tokio::net::TcpListener::bind("127.0.0.1:3000").await?;
+/// let server = tokio::spawn(tower_drain::server::serve_with_peer(
+///     listener,
+///     move |peer: SocketAddr| Extension(ConnectInfo(peer)).layer(app.clone()),
+///     shutdown,
+/// ));
+/// # Ok(())
+/// # }
+/// ```
+///
+/// `make_service` is called once per accepted connection, on the accepting task: keep it
+/// cheap (a clone and a wrapper), since the next connection waits for it.
+pub async fn serve_with_peer<M, S, B>(
+    listener: TcpListener,
+    mut make_service: M,
+    shutdown: Shutdown,
+) where
+    M: FnMut(SocketAddr) -> S,
+    S: Service<Request<Incoming>, Response = Response<B>> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+    S::Error: Into<BoxError>,
+    B: Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<BoxError>,
+{
     // Fired at the deadline, before `cut`: every HTTP/2 stream's task is polled once more,
     // so that a request whose handler is stalled answers its 503, and then ends.
     let last_poll = CancellationToken::new();
@@ -154,14 +196,14 @@ where
             accepted = listener.accept() => accepted,
         };
         match accepted {
-            Ok((stream, _peer)) => {
+            Ok((stream, peer)) => {
                 // As tonic's server does. Otherwise a small write that should go at once
                 // (an HTTP/2 control frame such as the GOAWAY, a streamed message or event)
                 // waits for the ACK of the one before, up to a delayed ACK's 40 ms each.
                 if let Err(error) = stream.set_nodelay(true) {
                     tracing::debug!(%error, "could not set TCP_NODELAY; serving anyway");
                 }
-                spawn_connection(&builder, &graceful, stream, &service, &cut);
+                spawn_connection(&builder, &graceful, stream, make_service(peer), &cut);
             }
             Err(error) => {
                 if is_connection_error(&error) {
@@ -248,7 +290,7 @@ fn spawn_connection<S, B>(
     builder: &auto::Builder<StreamExecutor>,
     graceful: &GracefulShutdown,
     stream: TcpStream,
-    service: &S,
+    service: S,
     cut: &CancellationToken,
 ) where
     S: Service<Request<Incoming>, Response = Response<B>> + Clone + Send + 'static,
@@ -260,10 +302,7 @@ fn spawn_connection<S, B>(
 {
     let (socket, returned) = linger::lend(stream);
     let connection = builder
-        .serve_connection_with_upgrades(
-            TokioIo::new(socket),
-            TowerToHyperService::new(service.clone()),
-        )
+        .serve_connection_with_upgrades(TokioIo::new(socket), TowerToHyperService::new(service))
         .into_owned();
     let connection = graceful.watch(connection);
     // Held until the lingering close ends, so that `serve` waits for it as for the
