@@ -348,6 +348,26 @@ async fn a_future_can_trigger_the_sequence() {
     assert!(report.is_clean());
 }
 
+/// A zero delay skips the lame duck: the report says so, with no time spent there, rather
+/// than a lame duck of a few microseconds during which readiness failed.
+#[tokio::test]
+async fn a_skipped_lame_duck_is_reported_as_skipped() {
+    let shutdown = Shutdown::new();
+    let sequence = by_hand(shutdown, Duration::ZERO).build().unwrap();
+    sequence.trigger().fire();
+    let report = bounded("sequence ends", sequence.run()).await;
+    assert_eq!(report.lame_duck, Duration::ZERO, "{report}");
+    let table = report.to_string();
+    let row = table
+        .lines()
+        .find(|line| line.trim_start().starts_with("lame duck"))
+        .unwrap();
+    assert!(
+        row.ends_with("skipped: readiness failed with the drain"),
+        "{table}"
+    );
+}
+
 /// A trigger future is the application's code: one that panics (an `expect` on a channel
 /// whose sender went away with the admin server holding it) is dropped. It neither takes the
 /// sequence down, which would skip the drain and every hook, nor counts as a trigger.

@@ -164,7 +164,12 @@ impl ShutdownSequence {
             // balancers away before anything is refused. Over at once if admission is closed.
             run.lame_duck(lame_duck).await;
         }
-        let lame_duck_elapsed = began.elapsed();
+        // Zero when skipped: the report then says so, rather than a lame duck of a microsecond.
+        let lame_duck_elapsed = if lame_duck.is_zero() {
+            Duration::ZERO
+        } else {
+            began.elapsed()
+        };
 
         // Drain. The timeout was bounded at build time, so this cannot fail.
         let drain_began = Instant::now();

@@ -21,7 +21,8 @@ pub struct ShutdownReport {
     /// What forced it, if a second trigger came while it ran (named as `trigger` is).
     pub forced_by: Option<&'static str>,
     /// Time spent in the lame-duck delay (shorter than configured if forced, or if
-    /// admission closed first).
+    /// admission closed first); zero when a zero delay skipped the phase, which `Display`
+    /// then shows as skipped.
     #[cfg_attr(
         feature = "serde",
         serde(
@@ -170,12 +171,12 @@ impl fmt::Display for ShutdownReport {
                     Short(took).to_string()
                 )
             };
-        row(
-            f,
-            "lame duck",
-            self.lame_duck,
-            &"readiness failed, requests admitted",
-        )?;
+        let lame_duck = if self.lame_duck.is_zero() {
+            "skipped: readiness failed with the drain"
+        } else {
+            "readiness failed, requests admitted"
+        };
+        row(f, "lame duck", self.lame_duck, &lame_duck)?;
         let mut drain = format!(
             "{}{}: ",
             self.drain.outcome,
