@@ -79,7 +79,10 @@ impl Shutdown {
     /// The liveness probe service: `200 alive` whenever it is asked, until the process exits.
     /// Draining never fails it, so an orchestrator does not restart a server that is shutting
     /// down on purpose. Once the server stops accepting connections at drain start, no probe
-    /// reaches it: size the orchestrator's liveness threshold above lame duck plus drain.
+    /// reaches it until the process exits: size the orchestrator's liveness threshold
+    /// (period × failure threshold) above that whole time, the drain, the hooks and the wait
+    /// for the server's connections; with a [`ShutdownSequence`](crate::ShutdownSequence),
+    /// above its budget minus the lame duck.
     pub fn liveness(&self) -> Liveness {
         Liveness { _private: () }
     }
