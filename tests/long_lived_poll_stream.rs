@@ -155,6 +155,45 @@ async fn stream_past_the_long_lived_deadline_is_aborted_and_reported() {
     timeout(BOUND, server.task).await.unwrap().unwrap();
 }
 
+/// Marking a route names its stream in the report and cuts it at the long-lived deadline;
+/// the same stream unmarked is counted like any request and runs on to the drain timeout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_marked_stream_is_cut_at_the_long_lived_deadline_an_unmarked_one_at_the_drain_timeout() {
+    let shutdown = Shutdown::new();
+    shutdown.set_long_lived_grace(Duration::from_millis(100));
+    let app = Router::new()
+        .route(
+            "/marked",
+            get(|| async { endless_chunks() }).layer(LongLivedLayer::route(shutdown)),
+        )
+        .route("/plain", get(|| async { endless_chunks() }))
+        .layer(shutdown.layer());
+    let server = serve_until_closing(app, shutdown).await;
+    let marked = open_until(server.addr, "/marked", b"chunk 0\n").await;
+    let plain = open_until(server.addr, "/plain", b"chunk 0\n").await;
+
+    let drain = shutdown.drain(Duration::from_millis(500)).unwrap();
+    let readers = (
+        tokio::spawn(marked.finish_raw()),
+        tokio::spawn(plain.finish_raw()),
+    );
+    let report = timeout(BOUND, drain).await.unwrap();
+    // Still running at the drain timeout, which comes after the long-lived deadline.
+    assert_eq!(report.outcome, DrainOutcome::TimedOut, "{report}");
+    assert_eq!(report.still_running, 1, "{report}");
+    assert_eq!(report.long_lived.len(), 1, "{report}");
+    assert_eq!(report.long_lived[0].path.as_deref(), Some("/marked"));
+
+    for reader in [readers.0, readers.1] {
+        let raw = timeout(BOUND, reader).await.unwrap().unwrap();
+        assert!(
+            !decode_chunked(split_head(&raw).1).terminated,
+            "a cut body ended cleanly"
+        );
+    }
+    timeout(BOUND, server.task).await.unwrap().unwrap();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn route_policy_finish_ends_a_stream_cleanly_at_drain_start() {
     let shutdown = Shutdown::new();

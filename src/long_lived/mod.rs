@@ -101,7 +101,11 @@ pub enum OnDrain {
     /// builds no HTTP/2 trailers.
     Finish,
     /// Keep streaming until the long-lived deadline, then abort. The default for every other
-    /// kind: a stream the client cannot resume should get as long as possible to complete.
+    /// kind: a stream the client cannot resume should not be ended at drain start. The
+    /// long-lived deadline comes before the drain timeout unless
+    /// [`Shutdown::set_long_lived_grace`](crate::Shutdown::set_long_lived_grace) says
+    /// otherwise, so such a stream gets less time than an unmarked one, which the drain
+    /// counts like any request until the drain timeout.
     KeepUntilDeadline,
 }
 
