@@ -165,3 +165,38 @@ fn a_refused_signal_leaves_sigterm_killing_the_process() {
         .expect("SIGTERM did not end the child: the refused build left its handler installed");
     assert_eq!(status.signal(), Some(15), "{status:?}");
 }
+
+/// Once `run` has returned, the signals it listened for no longer stop the process: their
+/// handlers stay installed and nothing listens. So a wait after the sequence (for the server's
+/// connections) must be bounded, or listen for the next signal itself.
+#[test]
+fn a_signal_after_the_sequence_has_run_is_ignored() {
+    if std::env::var_os(CHILD).is_some() {
+        let runtime = tokio::runtime::Runtime::new().unwrap();
+        return runtime.block_on(async {
+            let sequence = ShutdownSequence::builder(Shutdown::new())
+                .lame_duck(Duration::ZERO)
+                .build()
+                .unwrap();
+            sequence.trigger().fire();
+            let report = tokio::time::timeout(WAIT, sequence.run())
+                .await
+                .expect("the sequence ended");
+            assert!(report.is_clean(), "{report}");
+            // A signal whose number is above SIGTERM's: sent after it, it comes after it.
+            let mut window = tokio::signal::unix::signal(SignalKind::window_change()).unwrap();
+            println!("\ndone:");
+            tokio::time::timeout(WAIT, window.recv())
+                .await
+                .expect("SIGWINCH came");
+            println!("\nstill running:");
+        });
+    }
+    let child = ChildTest::start("a_signal_after_the_sequence_has_run_is_ignored");
+    child.wait_for("done:");
+    child.signal("TERM");
+    child.signal("WINCH");
+    child.wait_for("still running:");
+    let status = child.exit().expect("the child exits once its part is done");
+    assert!(status.success(), "{status}");
+}

@@ -110,6 +110,11 @@ impl ShutdownSequence {
     /// handlers were installed by [`SequenceBuilder::build`], so a signal that arrived before
     /// this is awaited starts the sequence at once.
     ///
+    /// Once it has returned, those signals no longer end the process: their handlers stay
+    /// installed (Tokio never removes one) and nothing listens any more. Bound any wait that
+    /// follows (for the server's last connections), or listen for the next signal yourself
+    /// and exit on it, as `examples/demo.rs` does.
+    ///
     /// # Panics
     ///
     /// At its first poll, before anything changes: outside a Tokio runtime or inside one
