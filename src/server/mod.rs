@@ -18,6 +18,9 @@
 //! of them ends the drain (whichever acts first), firing [`Shutdown::aborted`] if anything is
 //! still running.
 //!
+//! [`serve_with_peer`] does the same with a service made for each connection from the
+//! client's address, for handlers that need it (axum's `ConnectInfo`).
+//!
 //! Available with the `hyper-server` cargo feature.
 //!
 //! # Example
