@@ -59,7 +59,9 @@ pub struct DrainReport {
     /// Still running at the outcome, and so aborted; zero when drained.
     pub still_running: usize,
     /// Long-lived responses (and [`LongLivedGuard`](crate::LongLivedGuard)s) still running at
-    /// the long-lived deadline, or at a timed-out outcome, and so aborted; oldest first.
+    /// the long-lived deadline, or at a timed-out outcome, and so aborted; oldest first. One
+    /// that was sent whole after all is not here: an event stream that could still end
+    /// cleanly with its final event, or an answer that came as the deadline passed.
     ///
     /// The outcome can be `Drained` with entries here: the long-lived deadline cut them, and
     /// everything then finished before the drain timeout.

@@ -433,7 +433,19 @@ async fn long_poll_answering_as_the_long_lived_deadline_passes_is_answered_whole
     assert!(head.starts_with("HTTP/1.1 200"), "{head}");
     assert_eq!(body, b"late answer\n");
     assert_eq!(report.outcome, DrainOutcome::Drained, "{report}");
+    assert_only_the_watcher_was_cut(&report);
     assert_eq!(shutdown.long_lived(), 0);
+}
+
+/// Sent whole, the late answer is not listed as cut: only the guard that watched for the
+/// deadline (and was dropped there) is.
+fn assert_only_the_watcher_was_cut(report: &tower_drain::DrainReport) {
+    let paths: Vec<_> = report
+        .long_lived
+        .iter()
+        .map(|entry| entry.path.as_deref())
+        .collect();
+    assert_eq!(paths, [Some("/watch")], "{report}");
 }
 
 /// Serves `answer` on a marked route whose handler makes it only once the long-lived deadline
@@ -530,5 +542,6 @@ async fn an_answer_begun_after_the_long_lived_deadline_is_sent_whole_in_several_
     );
     assert_eq!(body, b"first second\n");
     assert_eq!(report.outcome, DrainOutcome::Drained, "{report}");
+    assert_only_the_watcher_was_cut(&report);
     assert_eq!(shutdown.long_lived(), 0);
 }

@@ -22,7 +22,7 @@ use support::BOUND;
 use tokio::sync::oneshot;
 use tokio::time::timeout;
 use tower::{Layer, Service, ServiceExt};
-use tower_drain::{Aborted, DrainOutcome, LongLivedKind, Shutdown};
+use tower_drain::{DrainOutcome, LongLivedKind, Shutdown};
 
 const LONG: Duration = Duration::from_secs(60);
 
@@ -283,10 +283,11 @@ async fn sse_body_that_goes_idle_as_the_drain_begins_ends_in_the_same_poll() {
 }
 
 /// A request admitted before the drain whose handler answers with an event stream only after
-/// the long-lived deadline: the stream is cut at its first frame, and the report lists it
-/// among the long-lived responses cut, like one that was running at the deadline.
+/// the long-lived deadline: the stream is asked to finish and can, at once, being between
+/// events: it ends with the final event alone, cleanly, so its client reconnects elsewhere,
+/// rather than being cut before its first byte; it is not listed as cut.
 #[tokio::test]
-async fn event_stream_starting_after_the_long_lived_deadline_is_cut_and_listed() {
+async fn event_stream_starting_after_the_long_lived_deadline_ends_with_its_final_event() {
     let shutdown = Shutdown::new();
     // The long-lived deadline falls as the drain starts; the drain itself has an hour.
     shutdown.set_long_lived_grace(Duration::ZERO);
@@ -329,22 +330,23 @@ async fn event_stream_starting_after_the_long_lived_deadline_is_cut_and_listed()
 
     answer_tx.send(()).unwrap();
     let response = timeout(BOUND, response).await.unwrap().unwrap().unwrap();
-    let first = timeout(BOUND, response.into_body().frame())
+    let mut body = response.into_body();
+    let first = timeout(BOUND, body.frame())
         .await
         .unwrap()
-        .expect("a first frame");
-    let error = first.expect_err("the stream is cut at once");
-    assert!(error.downcast_ref::<Aborted>().is_some(), "{error}");
+        .expect("a first frame")
+        .expect("not cut");
+    assert_eq!(
+        first.into_data().unwrap(),
+        tower_drain::long_lived::DEFAULT_FINAL_EVENT.as_bytes()
+    );
+    assert!(timeout(BOUND, body.frame()).await.unwrap().is_none());
+    drop(body);
 
     let report = timeout(BOUND, drain).await.unwrap().unwrap();
     assert_eq!(report.outcome, DrainOutcome::Drained, "{report}");
-    assert!(
-        report
-            .long_lived
-            .iter()
-            .any(|entry| entry.kind == LongLivedKind::Sse),
-        "the cut event stream is missing from the report: {report}"
-    );
+    let kinds: Vec<_> = report.long_lived.iter().map(|entry| entry.kind).collect();
+    assert_eq!(kinds, [LongLivedKind::Upgrade], "{report}");
 }
 
 /// An event stream whose handler writes one event in two frames, and the drain begins

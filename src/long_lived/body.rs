@@ -34,6 +34,9 @@ pub(crate) struct TrackedState {
     /// leaves the client no response at all (hyper drops the head with the body), and one
     /// after it breaks the length the client was told: it is sent whole.
     unstarted_answer: bool,
+    /// The bytes a body of known length has still to send: at zero it has been sent whole,
+    /// whether or not the server polls it again (hyper stops at the announced length).
+    length_left: Option<u64>,
 }
 
 /// Where the bytes sent so far leave an event stream. An event is the lines before an empty
@@ -206,22 +209,27 @@ pub(crate) enum Next {
 impl TrackedState {
     /// `kind`: what the response is (an event stream or another stream), which decides the
     /// default on drain and whether a final event fits; not the kind a layer reports it as.
-    /// `sized`: the body's length is known (and announced, as `Content-Length` on HTTP/1). Such
-    /// a body is never finished early nor given a final event: either would break the length
-    /// the client was told. It still aborts at the long-lived deadline if it has begun by
-    /// then, and otherwise is sent whole (see `unstarted_answer`). `encoded`: the body has
+    /// `length`: the body's length, if known (and announced, as `Content-Length` on HTTP/1).
+    /// Such a body is never finished early nor given a final event: either would break the
+    /// length the client was told. It still aborts at the long-lived deadline if it has begun
+    /// by then, and otherwise is sent whole (see `unstarted_answer`). `encoded`: the body has
     /// a content coding (gzip): no plain-text final event can be appended to it. `grpc_end`:
     /// the response is gRPC (or gRPC-web), whatever `kind` says: it gets no final event, is
     /// finished between frames (tonic's frames hold whole messages) and ends with a status.
     pub(crate) fn new(
         core: &'static Core,
-        registration: Registration,
+        mut registration: Registration,
         kind: LongLivedKind,
         tracking: &Tracking,
-        sized: bool,
+        length: Option<u64>,
         encoded: bool,
         grpc_end: Option<GrpcEnd>,
     ) -> Box<Self> {
+        let sized = length.is_some();
+        // An empty answer is whole before the server looks at it: it never polls the body.
+        if length == Some(0) {
+            registration.sent_whole();
+        }
         // Read as an event stream only if it is not gRPC (a rule may name a gRPC stream `Sse`).
         let events = kind == LongLivedKind::Sse && !sized && !encoded && grpc_end.is_none();
         let on_drain = match tracking.on_drain {
@@ -242,15 +250,17 @@ impl TrackedState {
             // Bytes of an encoded body say nothing about its events: it ends between frames.
             events: events.then_some(EventEdge::Start),
             unstarted_answer: sized,
+            length_left: length,
         })
     }
 
-    /// Notes a data frame the body passes on, for a body that ends only between events or a
-    /// gRPC-web one, whose status may be the frame: `chunk` is the frame's first contiguous
-    /// piece of `remaining` bytes. Its bytes, not the frame: a frame whose address is taken
-    /// on the path every response shares goes through memory on every response. A frame in
-    /// several pieces (a `Buf` other than `Bytes`) is taken to leave the stream between
-    /// events, as a body that is not watched would.
+    /// Notes a data frame the body passes on, for a body that ends only between events, a
+    /// gRPC-web one, whose status may be the frame, or one of known length, which the frame
+    /// may complete: `chunk` is the frame's first contiguous piece of `remaining` bytes. Its
+    /// bytes, not the frame: a frame whose address is taken on the path every response shares
+    /// goes through memory on every response. A frame in several pieces (a `Buf` other than
+    /// `Bytes`) is taken to leave the stream between events, as a body that is not watched
+    /// would.
     #[cold]
     #[inline(never)]
     pub(crate) fn sent(&mut self, chunk: &[u8], remaining: usize) {
@@ -259,6 +269,14 @@ impl TrackedState {
         // break its length as surely as one cut mid-stream.
         if self.unstarted_answer && !self.core.long_lived.is_expired() {
             self.unstarted_answer = false;
+        }
+        if let Some(left) = self.length_left.as_mut() {
+            *left = left.saturating_sub(remaining as u64);
+            if *left == 0 {
+                if let Some(registration) = self.registration.as_mut() {
+                    registration.sent_whole();
+                }
+            }
         }
         // gRPC-web's status is a frame of the body: once it is out, an end on drain adds none.
         if self.grpc_end.is_some_and(|end| end.is_status(chunk)) {
@@ -288,20 +306,28 @@ impl TrackedState {
     }
 
     /// Called only between frames: the only points at which a drain may end the body.
-    fn step(&self, guard: &Option<InFlightGuard>) -> Step {
+    fn step(&self) -> Step {
+        // The drain deadline cuts everything still running.
+        if self.core.is_aborted() {
+            return Step::Abort;
+        }
+        // Asked to finish, a body that can end cleanly now does, even once the long-lived
+        // deadline has passed: the deadline cuts what has not finished, and this one finishes
+        // at this very poll, as soon as a cut would end it. So the order in which the drain's
+        // start and that deadline reach it (the same instant with a zero grace) changes
+        // nothing. Inside an event the body goes on to the event's end instead: a final event
+        // sent now would be read as part of it, and an end now would drop it.
+        if self.on_drain == OnDrain::Finish
+            && self.core.phase().admission_closed()
+            && self.between_events()
+        {
+            return Step::Finish;
+        }
         // An answer that only came at the long-lived deadline (the handler answered as it
         // passed) is sent whole rather than cut before its first byte or after it; the drain
         // deadline still bounds it.
-        let cut = self.core.long_lived.is_expired() && !self.unstarted_answer;
-        if cut || guard.as_ref().is_some_and(InFlightGuard::is_aborted) {
+        if self.core.long_lived.is_expired() && !self.unstarted_answer {
             Step::Abort
-        } else if self.on_drain == OnDrain::Finish
-            && self.core.phase().admission_closed()
-            // Inside an event the body goes on to the event's end: a final event sent now
-            // would be read as part of it, and an end now would drop it.
-            && self.between_events()
-        {
-            Step::Finish
         } else {
             Step::Continue
         }
@@ -318,12 +344,12 @@ impl TrackedState {
             State::Finishing => {
                 // Released only now, after the final event was taken: the drain must not
                 // complete (and the server exit) before the stream's end is written.
-                self.end(guard);
+                self.end_whole(guard);
                 return Next::End;
             }
             State::Streaming => {}
         }
-        match self.step(guard) {
+        match self.step() {
             Step::Continue => Next::Poll,
             // Released at the next poll, after the status was taken, like a final event.
             Step::Finish if self.grpc_end.is_some() => match self.grpc_end.and_then(GrpcEnd::frame)
@@ -338,7 +364,7 @@ impl TrackedState {
                 // client reads as UNKNOWN. A handler that wants UNAVAILABLE ends the stream
                 // itself on its `DrainSignal`.
                 None => {
-                    self.end(guard);
+                    self.end_whole(guard);
                     Next::End
                 }
             },
@@ -348,7 +374,7 @@ impl TrackedState {
                     Next::Yield(event.as_bytes())
                 }
                 None => {
-                    self.end(guard);
+                    self.end_whole(guard);
                     Next::End
                 }
             },
@@ -357,6 +383,16 @@ impl TrackedState {
                 Next::Abort
             }
         }
+    }
+
+    /// Ends the stream whole: the inner body ended, or the drain finished it cleanly.
+    #[cold]
+    #[inline(never)]
+    pub(crate) fn end_whole(&mut self, guard: &mut Option<InFlightGuard>) {
+        if let Some(registration) = self.registration.as_mut() {
+            registration.sent_whole();
+        }
+        self.end(guard);
     }
 
     /// Ends the stream: the inner body ended or failed, or the drain ended it. Nothing is held

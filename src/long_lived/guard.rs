@@ -77,6 +77,12 @@ impl Shutdown {
     /// The default is half the drain timeout: long enough for streams that cannot resume to
     /// finish, while leaving the other half for what is aborted to unwind and for short
     /// requests. Has no effect once the drain has begun.
+    ///
+    /// A zero grace asks long-lived responses to finish and cuts at once whatever cannot:
+    /// an event stream between events still ends with its final event, a long-poll that
+    /// answers its [`DrainSignal`] at once still sends that answer, whichever the server gets
+    /// to first; an event stream inside an event, a stream kept until the deadline and a
+    /// long-poll still waiting are cut.
     pub fn set_long_lived_grace(&self, grace: Duration) {
         self.core.long_lived.set_grace(grace);
     }

@@ -25,7 +25,9 @@
 //!
 //! Whatever is still running at the long-lived deadline is aborted and listed in
 //! [`DrainReport::long_lived`](crate::DrainReport::long_lived) with its method, path, kind and
-//! age.
+//! age, unless it can end whole at once: an event stream between events (one the server had
+//! not polled since the drain began) still ends with its final event, and an answer that comes
+//! as the deadline passes is still sent whole. Neither is listed: the list holds what was cut.
 
 mod body;
 mod guard;
@@ -126,7 +128,9 @@ pub struct LongLivedEntry {
     pub path: Option<String>,
     /// What kind of response it was.
     pub kind: LongLivedKind,
-    /// How long it had been running when it was cut.
+    /// How long it had been running when it was cut: since its marked route first saw the
+    /// request, or since the response was recognised. Zero for one that only began after the
+    /// long-lived deadline and was cut at once.
     #[cfg_attr(
         feature = "serde",
         serde(rename = "age_ms", serialize_with = "crate::serde_fields::millis")

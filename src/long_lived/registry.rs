@@ -30,12 +30,32 @@ pub(crate) struct Registry {
 struct Slab {
     records: Vec<Option<Record>>,
     free: Vec<usize>,
+    /// The id the next record gets.
+    next_id: u64,
     /// Set when `expired` fires: what was registered then, for the report. Anything
-    /// registered afterwards is aborted at once, so it is added here as it registers.
-    cut: Option<Vec<LongLivedEntry>>,
+    /// registered afterwards is ended at its first chance, so it is added here as it
+    /// registers. A response that is then sent whole after all (see
+    /// [`Registration::sent_whole`]) leaves the list: the report lists what was cut, nothing
+    /// else.
+    cut: Option<Vec<Cut>>,
+}
+
+/// An entry of the cut list, with the id of the record it was taken from.
+struct Cut {
+    id: u64,
+    entry: LongLivedEntry,
+}
+
+/// Names one registry entry for as long as its [`Registration`] lives: its slot, and the id
+/// that tells it from a later record in the same slot.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct EntryId {
+    index: usize,
+    id: u64,
 }
 
 struct Record {
+    id: u64,
     method: Option<Method>,
     path: Option<String>,
     kind: LongLivedKind,
@@ -65,19 +85,20 @@ impl Registry {
         method: Option<Method>,
         path: Option<String>,
     ) -> Registration {
+        let mut slab = self.slab();
+        let id = slab.next_id;
+        slab.next_id += 1;
         let record = Record {
+            id,
             method,
             path,
             kind,
             started: Instant::now(),
         };
-        let mut slab = self.slab();
         if let Some(cut) = slab.cut.as_mut() {
-            cut.push(LongLivedEntry {
-                method: record.method.clone(),
-                path: record.path.clone(),
-                kind: record.kind,
-                age: Duration::ZERO,
+            cut.push(Cut {
+                id,
+                entry: record.entry(Duration::ZERO),
             });
         }
         let index = match slab.free.pop() {
@@ -94,7 +115,8 @@ impl Registry {
         self.count.fetch_add(1, Ordering::Relaxed);
         Registration {
             registry: self,
-            index,
+            entry: EntryId { index, id },
+            whole: false,
         }
     }
 
@@ -140,7 +162,8 @@ impl Registry {
         if let Some(count @ 1..) = first {
             tracing::warn!(
                 count,
-                "long-lived deadline passed: aborting the long-lived responses still running"
+                "long-lived deadline passed: aborting the long-lived responses still running \
+                 that cannot finish at once"
             );
         }
         self.expired.cancel();
@@ -156,47 +179,97 @@ impl Registry {
 
     /// The long-lived responses cut at the long-lived deadline (or at the drain's outcome).
     pub(crate) fn cut(&self) -> Vec<LongLivedEntry> {
-        self.slab().cut.clone().unwrap_or_default()
+        let slab = self.slab();
+        let cut = slab.cut.iter().flatten();
+        cut.map(|cut| cut.entry.clone()).collect()
     }
 
-    fn snapshot(slab: &Slab, now: Instant) -> Vec<LongLivedEntry> {
-        let mut entries: Vec<LongLivedEntry> = slab
+    fn snapshot(slab: &Slab, now: Instant) -> Vec<Cut> {
+        let mut entries: Vec<Cut> = slab
             .records
             .iter()
             .flatten()
-            .map(|record| LongLivedEntry {
-                method: record.method.clone(),
-                path: record.path.clone(),
-                kind: record.kind,
-                age: now.saturating_duration_since(record.started),
+            .map(|record| Cut {
+                id: record.id,
+                entry: record.entry(now.saturating_duration_since(record.started)),
             })
             .collect();
         // Oldest first: the ones most likely to be stuck lead the report.
-        entries.sort_by_key(|entry| std::cmp::Reverse(entry.age));
+        entries.sort_by_key(|cut| std::cmp::Reverse(cut.entry.age));
         entries
+    }
+}
+
+impl Record {
+    fn entry(&self, age: Duration) -> LongLivedEntry {
+        LongLivedEntry {
+            method: self.method.clone(),
+            path: self.path.clone(),
+            kind: self.kind,
+            age,
+        }
+    }
+}
+
+impl Slab {
+    fn record_mut(&mut self, entry: EntryId) -> Option<&mut Record> {
+        self.records
+            .get_mut(entry.index)?
+            .as_mut()
+            .filter(|record| record.id == entry.id)
+    }
+
+    fn listed_mut(&mut self, id: u64) -> Option<&mut Cut> {
+        self.cut.as_mut()?.iter_mut().find(|cut| cut.id == id)
+    }
+
+    fn unlist(&mut self, id: u64) -> Option<Cut> {
+        let cut = self.cut.as_mut()?;
+        let at = cut.iter().position(|cut| cut.id == id)?;
+        Some(cut.remove(at))
     }
 }
 
 /// One long-lived response's place in the registry; dropping it removes the entry.
 pub(crate) struct Registration {
     registry: &'static Registry,
-    index: usize,
+    entry: EntryId,
+    /// The response was sent whole: it leaves the cut list, if the deadline listed it.
+    whole: bool,
 }
 
 impl Registration {
-    /// Corrects the kind once the response shows what it is (a marked route answering SSE).
+    /// Corrects the kind once the response shows what it is (a marked route answering SSE),
+    /// in its listing as cut too: past the long-lived deadline, what is cut from here on is
+    /// this response, not the long-poll it was.
     pub(crate) fn set_kind(&self, kind: LongLivedKind) {
-        if let Some(record) = self.registry.slab().records[self.index].as_mut() {
+        let mut slab = self.registry.slab();
+        if let Some(record) = slab.record_mut(self.entry) {
             record.kind = kind;
         }
+        if let Some(listed) = slab.listed_mut(self.entry.id) {
+            listed.entry.kind = kind;
+        }
+    }
+
+    /// The response has been sent whole (its last byte handed to the server, or its end, a
+    /// final event's or its own): when the registration goes, so does any listing of it as
+    /// cut. Past the long-lived deadline such a response was let through (an answer that came
+    /// as the deadline passed) or ended cleanly at its first chance (an event stream between
+    /// events): it was not cut, and the report must not say it was.
+    pub(crate) fn sent_whole(&mut self) {
+        self.whole = true;
     }
 }
 
 impl Drop for Registration {
     fn drop(&mut self) {
         let mut slab = self.registry.slab();
-        slab.records[self.index] = None;
-        slab.free.push(self.index);
+        slab.records[self.entry.index] = None;
+        slab.free.push(self.entry.index);
+        if self.whole {
+            slab.unlist(self.entry.id);
+        }
         // Relaxed: a statistic, see `Registry::register`.
         self.registry.count.fetch_sub(1, Ordering::Relaxed);
     }
@@ -205,7 +278,7 @@ impl Drop for Registration {
 impl fmt::Debug for Registration {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Registration")
-            .field("index", &self.index)
+            .field("index", &self.entry.index)
             .finish_non_exhaustive()
     }
 }

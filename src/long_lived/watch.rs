@@ -180,7 +180,7 @@ impl Watch {
             registration,
             kind,
             tracking,
-            false,
+            None,
             encoded,
             grpc_end,
         ))
@@ -209,7 +209,7 @@ impl Watch {
             registration.set_kind(kind);
         }
         response.extensions_mut().insert(AlreadyTracked);
-        let sized = response.body().size_hint().exact().is_some();
+        let length = response.body().size_hint().exact();
         let encoded = is_encoded(response.headers());
         let grpc_end = GrpcEnd::for_response(response.headers());
         Some(TrackedState::new(
@@ -217,7 +217,7 @@ impl Watch {
             registration,
             kind,
             tracking,
-            sized,
+            length,
             encoded,
             grpc_end,
         ))

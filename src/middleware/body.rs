@@ -169,7 +169,7 @@ where
                         return Poll::Ready(Some(Err(error.into())));
                     }
                     Poll::Ready(None) => {
-                        state.end(guard);
+                        state.end_whole(guard);
                         return Poll::Ready(None);
                     }
                     // Arms its wake-up; if that has already fired, decide again.

@@ -1,0 +1,118 @@
+//! What the report says of long-lived responses: only the ones that were cut.
+
+mod support;
+
+use std::convert::Infallible;
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::extract::Request;
+use axum::middleware::Next;
+use axum::routing::get;
+use axum::Router;
+use bytes::Bytes;
+use futures_util::stream::{self, StreamExt};
+use http::Method;
+use support::bounded;
+use support::gate::Gate;
+use support::http::serve_until_closing;
+use support::raw::{read_to_close, split_head};
+use support::sse::open_event_stream;
+use tower_drain::{DrainOutcome, LongLivedKind, LongLivedLayer, Shutdown};
+
+const LONG: Duration = Duration::from_secs(60);
+
+/// One line of plain text, then idle.
+fn idle_lines() -> Body {
+    let first = stream::once(async { Ok::<_, Infallible>(Bytes::from("data: hi\n\n")) });
+    Body::from_stream(first.chain(stream::pending()))
+}
+
+/// Requests admitted before the drain that reach their marked route only after the
+/// long-lived deadline (a middleware held them): one whose handler answers at once is sent
+/// whole and not listed; one whose handler would wait is cut with a 503, and one whose
+/// handler answers with a stream is cut at its first frame: both are listed, named, as what
+/// was cut.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn marked_routes_first_reached_after_the_long_lived_deadline_are_listed_only_if_cut() {
+    let shutdown = Shutdown::new();
+    // The long-lived deadline falls at drain start; the drain has a minute.
+    shutdown.set_long_lived_grace(Duration::ZERO);
+    let gate = Gate::new();
+    let held = gate.clone();
+    let app = Router::new()
+        .route(
+            "/answer",
+            get(|| async { "at once\n" }).layer(LongLivedLayer::route(shutdown)),
+        )
+        .route(
+            "/wait",
+            get(std::future::pending::<&'static str>).layer(LongLivedLayer::route(shutdown)),
+        )
+        .route(
+            "/stream",
+            get(|| async { idle_lines() }).layer(LongLivedLayer::route(shutdown)),
+        )
+        .layer(axum::middleware::from_fn(
+            move |request: Request, next: Next| {
+                let gate = held.clone();
+                async move {
+                    gate.pass().await;
+                    next.run(request).await
+                }
+            },
+        ))
+        .layer(shutdown.layer());
+    let server = serve_until_closing(app, shutdown).await;
+    let mut answer = open_event_stream(server.addr, "/answer").await;
+    let mut wait = open_event_stream(server.addr, "/wait").await;
+    let mut stream = open_event_stream(server.addr, "/stream").await;
+    gate.entered(3).await;
+    assert_eq!(shutdown.in_flight(), 3, "all admitted");
+
+    // Taken while serving, only to see the long-lived deadline pass; listed in the report.
+    let watcher = shutdown
+        .long_lived_guard(LongLivedKind::Upgrade, Method::GET, "/watch")
+        .unwrap();
+    let drain = tokio::spawn(shutdown.drain(LONG).unwrap());
+    bounded("the long-lived deadline", watcher.deadline()).await;
+    drop(watcher);
+    gate.release(3);
+
+    for (client, status, body) in [
+        (&mut answer, "HTTP/1.1 200", &b"at once\n"[..]),
+        (
+            &mut wait,
+            "HTTP/1.1 503",
+            b"request cut short: the server is shutting down\n",
+        ),
+    ] {
+        let mut raw = Vec::new();
+        bounded("the answer", read_to_close(client, &mut raw)).await;
+        let (head, received) = split_head(&raw);
+        assert!(head.starts_with(status), "{head}");
+        assert_eq!(received, body, "{head}");
+    }
+    // Cut before its first byte: the connection closes with no response.
+    let mut raw = Vec::new();
+    bounded("the cut", read_to_close(&mut stream, &mut raw)).await;
+    assert!(!support::raw::contains(&raw, b"data: hi"), "{raw:?}");
+
+    let report = bounded("drain", drain).await.unwrap();
+    assert_eq!(report.outcome, DrainOutcome::Drained, "{report}");
+    let mut listed: Vec<_> = report
+        .long_lived
+        .iter()
+        .map(|entry| (entry.path.as_deref(), entry.kind))
+        .collect();
+    listed.sort_by_key(|(path, _)| *path);
+    assert_eq!(
+        listed,
+        [
+            (Some("/stream"), LongLivedKind::Stream),
+            (Some("/wait"), LongLivedKind::LongPoll),
+            (Some("/watch"), LongLivedKind::Upgrade)
+        ],
+        "{report}"
+    );
+}
