@@ -1,4 +1,5 @@
-//! What the report says of long-lived responses: only the ones that were cut.
+//! What the report says of long-lived responses: one entry per response, named by the marked
+//! route it came through, and only the ones that were cut.
 
 mod support;
 
@@ -8,24 +9,98 @@ use std::time::Duration;
 use axum::body::Body;
 use axum::extract::Request;
 use axum::middleware::Next;
+use axum::response::sse::{Event, Sse};
 use axum::routing::get;
 use axum::Router;
 use bytes::Bytes;
 use futures_util::stream::{self, StreamExt};
-use http::Method;
+use http::{HeaderMap, Method, StatusCode};
 use support::bounded;
 use support::gate::Gate;
 use support::http::serve_until_closing;
 use support::raw::{read_to_close, split_head};
-use support::sse::open_event_stream;
-use tower_drain::{DrainOutcome, LongLivedKind, LongLivedLayer, Shutdown};
+use support::sse::{open_event_stream, open_until};
+use tower_drain::{DrainOutcome, LongLivedKind, LongLivedLayer, OnDrain, Shutdown};
 
 const LONG: Duration = Duration::from_secs(60);
+
+/// One event, then idle.
+fn idle_events() -> Sse<impl futures_util::Stream<Item = Result<Event, Infallible>>> {
+    let hello = stream::once(async { Ok::<_, Infallible>(Event::default().data("hi")) });
+    Sse::new(hello.chain(stream::pending()))
+}
 
 /// One line of plain text, then idle.
 fn idle_lines() -> Body {
     let first = stream::once(async { Ok::<_, Infallible>(Bytes::from("data: hi\n\n")) });
     Body::from_stream(first.chain(stream::pending()))
+}
+
+/// A user rule that names every open-ended `200` a stream.
+fn open_ended_ok_is_a_stream(status: StatusCode, _headers: &HeaderMap) -> Option<LongLivedKind> {
+    (status == StatusCode::OK).then_some(LongLivedKind::Stream)
+}
+
+type Stack = fn(Shutdown) -> Router;
+
+/// A marked route around a layer that tracks by content type or by a rule: that inner layer
+/// tracks the response (its settings apply), but the one entry it makes carries the route's
+/// method and path, and its age runs from the request, as for any marked route. Each stack
+/// keeps its stream running to the long-lived deadline, so that the report lists it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_marked_route_around_a_tracking_layer_names_its_one_entry() {
+    let stacks: [(&str, LongLivedKind, Stack); 3] = [
+        (
+            "the route's own mark around LongLivedLayer::new",
+            LongLivedKind::Sse,
+            |shutdown| {
+                let tracker = LongLivedLayer::new(shutdown).on_drain(OnDrain::KeepUntilDeadline);
+                let feed = get(|| async { idle_events() })
+                    .layer::<_, Infallible>(tracker)
+                    .layer(LongLivedLayer::route(shutdown));
+                Router::new().route("/feed", feed).layer(shutdown.layer())
+            },
+        ),
+        (
+            "route_layer around LongLivedLayer::when",
+            LongLivedKind::Stream,
+            |shutdown| {
+                let tracker = LongLivedLayer::new(shutdown).when(open_ended_ok_is_a_stream);
+                Router::new()
+                    .route("/feed", get(|| async { idle_lines() }))
+                    .layer(tracker)
+                    .route_layer(LongLivedLayer::route(shutdown))
+                    .layer(shutdown.layer())
+            },
+        ),
+        (
+            "route_layer around long_lived_when",
+            LongLivedKind::Stream,
+            |shutdown| {
+                Router::new()
+                    .route("/feed", get(|| async { idle_lines() }))
+                    .layer(shutdown.layer().long_lived_when(open_ended_ok_is_a_stream))
+                    .route_layer(LongLivedLayer::route(shutdown))
+            },
+        ),
+    ];
+    for (stack, kind, build) in stacks {
+        let shutdown = Shutdown::new();
+        let grace = Duration::from_millis(50);
+        shutdown.set_long_lived_grace(grace);
+        let server = serve_until_closing(build(shutdown), shutdown).await;
+        let reading = open_until(server.addr, "/feed", b"data: hi\n\n").await;
+        assert_eq!(shutdown.long_lived(), 1, "{stack}: one entry");
+
+        let report = bounded("drain", shutdown.drain(LONG).unwrap()).await;
+        assert_eq!(report.long_lived.len(), 1, "{stack}: {report}");
+        let entry = &report.long_lived[0];
+        assert_eq!(entry.method, Some(Method::GET), "{stack}: {entry}");
+        assert_eq!(entry.path.as_deref(), Some("/feed"), "{stack}: {entry}");
+        assert_eq!(entry.kind, kind, "{stack}: {entry}");
+        assert!(entry.age >= grace, "{stack}: {entry}");
+        assert!(!reading.finish().await.terminated, "{stack}: cut");
+    }
 }
 
 /// Requests admitted before the drain that reach their marked route only after the

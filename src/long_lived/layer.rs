@@ -57,7 +57,10 @@ impl LongLivedLayer {
 
     /// Marks every request through it long-lived: for a route, with axum's `route_layer` or
     /// `MethodRouter::layer`. A request marked twice (a route's own layer under the router's
-    /// `route_layer`) is tracked once, by the outer mark and its settings.
+    /// `route_layer`) is tracked once, by the outer mark and its settings. A response that a
+    /// layer further in tracks by its content type or a rule ([`LongLivedLayer::new`],
+    /// [`Shutdown::layer`]) is tracked by that layer, with its settings, and named by this
+    /// mark: one entry, with this route's method and path.
     pub fn route(shutdown: Shutdown) -> Self {
         Self::with(shutdown, Track::Route(Tracking::DEFAULT))
     }

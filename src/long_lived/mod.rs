@@ -46,7 +46,7 @@ use http::Method;
 pub(crate) use body::{Next, TrackedState};
 pub use guard::LongLivedGuard;
 pub use layer::LongLivedLayer;
-pub(crate) use registry::{Registration, Registry};
+pub(crate) use registry::{EntryId, Registration, Registry};
 pub use signal::DrainSignal;
 pub(crate) use watch::Watch;
 
@@ -118,7 +118,8 @@ pub enum OnDrain {
 pub struct LongLivedEntry {
     /// The request method; `None` when the response was recognised by its content type alone
     /// (the request is gone by then, and keeping its method and path for every request
-    /// would cost every request). Mark the route with [`LongLivedLayer::route`] to name it.
+    /// would cost every request). Mark the route with [`LongLivedLayer::route`] to name it,
+    /// inside or outside the layer that recognises it.
     #[cfg_attr(
         feature = "serde",
         serde(serialize_with = "crate::serde_fields::method")
@@ -151,7 +152,8 @@ impl fmt::Display for LongLivedEntry {
 ///
 /// Consulted only for responses whose body has no known length (a body of known length ends
 /// by itself), so short responses never pay for it. Responses it selects are tracked like
-/// server-sent events, but without method and path (see [`LongLivedEntry::method`]), and
+/// server-sent events, but without method and path unless their route is marked too (see
+/// [`LongLivedEntry::method`]), and
 /// run until the long-lived deadline unless their kind is [`LongLivedKind::Sse`]. A
 /// `text/event-stream` response is an event stream whatever kind the rule gives it: that
 /// kind names it in reports, and it still finishes on drain.
@@ -267,7 +269,12 @@ pub(crate) fn is_event_stream(headers: &http::HeaderMap) -> bool {
         })
 }
 
-/// Set on a response's extensions by a layer that tracks it, and on a request's by a marked
-/// route, so that another layer of this crate does not track the same one twice.
+/// Set on a request's extensions by a marked route, so that another mark further in does not
+/// track the same request twice.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct AlreadyTracked;
+
+/// Set on a response's extensions by the layer that tracks it, so that another layer of this
+/// crate further out does not track it twice; names the response's registry entry.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct TrackedResponse(pub(crate) EntryId);

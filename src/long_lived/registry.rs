@@ -49,7 +49,7 @@ struct Cut {
 /// Names one registry entry for as long as its [`Registration`] lives: its slot, and the id
 /// that tells it from a later record in the same slot.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct EntryId {
+pub(crate) struct EntryId {
     index: usize,
     id: u64,
 }
@@ -239,6 +239,11 @@ pub(crate) struct Registration {
 }
 
 impl Registration {
+    /// Which entry this is, for a marked route further out to name it (see `hand_name_to`).
+    pub(crate) fn entry(&self) -> EntryId {
+        self.entry
+    }
+
     /// Corrects the kind once the response shows what it is (a marked route answering SSE),
     /// in its listing as cut too: past the long-lived deadline, what is cut from here on is
     /// this response, not the long-poll it was.
@@ -259,6 +264,40 @@ impl Registration {
     /// events): it was not cut, and the report must not say it was.
     pub(crate) fn sent_whole(&mut self) {
         self.whole = true;
+    }
+
+    /// Gives this entry's method, path and start to `other`, the entry a layer further in
+    /// made for the same response (a marked route around a layer that tracks by content
+    /// type), which is the one kept: the response is one entry, named. `kind`, if set,
+    /// names it too. A listing of this entry as cut moves to `other`.
+    pub(crate) fn hand_name_to(&self, other: EntryId, kind: Option<LongLivedKind>) {
+        let mut slab = self.registry.slab();
+        let Some(mine) = slab.record_mut(self.entry) else {
+            return;
+        };
+        let (method, path, started) = (mine.method.clone(), mine.path.clone(), mine.started);
+        let Some(theirs) = slab.record_mut(other) else {
+            return;
+        };
+        theirs.method.clone_from(&method);
+        theirs.path.clone_from(&path);
+        theirs.started = started;
+        if let Some(kind) = kind {
+            theirs.kind = kind;
+        }
+        let kind = theirs.kind;
+        let Some(mine) = slab.unlist(self.entry.id) else {
+            return;
+        };
+        // Both are listed once the deadline has passed: the other's listing stays, under this
+        // name and this age (the response's, from when the route first saw its request).
+        if let Some(theirs) = slab.listed_mut(other.id) {
+            theirs.entry = LongLivedEntry { kind, ..mine.entry };
+        }
+        // Oldest first, as `snapshot` orders them.
+        if let Some(cut) = slab.cut.as_mut() {
+            cut.sort_by_key(|cut| std::cmp::Reverse(cut.entry.age));
+        }
     }
 }
 

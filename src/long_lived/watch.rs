@@ -10,7 +10,7 @@ use http_body::Body;
 
 use super::{
     is_encoded, is_event_stream, AlreadyTracked, DrainSignal, LongLivedKind, Registration, Track,
-    TrackedState, Tracking, Wait,
+    TrackedResponse, TrackedState, Tracking, Wait,
 };
 use crate::middleware::rejection::{self, Closing, GrpcEnd, Rejection};
 use crate::shutdown::Core;
@@ -154,19 +154,22 @@ impl Watch {
     ) -> Option<Box<TrackedState>> {
         // Another layer of this crate, further in, already tracks it (a marked route, or a
         // `LongLivedLayer` under `Shutdown::layer`): one entry per response.
-        if response.extensions().get::<AlreadyTracked>().is_some() {
+        if response.extensions().get::<TrackedResponse>().is_some() {
             return None;
         }
-        // Marked even by a layer that is usually outermost: a layer of this crate further out
-        // (a second `Shutdown::layer` from a merged router, a marked route's `route_layer`
-        // added after it) would otherwise register the same response again. The insert
-        // allocates, once per long-lived response.
-        response.extensions_mut().insert(AlreadyTracked);
         // The layer's kind, or the user rule's, only names the entry; the body behaves as what
         // the response is: an event stream a rule calls a stream still finishes on drain.
         let registration = core
             .long_lived
             .register(tracking.kind.unwrap_or(kind), None, None);
+        // Marked even by a layer that is usually outermost: a layer of this crate further out
+        // (a second `Shutdown::layer` from a merged router, a marked route's `route_layer`
+        // added after it) would otherwise register the same response again. The mark names
+        // the entry, which a marked route further out names in turn. The insert allocates,
+        // once per long-lived response.
+        response
+            .extensions_mut()
+            .insert(TrackedResponse(registration.entry()));
         let kind = if kind != LongLivedKind::Sse && is_event_stream(response.headers()) {
             LongLivedKind::Sse
         } else {
@@ -193,9 +196,12 @@ impl Watch {
         tracking: &'static Tracking,
         response: &mut Response<B>,
     ) -> Option<Box<TrackedState>> {
-        // A `LongLivedLayer` further in already tracks the response; this route's entry
-        // leaves with `registration`, so that the response is one entry.
-        if response.extensions().get::<AlreadyTracked>().is_some() {
+        // A layer further in already tracks the response (by its content type, or a rule):
+        // its entry is the one kept, so that the response is one entry, and it takes this
+        // route's name, which that layer could not know. This route's entry leaves with
+        // `registration`.
+        if let Some(&TrackedResponse(inner)) = response.extensions().get::<TrackedResponse>() {
+            registration.hand_name_to(inner, tracking.kind);
             return None;
         }
         // What the response is decides what its body does on drain; the layer's kind, if
@@ -208,7 +214,9 @@ impl Watch {
         if tracking.kind.is_none() {
             registration.set_kind(kind);
         }
-        response.extensions_mut().insert(AlreadyTracked);
+        response
+            .extensions_mut()
+            .insert(TrackedResponse(registration.entry()));
         let length = response.body().size_hint().exact();
         let encoded = is_encoded(response.headers());
         let grpc_end = GrpcEnd::for_response(response.headers());
