@@ -20,6 +20,8 @@ use support::gate::Gate;
 use support::http::serve_until_closing;
 use support::raw::{read_to_close, split_head};
 use support::sse::{open_event_stream, open_until};
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpStream;
 use tower_drain::{DrainOutcome, LongLivedKind, LongLivedLayer, OnDrain, Shutdown};
 
 const LONG: Duration = Duration::from_secs(60);
@@ -105,7 +107,7 @@ async fn a_marked_route_around_a_tracking_layer_names_its_one_entry() {
 
 /// Requests admitted before the drain that reach their marked route only after the
 /// long-lived deadline (a middleware held them): one whose handler answers at once is sent
-/// whole and not listed; one whose handler would wait is cut with a 503, and one whose
+/// whole and not listed, nor is the same answer to a `HEAD`; one whose handler would wait is cut with a 503, and one whose
 /// handler answers with a stream is cut at its first frame: both are listed, named, as what
 /// was cut.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -142,8 +144,12 @@ async fn marked_routes_first_reached_after_the_long_lived_deadline_are_listed_on
     let mut answer = open_event_stream(server.addr, "/answer").await;
     let mut wait = open_event_stream(server.addr, "/wait").await;
     let mut stream = open_event_stream(server.addr, "/stream").await;
-    gate.entered(3).await;
-    assert_eq!(shutdown.in_flight(), 3, "all admitted");
+    let mut head = TcpStream::connect(server.addr).await.unwrap();
+    head.write_all(b"HEAD /answer HTTP/1.1\r\nHost: test\r\n\r\n")
+        .await
+        .unwrap();
+    gate.entered(4).await;
+    assert_eq!(shutdown.in_flight(), 4, "all admitted");
 
     // Taken while serving, only to see the long-lived deadline pass; listed in the report.
     let watcher = shutdown
@@ -152,10 +158,11 @@ async fn marked_routes_first_reached_after_the_long_lived_deadline_are_listed_on
     let drain = tokio::spawn(shutdown.drain(LONG).unwrap());
     bounded("the long-lived deadline", watcher.deadline()).await;
     drop(watcher);
-    gate.release(3);
+    gate.release(4);
 
     for (client, status, body) in [
         (&mut answer, "HTTP/1.1 200", &b"at once\n"[..]),
+        (&mut head, "HTTP/1.1 200", b""),
         (
             &mut wait,
             "HTTP/1.1 503",

@@ -122,10 +122,16 @@ impl Watch {
         if let Some(route) = self.route.take() {
             let RouteWatch {
                 core,
-                registration,
+                mut registration,
                 tracking,
+                head,
                 ..
             } = *route;
+            // The answer to a `HEAD` is its head: whole once made, and its body never polled
+            // (axum swaps it for an empty one further out).
+            if head {
+                registration.sent_whole();
+            }
             return Self::routed(core, registration, tracking, response);
         }
         let tracking = self.detect?;
