@@ -86,7 +86,8 @@ impl Future for Drain {
             }
             // A deadline already past (a zero timeout) is decided here rather than by a timer,
             // which would wait for the runtime's next tick: zero means "don't wait".
-            let past_deadline = Instant::now() >= *this.deadline_at;
+            let now = Instant::now();
+            let past_deadline = now >= *this.deadline_at;
             if past_deadline {
                 this.core.decide(DrainOutcome::TimedOut, false);
                 if let Some(report) = this.core.report() {
@@ -109,7 +110,9 @@ impl Future for Drain {
                 return Poll::Pending;
             }
             if let Some(long_lived) = this.long_lived.as_mut().as_pin_mut() {
-                if long_lived.poll(cx).is_ready() {
+                // Past already (a zero grace), it passes here too, not at the timer's next
+                // tick: a zero grace cuts at once what cannot finish.
+                if now >= *this.long_lived_at || long_lived.poll(cx).is_ready() {
                     this.long_lived.set(None);
                     this.core.long_lived.expire();
                     continue;

@@ -180,3 +180,29 @@ async fn zero_grace_delivers_a_long_polls_answer_to_its_signal_and_does_not_list
     assert_eq!(paths, [Some("/watch")], "{report}");
     bounded("the server", server.stopped).await.unwrap();
 }
+
+/// A zero grace cuts at once: the long-lived deadline has passed by the drain's first poll,
+/// as a zero drain timeout is decided there, rather than at the timer's next tick.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn zero_grace_passes_the_long_lived_deadline_at_the_drains_first_poll() {
+    use futures_util::FutureExt;
+
+    let shutdown = Shutdown::new();
+    shutdown.set_long_lived_grace(Duration::ZERO);
+    let guard = shutdown
+        .long_lived_guard(LongLivedKind::Upgrade, Method::GET, "/ws")
+        .unwrap();
+    let mut drain = Box::pin(shutdown.drain(LONG).unwrap());
+    assert!(
+        (&mut drain).now_or_never().is_none(),
+        "the guard holds the drain"
+    );
+    assert!(
+        guard.deadline().now_or_never().is_some(),
+        "the long-lived deadline has not passed"
+    );
+    drop(guard);
+    let report = bounded("drain", drain).await;
+    assert_eq!(report.outcome, DrainOutcome::Drained, "{report}");
+    assert_eq!(report.long_lived.len(), 1, "the guard was cut: {report}");
+}
