@@ -105,6 +105,57 @@ async fn a_marked_route_around_a_tracking_layer_names_its_one_entry() {
     }
 }
 
+/// The same when the handler answers only after the long-lived deadline: the route's entry,
+/// listed as cut at the deadline, and the inner layer's, listed as it registers, are one
+/// response: the report lists it once, named, with the route's age.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_marked_route_answering_after_the_deadline_around_a_tracking_layer_is_listed_once() {
+    let shutdown = Shutdown::new();
+    let grace = Duration::from_millis(50);
+    shutdown.set_long_lived_grace(grace);
+    let (entered_tx, mut entered) = tokio::sync::mpsc::channel::<()>(1);
+    let late = move || {
+        let entered = entered_tx.clone();
+        async move {
+            // Taken while serving, only to see the long-lived deadline pass.
+            let watch = shutdown
+                .long_lived_guard(LongLivedKind::Upgrade, Method::GET, "/watch")
+                .unwrap();
+            entered.send(()).await.unwrap();
+            watch.deadline().await;
+            idle_events()
+        }
+    };
+    let tracker = LongLivedLayer::new(shutdown).on_drain(OnDrain::KeepUntilDeadline);
+    let feed = get(late)
+        .layer::<_, Infallible>(tracker)
+        .layer(LongLivedLayer::route(shutdown));
+    let app = Router::new().route("/feed", feed).layer(shutdown.layer());
+    let server = serve_until_closing(app, shutdown).await;
+    let mut client = open_event_stream(server.addr, "/feed").await;
+    bounded("the handler to start", entered.recv())
+        .await
+        .unwrap();
+
+    let report = bounded("drain", shutdown.drain(LONG).unwrap()).await;
+    let mut raw = Vec::new();
+    bounded("the cut", read_to_close(&mut client, &mut raw)).await;
+    let listed: Vec<_> = report
+        .long_lived
+        .iter()
+        .map(|entry| (entry.method.clone(), entry.path.as_deref(), entry.kind))
+        .collect();
+    assert_eq!(
+        listed,
+        [
+            (Some(Method::GET), Some("/feed"), LongLivedKind::Sse),
+            (Some(Method::GET), Some("/watch"), LongLivedKind::Upgrade),
+        ],
+        "{report}"
+    );
+    assert!(report.long_lived[0].age >= grace, "{report}");
+}
+
 /// Requests admitted before the drain that reach their marked route only after the
 /// long-lived deadline (a middleware held them): one whose handler answers at once is sent
 /// whole and not listed, nor is the same answer to a `HEAD`; one whose handler would wait is cut with a 503, and one whose
