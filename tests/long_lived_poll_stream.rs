@@ -545,3 +545,17 @@ async fn an_answer_begun_after_the_long_lived_deadline_is_sent_whole_in_several_
     assert_only_the_watcher_was_cut(&report);
     assert_eq!(shutdown.long_lived(), 0);
 }
+
+/// An empty answer (a `204`) that comes as the long-lived deadline passes is whole before the
+/// server looks at its body, which it never polls: it is not listed as cut.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_empty_answer_at_the_long_lived_deadline_is_not_listed_as_cut() {
+    let (raw, report, shutdown) =
+        answered_at_the_long_lived_deadline(|| StatusCode::NO_CONTENT).await;
+    let (head, body) = split_head(&raw);
+    assert!(head.starts_with("HTTP/1.1 204"), "{head}");
+    assert!(body.is_empty());
+    assert_eq!(report.outcome, DrainOutcome::Drained, "{report}");
+    assert_only_the_watcher_was_cut(&report);
+    assert_eq!(shutdown.long_lived(), 0);
+}
