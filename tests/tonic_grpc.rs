@@ -175,18 +175,29 @@ async fn concurrent_calls_racing_the_goaway_fail_and_only_refusals_reach_the_ser
         })
         .collect();
     let mut refused_by_the_layer = 0;
+    let mut other = Vec::new();
     for caller in callers {
         for status in bounded("a caller", caller).await.unwrap() {
             if !refused_unprocessed(&status) {
                 assert_eq!(status.code(), Code::Unavailable, "{status:?}");
-                if status.message() == "server is shutting down" {
-                    refused_by_the_layer += 1;
-                }
+            }
+            if status.message() == "server is shutting down" {
+                refused_by_the_layer += 1;
+            } else {
+                other.push(status);
             }
         }
     }
-    // The others were refused before the service: by the GOAWAY, or by the closed listener.
-    assert_eq!(shutdown.rejected(), refused_by_the_layer);
+    // The others were refused before the service (by the GOAWAY, or by the closed listener),
+    // except that tonic's server closes its socket outright once its last stream ends: a
+    // client whose unread calls are still in that socket gets a reset, which can take the
+    // layer's answer to a call with it (README, Limits). So each refusal the layer counted
+    // was seen as such, or lost among the others; none reached the handler.
+    let rejected = shutdown.rejected();
+    assert!(
+        (refused_by_the_layer..=refused_by_the_layer + other.len() as u64).contains(&rejected),
+        "the layer refused {rejected}, clients saw {refused_by_the_layer} refusals and {other:?}"
+    );
 
     gate.release(1);
     let reply = bounded("the held call", held).await.unwrap();
