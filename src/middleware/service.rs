@@ -60,7 +60,7 @@ where
     // Inlined so the request and the future are built in place rather than copied through a
     // call. Always: as a hint it sat at the edge of the inliner's budget, and whether it was
     // taken changed with unrelated code elsewhere in the crate, moving the cost of a request
-    // by about 60 instructions and 15 ns (`benches/report-notes.md`).
+    // by about 60 instructions and 10 ns (`benches/report-notes.md`).
     #[inline(always)]
     fn call(&mut self, request: Request<ReqBody>) -> Self::Future {
         if self.policy.bypasses(&request) {
