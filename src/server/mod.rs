@@ -141,20 +141,24 @@ where
 /// limits), which `serve` does not pass on. With axum, give the router the `ConnectInfo`
 /// that axum's `into_make_service_with_connect_info` would:
 ///
-/// ```no_run
-/// # async fn run(app: axum::Router, shutdown: tower_drain::Shutdown) -> std::io::Result<()> {
+/// ```
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> std::io::Result<()> {
+/// # let (app, shutdown) = (axum::Router::new(), tower_drain::Shutdown::new());
 /// use std::net::SocketAddr;
 ///
 /// use axum::extract::ConnectInfo;
 /// use axum::Extension;
 /// use tower::Layer;
 ///
-/// let listener = tokio::net::TcpListener::bind("127.0.0.1:3000").await?;
+/// # let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
 /// let server = tokio::spawn(tower_drain::server::serve_with_peer(
 ///     listener,
 ///     move |peer: SocketAddr| Extension(ConnectInfo(peer)).layer(app.clone()),
 ///     shutdown,
 /// ));
+/// # let _report = shutdown.drain(std::time::Duration::ZERO).unwrap().await;
+/// # server.await.unwrap();
 /// # Ok(())
 /// # }
 /// ```
