@@ -26,7 +26,7 @@
 //!   left closed at the drain deadline.
 //! * Long-lived responses do not hold the drain hostage ([`long_lived`]): server-sent event
 //!   streams end between events after a final event with a `retry:` hint, long-polls get a
-//!   [`DrainSignal`], WebSockets a [`LongLivedGuard`], and whatever is still running at the
+//!   [`DrainSignal`], WebSockets a [`LongLivedGuard`], and whatever cannot finish by the
 //!   long-lived deadline is aborted and named in the report.
 //! * Cargo features, all off by default: `hyper-server` (`server::serve`), `serde`
 //!   (`Serialize` for the reports) and `metrics` (gauges and counters through the `metrics`
