@@ -91,34 +91,35 @@ type BoxError = Box<dyn StdError + Send + Sync>;
 /// gracefully: HTTP/2 connections get GOAWAY and finish the streams already open, HTTP/1
 /// connections close after the response in progress, idle ones at once. Connections still
 /// open when [`Shutdown::aborted`] fires (the drain deadline, or [`Shutdown::force`]) are
-/// closed there and then, and so are those still open at the drain deadline after a drain
-/// that ended `Drained` (a client not reading the tail of a finished response, an HTTP/2
-/// client that never answers the GOAWAY), so `serve` returns by the drain deadline. Any
-/// `force` call is the deadline too, even one that found nothing running to cut: before a
-/// drain, or after one that ended `Drained` with connections still open. At the deadline
-/// the drain is decided before anything is closed, as the `Drain` future's own timer would
-/// decide it, so the responses `serve` closes are reported still running, not completed,
-/// whether or not the `Drain` was being awaited.
+/// closed then, after one last poll in which a request whose handler is stalled answers its
+/// 503, and so are those still open at the drain deadline after a drain that ended
+/// `Drained` (a client not reading the tail of a finished response, an HTTP/2 client that
+/// never answers the GOAWAY), so `serve` returns by the drain deadline. Any `force` call is
+/// the deadline too, even one that found nothing running to cut: before a drain, or after
+/// one that ended `Drained` with connections still open. At the deadline the drain is
+/// decided before anything is closed, as the `Drain` future's own timer would decide it, so
+/// the responses `serve` closes are reported still running, not completed, whether or not
+/// the `Drain` was being awaited.
 ///
 /// A connection hyper is done with is closed gently: its sending side is shut, so the
 /// client reads the last response to its end, and what the client still sends (an HTTP/2
 /// client's WINDOW_UPDATE or PING, the rest of an upload the handler did not read) is read
 /// and discarded until the client closes, 5 s pass with nothing written by the server nor
 /// read from the client (the idle time before the close counts, so a keep-alive connection
-/// idle that long closes at once), 30 s
-/// pass in all, or the drain deadline comes. Closed outright, such a socket is reset by the
-/// kernel, which drops whatever part of the response it had not sent yet. A connection the
-/// server never wrote a byte on (a client that connected and sent nothing, or never a whole
-/// request head) has no response to protect, and is closed at once.
+/// idle that long closes at once), 30 s pass in all, or the drain deadline comes. Closed
+/// outright, such a socket is reset by the kernel, which drops whatever part of the
+/// response it had not sent yet. A connection the server never wrote a byte on (a client
+/// that connected and sent nothing, or never a whole request head) has no response to
+/// protect, and is closed at once.
 ///
 /// Returns once every connection is closed and the task of every HTTP/2 stream has ended
 /// (hyper runs each stream on a task apart from its connection's), so that nothing it ran
-/// is still counted or running. Errors of single connections (a client that
-/// resets, a malformed request) end that connection only and are logged at `debug`; accept
-/// errors (out of file descriptors) are logged and retried after a short pause. An HTTP/1
-/// client that shuts its sending side before its answer is taken to have gone, as nginx and
-/// Go's server take it: its request is cancelled unanswered, so a client that hung up does
-/// not hold the drain (a client that half-closes on purpose gets no answer).
+/// is still counted or running. Errors of single connections (a client that resets, a
+/// malformed request) end that connection only and are logged at `debug`; accept errors
+/// (out of file descriptors) are logged and retried after a short pause. An HTTP/1 client
+/// that shuts its sending side before its answer is taken to have gone, as nginx and Go's
+/// server take it: its request is cancelled unanswered, so a client that hung up does not
+/// hold the drain (a client that half-closes on purpose gets no answer).
 ///
 /// An upgraded connection (WebSocket) leaves hyper's hands once upgraded, and with it this
 /// server's; hold a [`Shutdown::long_lived_guard`] in its task so the drain counts it and
