@@ -16,10 +16,12 @@ use crate::shutdown::Core;
 
 pin_project! {
     /// Waits until every request admitted before draining began has finished, or the deadline
-    /// passes; resolves to the [`DrainReport`]. Made by [`Shutdown::drain`](crate::Shutdown::drain).
+    /// passes; resolves to the [`DrainReport`]. Made by
+    /// [`Shutdown::drain`](crate::Shutdown::drain).
     ///
     /// Event driven: it wakes when the last in-flight request ends, at the long-lived deadline
-    /// (to cut long-lived responses) and at the drain deadline, and never polls the count. If nothing is in flight it is ready at once.
+    /// (to cut long-lived responses) and at the drain deadline, and never polls the count. If
+    /// nothing is in flight it is ready at once.
     #[must_use = "a Drain does nothing unless awaited; the drain itself has already begun"]
     pub struct Drain {
         core: &'static Core,

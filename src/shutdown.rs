@@ -29,9 +29,9 @@ use crate::report::{DrainOutcome, DrainReport};
 /// # Lifetime
 ///
 /// The state behind a `Shutdown` (about 128 bytes per counter slot: four slots per CPU,
-/// rounded up to a power of two, 256 at most) lives until the process exits. That is what lets the per-request path hold a
-/// plain `&'static` reference instead of an `Arc` clone, which would put one shared atomic
-/// back on every request. Create one controller per server, not one per request.
+/// rounded up to a power of two, 256 at most) lives until the process exits. That is what
+/// lets the per-request path hold a plain `&'static` reference instead of an `Arc` clone,
+/// which would put one shared atomic back on every request. Create one controller per server, not one per request.
 #[derive(Clone, Copy)]
 pub struct Shutdown {
     pub(crate) core: &'static Core,

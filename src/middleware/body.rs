@@ -21,8 +21,9 @@ pin_project! {
     /// yields its last frame, yields an error, or is dropped (the client went away). If the
     /// body counts its request (under [`Shutdown::layer`](crate::Shutdown::layer) or
     /// [`InFlightLayer`](crate::InFlightLayer)) and the drain deadline passes first, or it is
-    /// long-lived and its own deadline passes, the next poll yields [`Aborted`] instead of data, so
-    /// the server resets the stream and the client can tell a cut response from a whole one.
+    /// long-lived and its own deadline passes, the next poll yields [`Aborted`] instead of
+    /// data, so the server resets the stream and the client can tell a cut response from a
+    /// whole one.
     pub struct ResponseBody<B> {
         #[pin]
         kind: Kind<B>,

@@ -89,7 +89,8 @@ pub struct HookReport {
 /// How a hook ended.
 ///
 /// With `serde`: `{"status": "ok"}`, `{"status": "failed", "detail": "<error>"}`,
-/// `{"status": "timed_out", "timeout_ms": 3000.0}`, `{"status": "panicked", "detail": "<message>"}`.
+/// `{"status": "timed_out", "timeout_ms": 3000.0}`,
+/// `{"status": "panicked", "detail": "<message>"}`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum HookOutcome {
     /// It returned `Ok(())`.

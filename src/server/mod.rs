@@ -190,10 +190,10 @@ pub async fn serve_with_peer<M, S, B>(
     builder.http2().timer(TokioTimer::new());
     let graceful = GracefulShutdown::new();
     // Cancelled at `aborted`, at any `force`, or at the drain deadline whatever the drain's
-    // outcome: closes the connections still open then. A drain that ended `Drained` never fires `aborted`,
-    // yet a connection can outlive every request it counted (a client not reading the tail
-    // of a response already handed to hyper, an HTTP/2 client that never answers the
-    // GOAWAY's PING).
+    // outcome: closes the connections still open then. A drain that ended `Drained` never
+    // fires `aborted`, yet a connection can outlive every request it counted (a client not
+    // reading the tail of a response already handed to hyper, an HTTP/2 client that never
+    // answers the GOAWAY's PING).
     let cut = CancellationToken::new();
 
     let mut closing = pin!(shutdown.closing());
