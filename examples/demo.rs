@@ -388,8 +388,9 @@ impl Worker {
                     () = shutdown.closing() => break,
                     () = tokio::time::sleep(Duration::from_millis(200)) => {}
                 }
-                tokio::time::sleep(Duration::from_millis(50)).await; // "the job"
-                                                                     // Relaxed: a statistic.
+                // "The job".
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                // Relaxed: a statistic.
                 done.fetch_add(1, Ordering::Relaxed);
             }
             done.load(Ordering::Relaxed)
