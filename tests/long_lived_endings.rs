@@ -1,7 +1,8 @@
 //! Every way a long-lived response can end takes it out of the registry and the in-flight
 //! count: the client going away (from a long-poll, from an event stream), a handler
-//! panicking, an event stream's body failing, a WebSocket task panicking. Each test then drains: a drain that finds
-//! something left would wait for the long-lived deadline and name it in the report.
+//! panicking, an event stream's body failing, a WebSocket task panicking. Each test then
+//! drains: a drain that finds something left would wait for the long-lived deadline and name
+//! it in the report.
 
 mod support;
 

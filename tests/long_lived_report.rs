@@ -158,9 +158,9 @@ async fn a_marked_route_answering_after_the_deadline_around_a_tracking_layer_is_
 
 /// Requests admitted before the drain that reach their marked route only after the
 /// long-lived deadline (a middleware held them): one whose handler answers at once is sent
-/// whole and not listed, nor is the same answer to a `HEAD`; one whose handler would wait is cut with a 503, and one whose
-/// handler answers with a stream is cut at its first frame: both are listed, named, as what
-/// was cut.
+/// whole and not listed, nor is the same answer to a `HEAD`; one whose handler would wait
+/// is cut with a 503, and one whose handler answers with a stream is cut at its first
+/// frame: both are listed, named, as what was cut.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn marked_routes_first_reached_after_the_long_lived_deadline_are_listed_only_if_cut() {
     let shutdown = Shutdown::new();
