@@ -107,7 +107,8 @@ pub use static_body::StaticBody;
 
 // The README's complete example is compiled with the doctests (`no_run`: it waits for a
 // signal). Its fragments are marked `ignore` and not compiled; `examples/` holds the complete
-// programs.
+// programs, and `tests/readme_excerpts.rs` checks that the server fragments are still found
+// in them.
 #[cfg(doctest)]
 #[doc = include_str!("../README.md")]
 struct ReadmeDoctests;
