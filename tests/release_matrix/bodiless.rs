@@ -173,3 +173,24 @@ async fn a_handler_stalled_at_the_deadline_gets_its_503_from_serve_over_http2() 
         assert_eq!(app.shutdown.in_flight(), 0, "round {round}");
     }
 }
+
+/// The same for a `HEAD`: the 503 at the drain deadline keeps its text body (the request's
+/// method is not kept on the path of every request), which an HTTP/2 client refuses on a
+/// `HEAD`: it reads the 503's head, then a reset stream where the body would be.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_head_stalled_at_the_deadline_gets_the_503_head_then_a_reset_over_http2() {
+    let on = On(Server::Crate, Proto::Http2);
+    let (app, server) = serve(on, Stack::Plain).await;
+    let mut exchange = send(server.addr, on.1, "HEAD", "/release/pending").await;
+    app.gate.entered(1).await;
+    let drain = app.shutdown.drain(Duration::from_millis(20)).unwrap();
+    bounded("the server to return", server.task).await.unwrap();
+    assert_eq!(exchange.status().await, Ok(503));
+    assert!(
+        exchange.rest().await.is_err(),
+        "a body on a HEAD is malformed over HTTP/2"
+    );
+    let report = bounded("the drain", drain).await;
+    assert_eq!(report.outcome, DrainOutcome::TimedOut, "{report}");
+    assert_eq!(app.shutdown.in_flight(), 0);
+}
