@@ -52,8 +52,8 @@ pub(crate) fn plain_text(status: StatusCode, text: &'static str) -> Response<Sta
 
 /// `response` fitted to `request`: for a `HEAD`, the same head with the `Content-Length` a
 /// `GET` gets, and no body. A server must not send a body to a `HEAD`; hyper leaves it out on
-/// HTTP/1 but sends it on HTTP/2, where the client then resets the stream as malformed and
-/// never sees the answer.
+/// HTTP/1 but sends it on HTTP/2, where the client then resets the stream as malformed: it
+/// may read the head, but the exchange fails.
 pub(crate) fn fit_to<B>(
     request: &Request<B>,
     response: Response<StaticBody>,
