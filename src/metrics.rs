@@ -3,15 +3,8 @@
 //! Recorded by the controller at each phase change, with or without a
 //! [`ShutdownSequence`](crate::ShutdownSequence), and whenever the application calls
 //! [`Shutdown::record_metrics`] (from a scrape handler or a ticker): never on the per-request
-//! path, which stays free of any shared write.
-//!
-//! | name | kind | meaning |
-//! |---|---|---|
-//! | `tower_drain_in_flight` | gauge | requests and guards in flight |
-//! | `tower_drain_long_lived` | gauge | long-lived responses (and long-lived guards) in flight |
-//! | `tower_drain_phase` | gauge | 0 serving, 1 lame duck, 2 draining, 3 drained, 4 timed out |
-//! | `tower_drain_rejected_total` | counter | requests rejected because admission was closed |
-//! | `tower_drain_forced_total` | counter | drains cut short by `Shutdown::force` (a second trigger) |
+//! path, which stays free of any shared write. The names are listed once, on
+//! [`Shutdown::record_metrics`].
 
 use crate::shutdown::Core;
 use crate::Shutdown;
