@@ -91,7 +91,8 @@ async fn main() -> Result<(), Box<dyn Error>> {
     let server = Server::builder()
         // Counts every call until its last message; answers UNAVAILABLE once draining.
         // Health checks pass through, so they can still say NOT_SERVING, and a client that
-        // keeps a health watch open (client-side health checking) does not hold the drain.
+        // keeps a health watch open (client-side health checking) does not hold the drain;
+        // the layer ends that watch once the drain is over, so it does not hold tonic either.
         .layer(shutdown.layer().bypass(HEALTH_CHECKS))
         .add_service(health_service)
         .add_service(EchoServer::new(Service))
@@ -106,8 +107,9 @@ async fn main() -> Result<(), Box<dyn Error>> {
     println!("{report}");
 
     // tonic returns once its last connection has closed. Calls the drain cut short end at
-    // once; the bound covers a connection that a stream keeps open: a health watch, which
-    // never ends by itself, or a stream idle at the deadline, which nothing wakes.
+    // once, and so does a health watch once the drain is over; the bound covers a connection
+    // that something else keeps open: a stream idle at the deadline, which nothing wakes, or
+    // a client that never answers the GOAWAY.
     match tokio::time::timeout(Duration::from_secs(1), server).await {
         Ok(served) => served??,
         Err(_) => println!("connections still open after the drain; exiting anyway"),

@@ -7,8 +7,6 @@ mod echo;
 mod server;
 mod support;
 
-use std::time::Duration;
-
 use futures_util::stream;
 use tonic::transport::Channel;
 use tonic::{Code, Status};
@@ -355,7 +353,7 @@ async fn health_reports_not_serving_from_lame_duck_on() {
 
 /// gRPC clients that balance by health (client-side health checking in grpc-go and
 /// grpc-java) keep a `Watch` open on every backend. It is a probe like `Check`: it must not
-/// hold the drain to its deadline, nor be refused while draining.
+/// hold the drain, nor be refused while draining; it ends once the drain is over.
 #[tokio::test]
 async fn health_watch_is_neither_counted_nor_rejected() {
     let shutdown = Shutdown::new();
@@ -363,7 +361,8 @@ async fn health_watch_is_neither_counted_nor_rejected() {
     // A server that ignores `closing()` keeps its connection open, so the watch opened while
     // draining below reaches the layer.
     let (addr, server) = start_with_signal(shutdown, &gate, std::future::pending()).await;
-    let mut health = HealthClient::new(connect(addr).await);
+    let channel = connect(addr).await;
+    let mut health = HealthClient::new(channel.clone());
     let overall = || HealthCheckRequest {
         service: String::new(),
     };
@@ -374,20 +373,36 @@ async fn health_watch_is_neither_counted_nor_rejected() {
         .into_inner();
     let status = bounded("the first status", watch.message()).await.unwrap();
     assert_eq!(status.unwrap().status(), Reported::Serving);
-
-    // A drain that does not wait finds nothing in flight: the watch is not counted.
-    let report = bounded("the drain", shutdown.drain(Duration::ZERO).unwrap()).await;
-    assert_eq!(report.in_flight_at_start, 0, "{report}");
-    assert_eq!(report.outcome, DrainOutcome::Drained, "{report}");
-
+    assert!(shutdown.begin_lame_duck());
     let status = bounded("the next status", watch.message()).await.unwrap();
     assert_eq!(status.unwrap().status(), Reported::NotServing);
+
+    // A held call keeps the drain open; the watch is not part of what it waits for.
+    let mut client = EchoClient::new(channel);
+    let call = tokio::spawn(async move { client.say("held").await });
+    gate.entered(1).await;
+    let drain = shutdown.drain(BOUND).unwrap();
     let mut late = bounded("a health watch while draining", health.watch(overall()))
         .await
         .expect("a health watch was refused while draining")
         .into_inner();
     let status = bounded("its first status", late.message()).await.unwrap();
     assert_eq!(status.unwrap().status(), Reported::NotServing);
+    assert_eq!(shutdown.phase(), Phase::Draining);
+    assert_eq!(shutdown.rejected(), 0);
+
+    gate.release(1);
+    bounded("the held call", call).await.unwrap().unwrap();
+    let report = bounded("the drain", drain).await;
+    assert_eq!(report.in_flight_at_start, 1, "{report}");
+    assert_eq!(report.outcome, DrainOutcome::Drained, "{report}");
+    // Both watches end once the drain is over, as a failed call: their clients go elsewhere.
+    for mut watch in [watch, late] {
+        let status = bounded("the watch's end", watch.message())
+            .await
+            .expect_err("a health watch ended cleanly or went on after the drain");
+        assert_eq!(status.code(), Code::Unknown, "{status:?}");
+    }
     assert_eq!(shutdown.rejected(), 0);
     server.abort();
 }

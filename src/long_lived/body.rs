@@ -1,13 +1,13 @@
 //! What a tracked (long-lived) response body does beyond counting: end server-sent events
 //! between events when the drain begins, abort the rest at the long-lived deadline.
 
-use std::task::{Context, Poll};
+use std::task::{ready, Context, Poll};
 
 use super::{LongLivedKind, OnDrain, Registration, Tracking, Wait};
 use crate::guard::InFlightGuard;
 use crate::middleware::rejection::GrpcEnd;
 use crate::shutdown::Core;
-use crate::Shutdown;
+use crate::{Phase, Shutdown};
 
 /// The state of one tracked body. Boxed inside the response body, so short responses do not
 /// carry its size.
@@ -37,6 +37,12 @@ pub(crate) struct TrackedState {
     /// The bytes a body of known length has still to send: at zero it has been sent whole,
     /// whether or not the server polls it again (hyper stops at the announced length).
     length_left: Option<u64>,
+    /// A bypassed gRPC stream (a health `Watch`): it ignores the drain's start and the
+    /// deadlines, and ends once the drain is over, when it has nothing more to send.
+    until_drain_over: bool,
+    /// Set when such a stream, with the drain over, found its inner body pending: everything
+    /// it had to say (its NOT_SERVING) has been passed on, and it ends at its next step.
+    drain_over_seen: bool,
 }
 
 /// Where the bytes sent so far leave an event stream. An event is the lines before an empty
@@ -177,6 +183,8 @@ impl EventEdge {
 enum Target {
     Closing,
     Expired,
+    /// The drain's outcome is decided (a bypassed stream's only wake-up).
+    DrainOver,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -185,6 +193,21 @@ enum State {
     /// The final event has been handed out; the next poll ends the stream.
     Finishing,
     Done,
+}
+
+/// Resolves once the drain's outcome is decided (`Drained` or `TimedOut`), at once if it is.
+fn drain_over(core: &'static Core) -> Wait {
+    Box::pin(async move {
+        let decided = core.decided_notify().notified();
+        let mut decided = std::pin::pin!(decided);
+        // Registered before the phase is read: `decide` stores the phase before it notifies,
+        // and both the registration and the notification take the `Notify`'s lock, so either
+        // this read sees the outcome or the notification finds this waiter.
+        decided.as_mut().enable();
+        if core.phase() < Phase::Drained {
+            decided.await;
+        }
+    })
 }
 
 /// What the body should do before asking the inner body for another frame.
@@ -251,6 +274,32 @@ impl TrackedState {
             events: events.then_some(EventEdge::Start),
             unstarted_answer: sized,
             length_left: length,
+            until_drain_over: false,
+            drain_over_seen: false,
+        })
+    }
+
+    /// The state of a gRPC stream on a bypassed path, neither counted nor registered: it runs
+    /// through the lame duck and the drain (health keeps answering while the server is
+    /// leaving), and once the drain is over, Drained or cut short, it passes on what it has
+    /// ready and ends as `end` says, so that its connection, and the server, can close. Its
+    /// client reads the end as a failed call (UNKNOWN for gRPC, UNAVAILABLE for gRPC-web),
+    /// which client-side health checking takes as "unhealthy: go elsewhere".
+    #[cold]
+    pub(crate) fn until_drain_over(core: &'static Core, end: GrpcEnd) -> Box<Self> {
+        Box::new(TrackedState {
+            core,
+            registration: None,
+            on_drain: OnDrain::Finish,
+            final_event: None,
+            grpc_end: Some(end),
+            wait: None,
+            state: State::Streaming,
+            events: None,
+            unstarted_answer: false,
+            length_left: None,
+            until_drain_over: true,
+            drain_over_seen: false,
         })
     }
 
@@ -307,6 +356,14 @@ impl TrackedState {
 
     /// Called only between frames: the only points at which a drain may end the body.
     fn step(&self) -> Step {
+        // A bypassed stream is neither waited for nor cut: it ends once the drain is over.
+        if self.until_drain_over {
+            return if self.drain_over_seen {
+                Step::Finish
+            } else {
+                Step::Continue
+            };
+        }
         // The drain deadline cuts everything still running.
         if self.core.is_aborted() {
             return Step::Abort;
@@ -412,6 +469,14 @@ impl TrackedState {
     #[cold]
     #[inline(never)]
     pub(crate) fn poll_wait(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        if self.until_drain_over {
+            let (_, over) = self
+                .wait
+                .get_or_insert_with(|| (Target::DrainOver, drain_over(self.core)));
+            ready!(over.as_mut().poll(cx));
+            self.drain_over_seen = true;
+            return Poll::Ready(());
+        }
         // An answer let through past the long-lived deadline (see `step`) has nothing left
         // to wait for but its inner body, which has its waker.
         if self.unstarted_answer && self.core.long_lived.is_expired() {
@@ -434,6 +499,7 @@ impl TrackedState {
             let wait: Wait = match target {
                 Target::Closing => Box::pin(Shutdown { core: self.core }.closing()),
                 Target::Expired => Box::pin(self.core.long_lived.expired().cancelled()),
+                Target::DrainOver => drain_over(self.core),
             };
             self.wait = Some((target, wait));
         }

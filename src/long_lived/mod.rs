@@ -202,6 +202,10 @@ pub(crate) struct Tracking {
     /// request's in-flight guard, so its response futures need not carry it. Set only by
     /// `LongLivedLayer`.
     pub(crate) shutdown: Option<crate::Shutdown>,
+    /// Set only on the settings of a bypassed path's responses (see
+    /// [`Registry::bypassed_tracking`]): a gRPC stream there is not registered, and ends once
+    /// the drain is over.
+    pub(crate) bypassed: bool,
 }
 
 impl Tracking {
@@ -211,6 +215,7 @@ impl Tracking {
         kind: None,
         predicate: None,
         shutdown: None,
+        bypassed: false,
     };
 
     /// A changed copy, allocated once and kept for the life of the process, like the

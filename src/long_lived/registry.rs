@@ -5,14 +5,16 @@
 
 use std::fmt;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::sync::{Mutex, MutexGuard, OnceLock, PoisonError};
 use std::time::Duration;
 
 use http::Method;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use super::{LongLivedEntry, LongLivedKind};
+use super::{LongLivedEntry, LongLivedKind, Tracking};
+use crate::shutdown::Core;
+use crate::Shutdown;
 
 /// Every long-lived response in progress, plus the long-lived deadline's state.
 pub(crate) struct Registry {
@@ -24,6 +26,8 @@ pub(crate) struct Registry {
     expired: CancellationToken,
     /// The configured grace in nanoseconds, or `u64::MAX` for the default.
     grace_nanos: AtomicU64,
+    /// The settings of bypassed paths' responses, made at the first bypassed request.
+    bypassed: OnceLock<Tracking>,
 }
 
 #[derive(Default)]
@@ -69,7 +73,24 @@ impl Registry {
             count: AtomicUsize::new(0),
             expired: CancellationToken::new(),
             grace_nanos: AtomicU64::new(u64::MAX),
+            bypassed: OnceLock::new(),
         }
+    }
+
+    /// The settings with which a layer that counts looks at the response of a request on a
+    /// bypassed path: a gRPC stream (a health `Watch`) is neither registered nor counted, and
+    /// ends once the drain is over (see `Watch::bypassed`). Kept here, once per controller,
+    /// so that the response future of a bypassed request carries one reference, as any other
+    /// does; `core` is the controller this registry belongs to.
+    pub(crate) fn bypassed_tracking(&'static self, core: &'static Core) -> &'static Tracking {
+        self.bypassed.get_or_init(|| Tracking {
+            final_event: None,
+            on_drain: None,
+            kind: None,
+            predicate: Some(grpc_stream),
+            shutdown: Some(Shutdown { core }),
+            bypassed: true,
+        })
     }
 
     fn slab(&self) -> MutexGuard<'_, Slab> {
@@ -320,4 +341,14 @@ impl fmt::Debug for Registration {
             .field("index", &self.entry.index)
             .finish_non_exhaustive()
     }
+}
+
+/// Picks gRPC responses (`application/grpc` and its `+codec` and gRPC-web forms) among the
+/// responses of unknown length on a bypassed path.
+fn grpc_stream(_: http::StatusCode, headers: &http::HeaderMap) -> Option<LongLivedKind> {
+    headers
+        .get(http::header::CONTENT_TYPE)?
+        .as_bytes()
+        .starts_with(b"application/grpc")
+        .then_some(LongLivedKind::Stream)
 }

@@ -55,6 +55,20 @@ impl Watch {
         }
     }
 
+    /// The watch of a request on a bypassed path (a probe) under a layer that counts: its
+    /// response is never counted nor registered, but a gRPC stream (a health `Watch`, which
+    /// clients doing client-side health checking keep open on every server) ends once the
+    /// drain is over, so that it does not hold its connection, and the server, open after
+    /// everything counted has finished. Only bypassed requests pay for it.
+    #[cold]
+    #[inline(never)]
+    pub(crate) fn bypassed(core: &'static Core) -> Watch {
+        Watch {
+            detect: Some(core.long_lived.bypassed_tracking(core)),
+            route: None,
+        }
+    }
+
     /// Registers a request on a marked route, with its method and path, and hands its
     /// handler a [`DrainSignal`].
     ///
@@ -162,6 +176,13 @@ impl Watch {
         // `LongLivedLayer` under `Shutdown::layer`): one entry per response.
         if response.extensions().get::<TrackedResponse>().is_some() {
             return None;
+        }
+        if tracking.bypassed {
+            // A probe's response: not registered, so never counted as long-lived nor listed
+            // as cut. Only a gRPC stream is ended (between its messages, which a client reads
+            // as a failed call); a stream of another protocol ended early would look whole.
+            return GrpcEnd::for_response(response.headers())
+                .map(|end| TrackedState::until_drain_over(core, end));
         }
         // The layer's kind, or the user rule's, only names the entry; the body behaves as what
         // the response is: an event stream a rule calls a stream still finishes on drain.

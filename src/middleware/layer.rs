@@ -12,7 +12,16 @@ use crate::Shutdown;
 macro_rules! policy_methods {
     (bypass) => {
         /// Requests whose path is exactly one of `paths` (health probes such as `/readyz` and
-        /// `/livez`) are passed through untouched: never counted, never rejected.
+        /// `/livez`) are passed through: never counted, never rejected.
+        ///
+        /// One thing is done to them under a layer that counts ([`Shutdown::layer`],
+        /// [`InFlightLayer`]): a gRPC stream on such a path (the health `Watch` that
+        /// client-side health checking keeps open on every server) is ended once the drain
+        /// is over, `Drained` or cut short, after passing on what it has ready, between two
+        /// messages and without a status (its client reads UNKNOWN; gRPC-web: UNAVAILABLE).
+        /// Left open, it would keep its connection, and the server's graceful shutdown,
+        /// waiting after everything counted had finished. It is never registered as
+        /// long-lived; each gRPC response on such a path costs one small allocation.
         pub fn bypass(mut self, paths: &'static [&'static str]) -> Self {
             self.policy.bypass = paths;
             self

@@ -64,7 +64,14 @@ where
     #[inline(always)]
     fn call(&mut self, request: Request<ReqBody>) -> Self::Future {
         if self.policy.bypasses(&request) {
-            return ResponseFuture::called(self.inner.call(request), None, None, Watch::default());
+            // A layer the drain waits on also ends a bypassed gRPC stream (a health `Watch`)
+            // once the drain is over; the others pass it untouched.
+            let watch = if self.policy.count {
+                Watch::bypassed(self.shutdown.core)
+            } else {
+                Watch::default()
+            };
+            return ResponseFuture::called(self.inner.call(request), None, None, watch);
         }
         if let Track::Route(tracking) = self.policy.track {
             // A marked route, under `LongLivedLayer::route`, which neither counts nor rejects.

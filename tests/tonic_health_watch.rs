@@ -1,0 +1,123 @@
+//! A client that watches gRPC health (`grpc.health.v1.Health/Watch`, kept open on every
+//! backend by client-side health checking) does not hold the shutdown open: the watch, which
+//! the layer bypasses like any probe, ends once the drain is over, after its NOT_SERVING, and
+//! the server returns then, on tonic's server and on `tower_drain::server::serve`.
+
+#[path = "../examples/tonic/echo.rs"]
+mod echo;
+#[path = "tonic/server.rs"]
+mod server;
+mod support;
+
+use std::time::Duration;
+
+use tonic::{Code, Status};
+use tonic_health::pb::health_check_response::ServingStatus as Reported;
+use tonic_health::pb::health_client::HealthClient;
+use tonic_health::pb::HealthCheckRequest;
+use tonic_health::ServingStatus;
+use tower::Layer;
+use tower_drain::{DrainOutcome, Shutdown};
+
+use echo::EchoServer;
+use server::{connect, finish, held_call_cut_short, start, Held, HEALTH};
+use support::bounded;
+use support::gate::Gate;
+
+/// Far beyond every bounded wait: a server that waits for this deadline fails the test.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(600);
+
+fn overall() -> HealthCheckRequest {
+    HealthCheckRequest {
+        service: String::new(),
+    }
+}
+
+/// Opens a watch on the overall health, sees SERVING, begins the lame duck and sees
+/// NOT_SERVING; returns the watch, still open.
+async fn watch_through_lame_duck(
+    shutdown: Shutdown,
+    health: &mut HealthClient<tonic::transport::Channel>,
+) -> tonic::Streaming<tonic_health::pb::HealthCheckResponse> {
+    let mut watch = bounded("a health watch", health.watch(overall()))
+        .await
+        .unwrap()
+        .into_inner();
+    let status = bounded("the first status", watch.message()).await.unwrap();
+    assert_eq!(status.unwrap().status(), Reported::Serving);
+    assert!(shutdown.begin_lame_duck());
+    let status = bounded("the next status", watch.message()).await.unwrap();
+    assert_eq!(status.unwrap().status(), Reported::NotServing);
+    watch
+}
+
+/// How the watch ended: an error its client's load balancer reads as "go elsewhere". grpc-go's
+/// health checking marks the backend unhealthy on any end but UNIMPLEMENTED (which means "no
+/// health service: take it as healthy"); a clean end (`Ok(None)`) would be read by tonic's
+/// users as "the server said all it had to say".
+fn assert_ended_go_elsewhere(end: Result<Option<tonic_health::pb::HealthCheckResponse>, Status>) {
+    let status = end.expect_err("the watch ended cleanly or sent more after NOT_SERVING");
+    assert_eq!(status.code(), Code::Unknown, "{status:?}");
+}
+
+#[tokio::test]
+async fn health_watch_ends_once_drained_and_tonic_server_returns() {
+    let shutdown = Shutdown::new();
+    let gate = Gate::new();
+    let (addr, server) = start(shutdown, &gate).await;
+    let mut health = HealthClient::new(connect(addr).await);
+    let mut watch = watch_through_lame_duck(shutdown, &mut health).await;
+
+    let report = finish(shutdown.drain(DRAIN_TIMEOUT).unwrap(), server).await;
+    assert_eq!(report.outcome, DrainOutcome::Drained, "{report}");
+    assert!(report.is_drained(), "{report}");
+    assert_ended_go_elsewhere(bounded("the watch's end", watch.message()).await);
+    assert_eq!(shutdown.rejected(), 0);
+}
+
+/// A drain cut short ends the watch too (tonic's server has no deadline of its own to close
+/// its connection): the server returns once the held call is answered.
+#[tokio::test]
+async fn health_watch_ends_when_the_drain_is_cut_short() {
+    let shutdown = Shutdown::new();
+    let gate = Gate::new();
+    let (addr, server) = start(shutdown, &gate).await;
+    let mut health = HealthClient::new(connect(addr).await);
+    let mut watch = watch_through_lame_duck(shutdown, &mut health).await;
+
+    // Forces the drain with a call held, then waits for the server to return.
+    let report = held_call_cut_short(shutdown, &gate, addr, server).await;
+    assert_eq!(report.outcome, DrainOutcome::TimedOut, "{report}");
+    assert_eq!(report.still_running, 1, "{report}");
+    assert!(report.long_lived.is_empty(), "{report}");
+    assert_ended_go_elsewhere(bounded("the watch's end", watch.message()).await);
+}
+
+/// The same on `tower_drain::server::serve`, which would otherwise keep the watch's connection
+/// until the drain deadline.
+#[tokio::test]
+async fn health_watch_ends_once_drained_and_serve_returns() {
+    let shutdown = Shutdown::new();
+    let (health_reporter, health_service) = tonic_health::server::health_reporter();
+    tokio::spawn(async move {
+        shutdown.shutting_down().await;
+        health_reporter
+            .set_service_status("", ServingStatus::NotServing)
+            .await;
+    });
+    let routes = tonic::service::Routes::new(health_service)
+        .add_service(EchoServer::new(Held { gate: Gate::new() }));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let service = shutdown.layer().bypass(HEALTH).layer(routes);
+    let served = tokio::spawn(tower_drain::server::serve(listener, service, shutdown));
+    let mut health = HealthClient::new(connect(addr).await);
+    let mut watch = watch_through_lame_duck(shutdown, &mut health).await;
+
+    let report = bounded("the drain", shutdown.drain(DRAIN_TIMEOUT).unwrap()).await;
+    assert_eq!(report.outcome, DrainOutcome::Drained, "{report}");
+    bounded("serve to return once drained", served)
+        .await
+        .unwrap();
+    assert_ended_go_elsewhere(bounded("the watch's end", watch.message()).await);
+}
