@@ -20,7 +20,9 @@ use tower::Layer;
 use tower_drain::{DrainOutcome, Shutdown};
 
 use echo::EchoServer;
-use server::{connect, finish, held_call_cut_short, start, Held, HEALTH};
+use server::{
+    connect, finish, held_call_cut_short, start, start_with, Held, Options, WebLayer, HEALTH,
+};
 use support::bounded;
 use support::gate::Gate;
 
@@ -120,4 +122,48 @@ async fn health_watch_ends_once_drained_and_serve_returns() {
         .await
         .unwrap();
     assert_ended_go_elsewhere(bounded("the watch's end", watch.message()).await);
+}
+
+/// gRPC-web over HTTP/1 (tonic-web's client and layer): the watch ends once drained, and the
+/// server returns. With the shutdown layer inside tonic-web's, it sees gRPC-web, and the
+/// watch ends with UNAVAILABLE in its trailer frame; outside, it sees gRPC, and the watch ends
+/// without a status, as over HTTP/2.
+#[tokio::test]
+async fn grpc_web_health_watch_ends_once_drained() {
+    use hyper_util::client::legacy::Client;
+    use hyper_util::rt::TokioExecutor;
+    use tonic_web::GrpcWebClientService;
+
+    for (place, code) in [
+        (WebLayer::Inside, Code::Unavailable),
+        (WebLayer::Outside, Code::Unknown),
+    ] {
+        let shutdown = Shutdown::new();
+        let gate = Gate::new();
+        let options = Options {
+            web: Some(place),
+            ..Options::default()
+        };
+        let (addr, server) = start_with(shutdown, &gate, shutdown.closing(), options).await;
+        let http = Client::builder(TokioExecutor::new()).build_http();
+        let origin = format!("http://{addr}").parse().unwrap();
+        let mut health = HealthClient::with_origin(GrpcWebClientService::new(http), origin);
+
+        let mut watch = bounded("a health watch", health.watch(overall()))
+            .await
+            .unwrap()
+            .into_inner();
+        let status = bounded("the first status", watch.message()).await.unwrap();
+        assert_eq!(status.unwrap().status(), Reported::Serving);
+        assert!(shutdown.begin_lame_duck());
+        let status = bounded("the next status", watch.message()).await.unwrap();
+        assert_eq!(status.unwrap().status(), Reported::NotServing);
+
+        let report = finish(shutdown.drain(DRAIN_TIMEOUT).unwrap(), server).await;
+        assert_eq!(report.outcome, DrainOutcome::Drained, "{report}");
+        let status = bounded("the watch's end", watch.message())
+            .await
+            .expect_err("the watch ended cleanly or sent more after NOT_SERVING");
+        assert_eq!(status.code(), code, "{status:?}");
+    }
 }
