@@ -77,6 +77,25 @@ async fn health_watch_ends_once_drained_and_tonic_server_returns() {
     assert_eq!(shutdown.rejected(), 0);
 }
 
+/// The same with the split layers, `InFlightLayer` outside `RejectWhenDrainingLayer`: the
+/// counting one ends the watch.
+#[tokio::test]
+async fn health_watch_ends_once_drained_under_split_layers() {
+    let shutdown = Shutdown::new();
+    let gate = Gate::new();
+    let options = Options {
+        split: true,
+        ..Options::default()
+    };
+    let (addr, server) = start_with(shutdown, &gate, shutdown.closing(), options).await;
+    let mut health = HealthClient::new(connect(addr).await);
+    let mut watch = watch_through_lame_duck(shutdown, &mut health).await;
+
+    let report = finish(shutdown.drain(DRAIN_TIMEOUT).unwrap(), server).await;
+    assert_eq!(report.outcome, DrainOutcome::Drained, "{report}");
+    assert_ended_go_elsewhere(bounded("the watch's end", watch.message()).await);
+}
+
 /// A drain cut short ends the watch too (tonic's server has no deadline of its own to close
 /// its connection): the server returns once the held call is answered.
 #[tokio::test]
