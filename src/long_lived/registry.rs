@@ -290,14 +290,38 @@ impl Registration {
     /// Gives this entry's method, path and start to `other`, the entry a layer further in
     /// made for the same response (a marked route around a layer that tracks by content
     /// type), which is the one kept: the response is one entry, named. `kind`, if set,
-    /// names it too. A listing of this entry as cut moves to `other`.
-    pub(crate) fn hand_name_to(&self, other: EntryId, kind: Option<LongLivedKind>) {
+    /// names it too. A listing of this entry as cut moves to `other`. This entry leaves the
+    /// registry under the same lock: a deadline passing between the two would list the
+    /// response twice, once under each entry.
+    pub(crate) fn hand_name_to(self, other: EntryId, kind: Option<LongLivedKind>) {
         let mut slab = self.registry.slab();
-        let Some(mine) = slab.record_mut(self.entry) else {
+        slab.rename(self.entry, other, kind);
+        self.leave(&mut slab);
+        drop(slab);
+        // Left already; the drop would free the slot a second time.
+        std::mem::forget(self);
+    }
+
+    /// Takes this entry out of the registry, and out of the cut list if it was sent whole.
+    fn leave(&self, slab: &mut Slab) {
+        slab.records[self.entry.index] = None;
+        slab.free.push(self.entry.index);
+        if self.whole {
+            slab.unlist(self.entry.id);
+        }
+        // Relaxed: a statistic, see `Registry::register`.
+        self.registry.count.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+impl Slab {
+    /// `hand_name_to`'s renaming of `other` after `mine`, in the records and the cut list.
+    fn rename(&mut self, mine: EntryId, other: EntryId, kind: Option<LongLivedKind>) {
+        let Some(record) = self.record_mut(mine) else {
             return;
         };
-        let (method, path, started) = (mine.method.clone(), mine.path.clone(), mine.started);
-        let Some(theirs) = slab.record_mut(other) else {
+        let (method, path, started) = (record.method.clone(), record.path.clone(), record.started);
+        let Some(theirs) = self.record_mut(other) else {
             return;
         };
         theirs.method.clone_from(&method);
@@ -307,16 +331,16 @@ impl Registration {
             theirs.kind = kind;
         }
         let kind = theirs.kind;
-        let Some(mine) = slab.unlist(self.entry.id) else {
+        let Some(mine) = self.unlist(mine.id) else {
             return;
         };
         // Both are listed once the deadline has passed: the other's listing stays, under this
         // name and this age (the response's, from when the route first saw its request).
-        if let Some(theirs) = slab.listed_mut(other.id) {
+        if let Some(theirs) = self.listed_mut(other.id) {
             theirs.entry = LongLivedEntry { kind, ..mine.entry };
         }
         // Oldest first, as `snapshot` orders them.
-        if let Some(cut) = slab.cut.as_mut() {
+        if let Some(cut) = self.cut.as_mut() {
             cut.sort_by_key(|cut| std::cmp::Reverse(cut.entry.age));
         }
     }
@@ -325,13 +349,7 @@ impl Registration {
 impl Drop for Registration {
     fn drop(&mut self) {
         let mut slab = self.registry.slab();
-        slab.records[self.entry.index] = None;
-        slab.free.push(self.entry.index);
-        if self.whole {
-            slab.unlist(self.entry.id);
-        }
-        // Relaxed: a statistic, see `Registry::register`.
-        self.registry.count.fetch_sub(1, Ordering::Relaxed);
+        self.leave(&mut slab);
     }
 }
 
@@ -351,4 +369,31 @@ fn grpc_stream(_: http::StatusCode, headers: &http::HeaderMap) -> Option<LongLiv
         .as_bytes()
         .starts_with(b"application/grpc")
         .then_some(LongLivedKind::Stream)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A marked route around a layer that tracks by content type hands its name to that
+    /// layer's entry and leaves; the deadline's snapshot may come at any moment on another
+    /// thread, right after the hand-over included. It must find the response once.
+    #[test]
+    fn a_response_handed_over_is_listed_once_by_a_deadline_right_after() {
+        let registry: &'static Registry = Box::leak(Box::new(Registry::new()));
+        let route = registry.register(
+            LongLivedKind::LongPoll,
+            Some(Method::GET),
+            Some("/events".to_owned()),
+        );
+        let detected = registry.register(LongLivedKind::Sse, None, None);
+        route.hand_name_to(detected.entry(), None);
+        registry.expire();
+        let cut = registry.cut();
+        assert_eq!(cut.len(), 1, "listed more than once: {cut:?}");
+        assert_eq!(cut[0].path.as_deref(), Some("/events"));
+        assert_eq!(cut[0].kind, LongLivedKind::Sse);
+        drop(detected);
+        assert_eq!(registry.count(), 0);
+    }
 }

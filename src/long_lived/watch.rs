@@ -225,8 +225,8 @@ impl Watch {
     ) -> Option<Box<TrackedState>> {
         // A layer further in already tracks the response (by its content type, or a rule):
         // its entry is the one kept, so that the response is one entry, and it takes this
-        // route's name, which that layer could not know. This route's entry leaves with
-        // `registration`.
+        // route's name, which that layer could not know. This route's entry leaves as it
+        // hands the name over.
         if let Some(&TrackedResponse(inner)) = response.extensions().get::<TrackedResponse>() {
             registration.hand_name_to(inner, tracking.kind);
             return None;
