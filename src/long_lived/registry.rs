@@ -64,6 +64,9 @@ struct Record {
     path: Option<String>,
     kind: LongLivedKind,
     started: Instant,
+    /// Sent whole, as a marked route further out found when it handed its name over (its
+    /// answer to a `HEAD`): never listed as cut.
+    whole: bool,
 }
 
 impl Registry {
@@ -115,6 +118,7 @@ impl Registry {
             path,
             kind,
             started: Instant::now(),
+            whole: false,
         };
         if let Some(cut) = slab.cut.as_mut() {
             cut.push(Cut {
@@ -210,6 +214,7 @@ impl Registry {
             .records
             .iter()
             .flatten()
+            .filter(|record| !record.whole)
             .map(|record| Cut {
                 id: record.id,
                 entry: record.entry(now.saturating_duration_since(record.started)),
@@ -290,12 +295,13 @@ impl Registration {
     /// Gives this entry's method, path and start to `other`, the entry a layer further in
     /// made for the same response (a marked route around a layer that tracks by content
     /// type), which is the one kept: the response is one entry, named. `kind`, if set,
-    /// names it too. A listing of this entry as cut moves to `other`. This entry leaves the
-    /// registry under the same lock: a deadline passing between the two would list the
-    /// response twice, once under each entry.
+    /// names it too. A listing of this entry as cut moves to `other`; if this entry was sent
+    /// whole (the answer to a `HEAD`), so was `other`, which is then not listed. This entry
+    /// leaves the registry under the same lock: a deadline passing between the two would
+    /// list the response twice, once under each entry.
     pub(crate) fn hand_name_to(self, other: EntryId, kind: Option<LongLivedKind>) {
         let mut slab = self.registry.slab();
-        slab.rename(self.entry, other, kind);
+        slab.rename(self.entry, other, kind, self.whole);
         self.leave(&mut slab);
         drop(slab);
         // Left already; the drop would free the slot a second time.
@@ -316,7 +322,7 @@ impl Registration {
 
 impl Slab {
     /// `hand_name_to`'s renaming of `other` after `mine`, in the records and the cut list.
-    fn rename(&mut self, mine: EntryId, other: EntryId, kind: Option<LongLivedKind>) {
+    fn rename(&mut self, mine: EntryId, other: EntryId, kind: Option<LongLivedKind>, whole: bool) {
         let Some(record) = self.record_mut(mine) else {
             return;
         };
@@ -331,6 +337,13 @@ impl Slab {
             theirs.kind = kind;
         }
         let kind = theirs.kind;
+        if whole {
+            // One response: the other's body is dropped unread, which would leave it listed.
+            theirs.whole = true;
+            self.unlist(mine.id);
+            self.unlist(other.id);
+            return;
+        }
         let Some(mine) = self.unlist(mine.id) else {
             return;
         };
