@@ -209,6 +209,55 @@ async fn a_head_answered_after_the_deadline_by_a_marked_route_around_a_tracking_
     );
 }
 
+/// A `HEAD` answered after the long-lived deadline with an event stream, which the layer
+/// recognises by its content type: the answer is its head, whole once made (its body is
+/// dropped unread), and not listed as cut.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_head_answered_after_the_deadline_with_an_event_stream_is_not_listed() {
+    let shutdown = Shutdown::new();
+    shutdown.set_long_lived_grace(Duration::from_millis(50));
+    let (entered_tx, mut entered) = tokio::sync::mpsc::channel::<()>(1);
+    let late = move || {
+        let entered = entered_tx.clone();
+        async move {
+            // Taken while serving, only to see the long-lived deadline pass.
+            let watch = shutdown
+                .long_lived_guard(LongLivedKind::Upgrade, Method::GET, "/watch")
+                .unwrap();
+            entered.send(()).await.unwrap();
+            watch.deadline().await;
+            idle_events()
+        }
+    };
+    let app = Router::new()
+        .route("/feed", get(late))
+        .layer(shutdown.layer());
+    let server = serve_until_closing(app, shutdown).await;
+    let mut head = TcpStream::connect(server.addr).await.unwrap();
+    head.write_all(b"HEAD /feed HTTP/1.1\r\nHost: test\r\n\r\n")
+        .await
+        .unwrap();
+    bounded("the handler to start", entered.recv())
+        .await
+        .unwrap();
+    let report = bounded("drain", shutdown.drain(LONG).unwrap()).await;
+    let mut raw = Vec::new();
+    bounded("the answer", read_to_close(&mut head, &mut raw)).await;
+    let (answer, body) = split_head(&raw);
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert_eq!(body, b"", "{answer}");
+    let listed: Vec<_> = report
+        .long_lived
+        .iter()
+        .map(|entry| (entry.path.as_deref(), entry.kind))
+        .collect();
+    assert_eq!(
+        listed,
+        [(Some("/watch"), LongLivedKind::Upgrade)],
+        "{report}"
+    );
+}
+
 /// Requests admitted before the drain that reach their marked route only after the
 /// long-lived deadline (a middleware held them): one whose handler answers at once is sent
 /// whole and not listed, nor is the same answer to a `HEAD`; one whose handler would wait

@@ -43,6 +43,8 @@ pub(crate) struct TrackedState {
     /// Set when such a stream, with the drain over, found its inner body pending: everything
     /// it had to say (its NOT_SERVING) has been passed on, and it ends at its next step.
     drain_over_seen: bool,
+    /// The server has asked the body for a frame at least once.
+    polled: bool,
 }
 
 /// Where the bytes sent so far leave an event stream. An event is the lines before an empty
@@ -179,6 +181,17 @@ impl EventEdge {
     }
 }
 
+impl Drop for TrackedState {
+    fn drop(&mut self) {
+        // Before the registration goes: see `Registration::dropped_unpolled`.
+        if !self.polled {
+            if let Some(registration) = self.registration.as_mut() {
+                registration.dropped_unpolled();
+            }
+        }
+    }
+}
+
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Target {
     Closing,
@@ -276,6 +289,7 @@ impl TrackedState {
             length_left: length,
             until_drain_over: false,
             drain_over_seen: false,
+            polled: false,
         })
     }
 
@@ -300,6 +314,7 @@ impl TrackedState {
             length_left: None,
             until_drain_over: true,
             drain_over_seen: false,
+            polled: false,
         })
     }
 
@@ -396,6 +411,7 @@ impl TrackedState {
     #[cold]
     #[inline(never)]
     pub(crate) fn next(&mut self, guard: &mut Option<InFlightGuard>) -> Next {
+        self.polled = true;
         match self.state {
             State::Done => return Next::End,
             State::Finishing => {

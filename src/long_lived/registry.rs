@@ -110,6 +110,7 @@ impl Registry {
         path: Option<String>,
     ) -> Registration {
         let mut slab = self.slab();
+        let late = slab.cut.is_some();
         let id = slab.next_id;
         slab.next_id += 1;
         let record = Record {
@@ -142,6 +143,7 @@ impl Registry {
             registry: self,
             entry: EntryId { index, id },
             whole: false,
+            late,
         }
     }
 
@@ -262,6 +264,8 @@ pub(crate) struct Registration {
     entry: EntryId,
     /// The response was sent whole: it leaves the cut list, if the deadline listed it.
     whole: bool,
+    /// Registered after the long-lived deadline, and so listed as cut from the start.
+    late: bool,
 }
 
 impl Registration {
@@ -290,6 +294,17 @@ impl Registration {
     /// events): it was not cut, and the report must not say it was.
     pub(crate) fn sent_whole(&mut self) {
         self.whole = true;
+    }
+
+    /// The response's body is dropped before the server ever asked it for a frame. Past the
+    /// long-lived deadline, a body is cut when it is polled; one registered after that
+    /// deadline and never polled was not cut: the answer to a `HEAD` (whose body the server
+    /// drops unread, the head being the whole answer), or one whose client left first. It
+    /// leaves the cut list. One listed by the deadline itself stays: it was running then.
+    pub(crate) fn dropped_unpolled(&mut self) {
+        if self.late {
+            self.whole = true;
+        }
     }
 
     /// Gives this entry's method, path and start to `other`, the entry a layer further in
