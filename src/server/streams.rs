@@ -11,6 +11,7 @@
 
 use std::convert::Infallible;
 use std::future::Future;
+use std::sync::Arc;
 
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -21,8 +22,12 @@ use tokio_util::sync::CancellationToken;
 pub(super) struct StreamExecutor {
     /// Weak: the executor's own clones (one in every connection) are not stream tasks.
     tasks: mpsc::WeakSender<Infallible>,
-    /// Fired at the drain deadline: every stream task is polled once more, then ends.
-    last_poll: CancellationToken,
+    /// Fired at the drain deadline: every stream task is polled once more, then ends. Shared
+    /// behind an `Arc`: the executor is cloned for every stream (hyper's stream future holds
+    /// one), and cloning or dropping a `CancellationToken` locks a mutex that every stream of
+    /// every connection would share (about 50 ns a stream alone, 150 ns on two busy threads,
+    /// against 8 and 20 for the `Arc`).
+    last_poll: Arc<CancellationToken>,
 }
 
 /// What waits for the stream tasks.
@@ -43,6 +48,7 @@ pub(super) fn executor(last_poll: CancellationToken) -> (StreamExecutor, Streams
         hold: Some(hold),
         ended,
     };
+    let last_poll = Arc::new(last_poll);
     (StreamExecutor { tasks, last_poll }, streams)
 }
 
@@ -55,7 +61,7 @@ where
         // `None` once `serve` has stopped waiting for streams: a stream opened after that
         // (its connection not yet closed) runs untracked, as every stream did before.
         let alive = self.tasks.upgrade();
-        let last_poll = self.last_poll.clone().cancelled_owned();
+        let last_poll = Arc::clone(&self.last_poll);
         tokio::spawn(async move {
             tokio::select! {
                 // The stream first: woken by the deadline, it is polled once more, and a
@@ -63,7 +69,8 @@ where
                 // decided), queueing its 503 for the connection's own last poll to send.
                 biased;
                 _ = future => {}
-                () = last_poll => {}
+                // Registers a waker only if polled: a stream ready at its first poll never is.
+                () = last_poll.cancelled() => {}
             }
             drop(alive);
         });
