@@ -13,7 +13,7 @@ cd "$(dirname "$0")/.."
 MEASURE=${MEASURE:-5}           # criterion measurement time per benchmark, seconds
 WARMUP=${WARMUP:-2}             # criterion warm-up time per benchmark, seconds
 LOAD_SECONDS=${LOAD_SECONDS:-2} # length of one end-to-end round, seconds
-LOAD_ROUNDS=${LOAD_ROUNDS:-11}  # end-to-end rounds per side
+LOAD_ROUNDS=${LOAD_ROUNDS:-21}  # end-to-end rounds per side (odd: the median is one round)
 INSTRUCTIONS=${INSTRUCTIONS:-1} # 0: skip the valgrind instruction counts
 OUT=${OUT:-BENCHMARKS.md}
 
