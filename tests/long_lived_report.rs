@@ -22,6 +22,7 @@ use support::raw::{read_to_close, split_head};
 use support::sse::{open_event_stream, open_until};
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
+use tokio::sync::mpsc;
 use tower_drain::{DrainOutcome, LongLivedKind, LongLivedLayer, OnDrain, Shutdown};
 
 const LONG: Duration = Duration::from_secs(60);
@@ -30,6 +31,56 @@ const LONG: Duration = Duration::from_secs(60);
 fn idle_events() -> Sse<impl futures_util::Stream<Item = Result<Event, Infallible>>> {
     let hello = stream::once(async { Ok::<_, Infallible>(Event::default().data("hi")) });
     Sse::new(hello.chain(stream::pending()))
+}
+
+/// A handler that answers with an idle event stream once the long-lived deadline has
+/// passed. It holds a guard named `GET /watch`, only to see that deadline pass, and says so
+/// on `entered` once it holds it.
+async fn events_after_the_deadline(
+    shutdown: Shutdown,
+    entered: mpsc::Sender<()>,
+) -> Sse<impl futures_util::Stream<Item = Result<Event, Infallible>>> {
+    let watch = shutdown
+        .long_lived_guard(LongLivedKind::Upgrade, Method::GET, "/watch")
+        .unwrap();
+    entered.send(()).await.unwrap();
+    watch.deadline().await;
+    idle_events()
+}
+
+/// Sends `HEAD /feed` to `app`, whose handler is [`events_after_the_deadline`], and drains
+/// once the handler has started. The answer must be a `200` head alone, whole once made, and
+/// so the report lists only the handler's `/watch` guard. Returns the head.
+async fn head_answered_after_the_deadline(
+    app: Router,
+    shutdown: Shutdown,
+    mut entered: mpsc::Receiver<()>,
+) -> String {
+    let server = serve_until_closing(app, shutdown).await;
+    let mut head = TcpStream::connect(server.addr).await.unwrap();
+    head.write_all(b"HEAD /feed HTTP/1.1\r\nHost: test\r\n\r\n")
+        .await
+        .unwrap();
+    bounded("the handler to start", entered.recv())
+        .await
+        .unwrap();
+    let report = bounded("drain", shutdown.drain(LONG).unwrap()).await;
+    let mut raw = Vec::new();
+    bounded("the answer", read_to_close(&mut head, &mut raw)).await;
+    let (answer, body) = split_head(&raw);
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert_eq!(body, b"", "{answer}");
+    let listed: Vec<_> = report
+        .long_lived
+        .iter()
+        .map(|entry| (entry.path.as_deref(), entry.kind))
+        .collect();
+    assert_eq!(
+        listed,
+        [(Some("/watch"), LongLivedKind::Upgrade)],
+        "{report}"
+    );
+    answer.to_owned()
 }
 
 /// One line of plain text, then idle.
@@ -113,19 +164,8 @@ async fn a_marked_route_answering_after_the_deadline_around_a_tracking_layer_is_
     let shutdown = Shutdown::new();
     let grace = Duration::from_millis(50);
     shutdown.set_long_lived_grace(grace);
-    let (entered_tx, mut entered) = tokio::sync::mpsc::channel::<()>(1);
-    let late = move || {
-        let entered = entered_tx.clone();
-        async move {
-            // Taken while serving, only to see the long-lived deadline pass.
-            let watch = shutdown
-                .long_lived_guard(LongLivedKind::Upgrade, Method::GET, "/watch")
-                .unwrap();
-            entered.send(()).await.unwrap();
-            watch.deadline().await;
-            idle_events()
-        }
-    };
+    let (entered_tx, mut entered) = mpsc::channel::<()>(1);
+    let late = move || events_after_the_deadline(shutdown, entered_tx.clone());
     let tracker = LongLivedLayer::new(shutdown).on_drain(OnDrain::KeepUntilDeadline);
     let feed = get(late)
         .layer::<_, Infallible>(tracker)
@@ -163,50 +203,15 @@ async fn a_head_answered_after_the_deadline_by_a_marked_route_around_a_tracking_
 ) {
     let shutdown = Shutdown::new();
     shutdown.set_long_lived_grace(Duration::from_millis(50));
-    let (entered_tx, mut entered) = tokio::sync::mpsc::channel::<()>(1);
-    let late = move || {
-        let entered = entered_tx.clone();
-        async move {
-            // Taken while serving, only to see the long-lived deadline pass.
-            let watch = shutdown
-                .long_lived_guard(LongLivedKind::Upgrade, Method::GET, "/watch")
-                .unwrap();
-            entered.send(()).await.unwrap();
-            watch.deadline().await;
-            idle_events()
-        }
-    };
+    let (entered_tx, entered) = mpsc::channel::<()>(1);
+    let late = move || events_after_the_deadline(shutdown, entered_tx.clone());
     let tracker = LongLivedLayer::new(shutdown).on_drain(OnDrain::KeepUntilDeadline);
     let feed = get(late)
         .layer::<_, Infallible>(tracker)
         .layer(LongLivedLayer::route(shutdown));
     let app = Router::new().route("/feed", feed).layer(shutdown.layer());
-    let server = serve_until_closing(app, shutdown).await;
-    let mut head = TcpStream::connect(server.addr).await.unwrap();
-    head.write_all(b"HEAD /feed HTTP/1.1\r\nHost: test\r\n\r\n")
-        .await
-        .unwrap();
-    bounded("the handler to start", entered.recv())
-        .await
-        .unwrap();
-
-    let report = bounded("drain", shutdown.drain(LONG).unwrap()).await;
-    let mut raw = Vec::new();
-    bounded("the answer", read_to_close(&mut head, &mut raw)).await;
-    let (answer, body) = split_head(&raw);
-    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    let answer = head_answered_after_the_deadline(app, shutdown, entered).await;
     assert!(answer.contains("text/event-stream"), "{answer}");
-    assert_eq!(body, b"", "{answer}");
-    let listed: Vec<_> = report
-        .long_lived
-        .iter()
-        .map(|entry| (entry.path.as_deref(), entry.kind))
-        .collect();
-    assert_eq!(
-        listed,
-        [(Some("/watch"), LongLivedKind::Upgrade)],
-        "{report}"
-    );
 }
 
 /// A `HEAD` answered after the long-lived deadline with an event stream, which the layer
@@ -216,46 +221,12 @@ async fn a_head_answered_after_the_deadline_by_a_marked_route_around_a_tracking_
 async fn a_head_answered_after_the_deadline_with_an_event_stream_is_not_listed() {
     let shutdown = Shutdown::new();
     shutdown.set_long_lived_grace(Duration::from_millis(50));
-    let (entered_tx, mut entered) = tokio::sync::mpsc::channel::<()>(1);
-    let late = move || {
-        let entered = entered_tx.clone();
-        async move {
-            // Taken while serving, only to see the long-lived deadline pass.
-            let watch = shutdown
-                .long_lived_guard(LongLivedKind::Upgrade, Method::GET, "/watch")
-                .unwrap();
-            entered.send(()).await.unwrap();
-            watch.deadline().await;
-            idle_events()
-        }
-    };
+    let (entered_tx, entered) = mpsc::channel::<()>(1);
+    let late = move || events_after_the_deadline(shutdown, entered_tx.clone());
     let app = Router::new()
         .route("/feed", get(late))
         .layer(shutdown.layer());
-    let server = serve_until_closing(app, shutdown).await;
-    let mut head = TcpStream::connect(server.addr).await.unwrap();
-    head.write_all(b"HEAD /feed HTTP/1.1\r\nHost: test\r\n\r\n")
-        .await
-        .unwrap();
-    bounded("the handler to start", entered.recv())
-        .await
-        .unwrap();
-    let report = bounded("drain", shutdown.drain(LONG).unwrap()).await;
-    let mut raw = Vec::new();
-    bounded("the answer", read_to_close(&mut head, &mut raw)).await;
-    let (answer, body) = split_head(&raw);
-    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
-    assert_eq!(body, b"", "{answer}");
-    let listed: Vec<_> = report
-        .long_lived
-        .iter()
-        .map(|entry| (entry.path.as_deref(), entry.kind))
-        .collect();
-    assert_eq!(
-        listed,
-        [(Some("/watch"), LongLivedKind::Upgrade)],
-        "{report}"
-    );
+    head_answered_after_the_deadline(app, shutdown, entered).await;
 }
 
 /// Requests admitted before the drain that reach their marked route only after the
