@@ -316,25 +316,13 @@ async fn health_reports_not_serving_from_lame_duck_on() {
     let channel = connect(addr).await;
     let mut health = HealthClient::new(channel.clone());
     let mut client = EchoClient::new(channel);
-    let overall = || HealthCheckRequest {
-        service: String::new(),
-    };
     let echo = || HealthCheckRequest {
         service: "tower_drain.example.Echo".into(),
     };
 
-    let mut watch = bounded("a health watch", health.watch(overall()))
-        .await
-        .unwrap()
-        .into_inner();
-    let status = bounded("the first status", watch.message()).await.unwrap();
-    assert_eq!(status.unwrap().status(), Reported::Serving);
-
-    assert!(shutdown.begin_lame_duck());
-    let status = bounded("the next status", watch.message()).await.unwrap();
-    assert_eq!(status.unwrap().status(), Reported::NotServing);
+    let watch = server::watch_through_lame_duck(shutdown, &mut health).await;
     drop(watch);
-    for request in [overall(), echo()] {
+    for request in [server::overall(), echo()] {
         let response = bounded("a health check", health.check(request))
             .await
             .unwrap();
@@ -363,11 +351,8 @@ async fn health_watch_is_neither_counted_nor_rejected() {
     let (addr, server) = start_with_signal(shutdown, &gate, std::future::pending()).await;
     let channel = connect(addr).await;
     let mut health = HealthClient::new(channel.clone());
-    let overall = || HealthCheckRequest {
-        service: String::new(),
-    };
 
-    let mut watch = bounded("a health watch", health.watch(overall()))
+    let mut watch = bounded("a health watch", health.watch(server::overall()))
         .await
         .unwrap()
         .into_inner();
@@ -382,10 +367,13 @@ async fn health_watch_is_neither_counted_nor_rejected() {
     let call = tokio::spawn(async move { client.say("held").await });
     gate.entered(1).await;
     let drain = shutdown.drain(BOUND).unwrap();
-    let mut late = bounded("a health watch while draining", health.watch(overall()))
-        .await
-        .expect("a health watch was refused while draining")
-        .into_inner();
+    let mut late = bounded(
+        "a health watch while draining",
+        health.watch(server::overall()),
+    )
+    .await
+    .expect("a health watch was refused while draining")
+    .into_inner();
     let status = bounded("its first status", late.message()).await.unwrap();
     assert_eq!(status.unwrap().status(), Reported::NotServing);
     assert_eq!(shutdown.phase(), Phase::Draining);

@@ -12,46 +12,21 @@ mod support;
 use std::time::Duration;
 
 use tonic::{Code, Status};
-use tonic_health::pb::health_check_response::ServingStatus as Reported;
 use tonic_health::pb::health_client::HealthClient;
-use tonic_health::pb::HealthCheckRequest;
 use tonic_health::ServingStatus;
 use tower::Layer;
 use tower_drain::{DrainOutcome, Shutdown};
 
 use echo::EchoServer;
 use server::{
-    connect, finish, held_call_cut_short, start, start_with, Held, Options, WebLayer, HEALTH,
+    connect, finish, held_call_cut_short, start, start_with, watch_through_lame_duck, Held,
+    Options, WebLayer, HEALTH,
 };
 use support::bounded;
 use support::gate::Gate;
 
 /// Far beyond every bounded wait: a server that waits for this deadline fails the test.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(600);
-
-fn overall() -> HealthCheckRequest {
-    HealthCheckRequest {
-        service: String::new(),
-    }
-}
-
-/// Opens a watch on the overall health, sees SERVING, begins the lame duck and sees
-/// NOT_SERVING; returns the watch, still open.
-async fn watch_through_lame_duck(
-    shutdown: Shutdown,
-    health: &mut HealthClient<tonic::transport::Channel>,
-) -> tonic::Streaming<tonic_health::pb::HealthCheckResponse> {
-    let mut watch = bounded("a health watch", health.watch(overall()))
-        .await
-        .unwrap()
-        .into_inner();
-    let status = bounded("the first status", watch.message()).await.unwrap();
-    assert_eq!(status.unwrap().status(), Reported::Serving);
-    assert!(shutdown.begin_lame_duck());
-    let status = bounded("the next status", watch.message()).await.unwrap();
-    assert_eq!(status.unwrap().status(), Reported::NotServing);
-    watch
-}
 
 /// How the watch ended: an error its client's load balancer reads as "go elsewhere". grpc-go's
 /// health checking marks the backend unhealthy on any end but UNIMPLEMENTED (which means "no
@@ -168,15 +143,7 @@ async fn grpc_web_health_watch_ends_once_drained() {
         let origin = format!("http://{addr}").parse().unwrap();
         let mut health = HealthClient::with_origin(GrpcWebClientService::new(http), origin);
 
-        let mut watch = bounded("a health watch", health.watch(overall()))
-            .await
-            .unwrap()
-            .into_inner();
-        let status = bounded("the first status", watch.message()).await.unwrap();
-        assert_eq!(status.unwrap().status(), Reported::Serving);
-        assert!(shutdown.begin_lame_duck());
-        let status = bounded("the next status", watch.message()).await.unwrap();
-        assert_eq!(status.unwrap().status(), Reported::NotServing);
+        let mut watch = watch_through_lame_duck(shutdown, &mut health).await;
 
         let report = finish(shutdown.drain(DRAIN_TIMEOUT).unwrap(), server).await;
         assert_eq!(report.outcome, DrainOutcome::Drained, "{report}");

@@ -14,6 +14,9 @@ use tonic::codegen::BoxStream;
 use tonic::transport::server::TcpIncoming;
 use tonic::transport::{Channel, Server};
 use tonic::{Code, Status, Streaming};
+use tonic_health::pb::health_check_response::ServingStatus as Reported;
+use tonic_health::pb::health_client::HealthClient;
+use tonic_health::pb::{HealthCheckRequest, HealthCheckResponse};
 use tonic_health::ServingStatus;
 use tonic_web::GrpcWebLayer;
 use tower_drain::{
@@ -297,4 +300,35 @@ pub fn client_stream<T: Send + 'static>() -> (
         rx.recv().await.map(|item| (item, rx))
     });
     (tx, stream)
+}
+
+/// The overall health, as a health request names it.
+pub fn overall() -> HealthCheckRequest {
+    HealthCheckRequest {
+        service: String::new(),
+    }
+}
+
+/// Opens a watch on the overall health, sees SERVING, begins the lame duck and sees
+/// NOT_SERVING; returns the watch, still open.
+pub async fn watch_through_lame_duck<T>(
+    shutdown: Shutdown,
+    health: &mut HealthClient<T>,
+) -> Streaming<HealthCheckResponse>
+where
+    T: tonic::client::GrpcService<tonic::body::Body>,
+    T::Error: Into<tonic::codegen::StdError>,
+    T::ResponseBody: http_body::Body<Data = bytes::Bytes> + Send + 'static,
+    <T::ResponseBody as http_body::Body>::Error: Into<tonic::codegen::StdError> + Send,
+{
+    let mut watch = bounded("a health watch", health.watch(overall()))
+        .await
+        .unwrap()
+        .into_inner();
+    let status = bounded("the first status", watch.message()).await.unwrap();
+    assert_eq!(status.unwrap().status(), Reported::Serving);
+    assert!(shutdown.begin_lame_duck());
+    let status = bounded("the next status", watch.message()).await.unwrap();
+    assert_eq!(status.unwrap().status(), Reported::NotServing);
+    watch
 }
