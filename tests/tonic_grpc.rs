@@ -352,15 +352,7 @@ async fn health_watch_is_neither_counted_nor_rejected() {
     let channel = connect(addr).await;
     let mut health = HealthClient::new(channel.clone());
 
-    let mut watch = bounded("a health watch", health.watch(server::overall()))
-        .await
-        .unwrap()
-        .into_inner();
-    let status = bounded("the first status", watch.message()).await.unwrap();
-    assert_eq!(status.unwrap().status(), Reported::Serving);
-    assert!(shutdown.begin_lame_duck());
-    let status = bounded("the next status", watch.message()).await.unwrap();
-    assert_eq!(status.unwrap().status(), Reported::NotServing);
+    let watch = server::watch_through_lame_duck(shutdown, &mut health).await;
 
     // A held call keeps the drain open; the watch is not part of what it waits for.
     let mut client = EchoClient::new(channel);
