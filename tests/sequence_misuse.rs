@@ -105,6 +105,30 @@ async fn a_sequence_nothing_can_trigger_says_so_instead_of_waiting_for_ever() {
     assert_eq!(shutdown.phase(), Phase::Serving);
 }
 
+/// The same when the only source was a trigger future that panicked at its first poll: the
+/// message names the panic, not a missing future.
+#[tokio::test]
+async fn a_sequence_whose_only_trigger_future_panicked_says_so() {
+    let shutdown = Shutdown::new();
+    let sequence = ShutdownSequence::builder(shutdown)
+        .no_signals()
+        .trigger_on(async { panic!("the trigger's channel is gone") })
+        .build()
+        .unwrap();
+    let run = tokio::spawn(sequence.run());
+    let ended = bounded("a sequence nothing can trigger", run).await;
+    let message = panic_text(
+        ended
+            .expect_err("a sequence nothing can trigger must not return a report")
+            .into_panic(),
+    );
+    assert!(
+        message.contains("nothing can trigger") && message.contains("trigger futures panicked"),
+        "{message:?}"
+    );
+    assert_eq!(shutdown.phase(), Phase::Serving);
+}
+
 /// A trigger fired before `run` and then dropped still starts the sequence: the check above
 /// is about what could come, not what has come.
 #[tokio::test]

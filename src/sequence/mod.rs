@@ -119,8 +119,9 @@ impl ShutdownSequence {
     ///
     /// At its first poll, before anything changes: outside a Tokio runtime or inside one
     /// without the time driver (tokio's message asks for `enable_time`), and when nothing
-    /// could ever trigger it (no signals, no trigger future, and no [`ShutdownTrigger`] kept
-    /// from [`trigger`](Self::trigger)), which would otherwise wait for ever.
+    /// could ever trigger it (no signals, no trigger future or only ones that panicked at
+    /// their first poll, and no [`ShutdownTrigger`] kept from [`trigger`](Self::trigger)),
+    /// which would otherwise wait for ever.
     pub async fn run(self) -> ShutdownReport {
         let ShutdownSequence {
             plan:

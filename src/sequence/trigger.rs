@@ -63,6 +63,8 @@ pub(crate) struct Triggers {
     manual: mpsc::UnboundedReceiver<()>,
     /// False once every [`ShutdownTrigger`] is gone (the receiver then yields `None` forever).
     manual_open: bool,
+    /// A trigger future panicked and was dropped: named when nothing is left to trigger.
+    lost_future: bool,
 }
 
 impl Triggers {
@@ -85,6 +87,7 @@ impl Triggers {
             futures,
             manual,
             manual_open: true,
+            lost_future: false,
         };
         Ok((triggers, ShutdownTrigger { sender }))
     }
@@ -102,9 +105,14 @@ impl Triggers {
             let polled = self.poll_next(cx);
             if polled.is_pending() && self.exhausted() {
                 if first_poll {
+                    let futures = if self.lost_future {
+                        "its trigger futures panicked (logged above)"
+                    } else {
+                        "has no trigger future"
+                    };
                     panic!(
                         "nothing can trigger this shutdown sequence: it listens for no signal, \
-                         has no trigger future, and no `ShutdownTrigger` is left; keep one from \
+                         {futures}, and no `ShutdownTrigger` is left; keep one from \
                          `sequence.trigger()` before calling `run`, or listen for signals"
                     );
                 }
@@ -181,6 +189,7 @@ impl Triggers {
                         "a trigger future panicked: dropped, it triggers nothing"
                     );
                     drop(self.futures.swap_remove(index));
+                    self.lost_future = true;
                 }
             }
         }
