@@ -82,7 +82,9 @@ impl Shutdown {
     /// an event stream between events still ends with its final event, a long-poll that
     /// answers its [`DrainSignal`] at once still sends that answer, whichever the server gets
     /// to first; an event stream inside an event, a stream kept until the deadline and a
-    /// long-poll still waiting are cut.
+    /// long-poll still waiting are cut. A [`LongLivedGuard`]'s `signal()` and `deadline()`
+    /// then fire together, so an upgraded connection that needs a round trip to close (a
+    /// WebSocket's close handshake) is listed as cut even if it closes cleanly.
     pub fn set_long_lived_grace(&self, grace: Duration) {
         self.core.long_lived.set_grace(grace);
     }
