@@ -281,3 +281,57 @@ async fn router_on_serve_with_peer_sees_each_clients_address() {
     assert_eq!(report.in_flight_at_start, 0, "{report}");
     bounded("the server to return", server).await.unwrap();
 }
+
+/// A `make_service` that panics for one connection closes that connection unanswered and
+/// leaves `serve` running: the next client is served, and the drain still ends the server.
+#[cfg(feature = "hyper-server")]
+#[tokio::test]
+async fn a_make_service_panicking_for_one_connection_leaves_serve_running() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    let shutdown = Shutdown::new();
+    let app = Router::new()
+        .route("/", get(|| async { "ok" }))
+        .layer(shutdown.layer());
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let first = AtomicBool::new(true);
+    let server = tokio::spawn(tower_drain::server::serve_with_peer(
+        listener,
+        move |_peer: SocketAddr| {
+            // Relaxed: only the accepting task touches it.
+            assert!(
+                !first.swap(false, Ordering::Relaxed),
+                "no service for the first client"
+            );
+            app.clone()
+        },
+        shutdown,
+    ));
+
+    let mut refused = tokio::net::TcpStream::connect(addr).await.unwrap();
+    write_get(&mut refused, "/").await;
+    // Closed with the request unread, the socket may end with a reset rather than an EOF:
+    // either way, no answer.
+    let mut unanswered = Vec::new();
+    let _ = bounded(
+        "the first connection to close",
+        tokio::io::AsyncReadExt::read_to_end(&mut refused, &mut unanswered),
+    )
+    .await;
+    assert!(
+        unanswered.is_empty(),
+        "{:?}",
+        String::from_utf8_lossy(&unanswered)
+    );
+
+    let mut served = tokio::net::TcpStream::connect(addr).await.unwrap();
+    write_get(&mut served, "/").await;
+    let response = support::raw::read_response(&mut served).await;
+    assert!(response.starts_with("HTTP/1.1 200 "), "{response}");
+    assert!(!server.is_finished(), "serve ended");
+
+    let report = bounded("the drain", shutdown.drain(BOUND).unwrap()).await;
+    assert_eq!(report.outcome, DrainOutcome::Drained, "{report}");
+    bounded("the server to return", server).await.unwrap();
+}

@@ -95,7 +95,7 @@ impl Drop for AbortOnDrop {
 }
 
 /// The message a panic was raised with, for reports and logs.
-pub(super) fn panic_message(payload: Box<dyn Any + Send>) -> String {
+pub(crate) fn panic_message(payload: Box<dyn Any + Send>) -> String {
     payload
         .downcast_ref::<&str>()
         .map(|message| (*message).to_owned())

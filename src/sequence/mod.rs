@@ -38,6 +38,7 @@
 mod builder;
 mod error;
 mod hook;
+pub(crate) use hook::panic_message;
 mod plan;
 mod report;
 mod trigger;

@@ -11,7 +11,7 @@ use tokio::sync::mpsc;
 #[cfg(unix)]
 use tokio::signal::unix::{signal, Signal, SignalKind};
 
-use super::hook::panic_message;
+use super::panic_message;
 use super::SequenceError;
 
 /// A handle that triggers a [`ShutdownSequence`](super::ShutdownSequence) by hand, from

@@ -59,6 +59,7 @@
 use std::error::Error as StdError;
 use std::io;
 use std::net::SocketAddr;
+use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::pin::pin;
 use std::time::Duration;
 
@@ -165,7 +166,8 @@ where
 /// ```
 ///
 /// `make_service` is called once per accepted connection, on the accepting task: keep it
-/// cheap (a clone and a wrapper), since the next connection waits for it.
+/// cheap (a clone and a wrapper), since the next connection waits for it. If it panics, that
+/// connection is closed unanswered (the panic is logged) and `serve` goes on.
 pub async fn serve_with_peer<M, S, B>(
     listener: TcpListener,
     mut make_service: M,
@@ -211,7 +213,18 @@ pub async fn serve_with_peer<M, S, B>(
                 if let Err(error) = stream.set_nodelay(true) {
                     tracing::debug!(%error, "could not set TCP_NODELAY; serving anyway");
                 }
-                spawn_connection(&builder, &graceful, stream, make_service(peer), &cut);
+                // The application's code. A panic in it (a failed lookup for this peer)
+                // must not end `serve`, which would leave the connections already accepted
+                // unwatched: this connection is closed unanswered, as a panicking handler's
+                // request is.
+                match catch_unwind(AssertUnwindSafe(|| make_service(peer))) {
+                    Ok(service) => spawn_connection(&builder, &graceful, stream, service, &cut),
+                    Err(payload) => tracing::error!(
+                        %peer,
+                        panic = %crate::sequence::panic_message(payload),
+                        "the service for a connection panicked as it was made: connection closed"
+                    ),
+                }
             }
             Err(error) => {
                 if is_connection_error(&error) {
