@@ -81,6 +81,18 @@ fn a_sequence_in_a_runtime_without_timers_fails_at_its_first_poll() {
     drop(trigger);
 }
 
+/// The panic message of `run` on a sequence nothing can trigger, which must panic at its
+/// first poll rather than return a report or wait for ever.
+async fn panic_of_untriggerable(sequence: ShutdownSequence) -> String {
+    let run = tokio::spawn(sequence.run());
+    let ended = bounded("a sequence nothing can trigger", run).await;
+    panic_text(
+        ended
+            .expect_err("a sequence nothing can trigger must not return a report")
+            .into_panic(),
+    )
+}
+
 /// A sequence that listens for no signal, has no trigger future, and whose every
 /// `ShutdownTrigger` is gone can never start: `run` would wait for ever, and the process
 /// would never shut down gracefully. It says so instead.
@@ -91,13 +103,7 @@ async fn a_sequence_nothing_can_trigger_says_so_instead_of_waiting_for_ever() {
         .no_signals()
         .build()
         .unwrap();
-    let run = tokio::spawn(sequence.run());
-    let ended = bounded("a sequence nothing can trigger", run).await;
-    let message = panic_text(
-        ended
-            .expect_err("a sequence nothing can trigger must not return a report")
-            .into_panic(),
-    );
+    let message = panic_of_untriggerable(sequence).await;
     assert!(
         message.contains("nothing can trigger") && message.contains("trigger()"),
         "{message:?}"
@@ -115,13 +121,7 @@ async fn a_sequence_whose_only_trigger_future_panicked_says_so() {
         .trigger_on(async { panic!("the trigger's channel is gone") })
         .build()
         .unwrap();
-    let run = tokio::spawn(sequence.run());
-    let ended = bounded("a sequence nothing can trigger", run).await;
-    let message = panic_text(
-        ended
-            .expect_err("a sequence nothing can trigger must not return a report")
-            .into_panic(),
-    );
+    let message = panic_of_untriggerable(sequence).await;
     assert!(
         message.contains("nothing can trigger") && message.contains("trigger futures panicked"),
         "{message:?}"
