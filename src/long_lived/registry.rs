@@ -13,6 +13,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::{LongLivedEntry, LongLivedKind, Tracking};
+use crate::middleware::rejection::grpc_content_type_of;
 use crate::shutdown::Core;
 use crate::Shutdown;
 
@@ -256,6 +257,43 @@ impl Slab {
         let at = cut.iter().position(|cut| cut.id == id)?;
         Some(cut.remove(at))
     }
+
+    /// `hand_name_to`'s renaming of `other` after `mine`, in the records and the cut list.
+    fn rename(&mut self, mine: EntryId, other: EntryId, kind: Option<LongLivedKind>, whole: bool) {
+        let Some(record) = self.record_mut(mine) else {
+            return;
+        };
+        let (method, path, started) = (record.method.clone(), record.path.clone(), record.started);
+        let Some(theirs) = self.record_mut(other) else {
+            return;
+        };
+        theirs.method.clone_from(&method);
+        theirs.path.clone_from(&path);
+        theirs.started = started;
+        if let Some(kind) = kind {
+            theirs.kind = kind;
+        }
+        let kind = theirs.kind;
+        if whole {
+            // One response: the other's body is dropped unread, which would leave it listed.
+            theirs.whole = true;
+            self.unlist(mine.id);
+            self.unlist(other.id);
+            return;
+        }
+        let Some(mine) = self.unlist(mine.id) else {
+            return;
+        };
+        // Both are listed once the deadline has passed: the other's listing stays, under this
+        // name and this age (the response's, from when the route first saw its request).
+        if let Some(theirs) = self.listed_mut(other.id) {
+            theirs.entry = LongLivedEntry { kind, ..mine.entry };
+        }
+        // Oldest first, as `snapshot` orders them.
+        if let Some(cut) = self.cut.as_mut() {
+            cut.sort_by_key(|cut| std::cmp::Reverse(cut.entry.age));
+        }
+    }
 }
 
 /// One long-lived response's place in the registry; dropping it removes the entry.
@@ -335,45 +373,6 @@ impl Registration {
     }
 }
 
-impl Slab {
-    /// `hand_name_to`'s renaming of `other` after `mine`, in the records and the cut list.
-    fn rename(&mut self, mine: EntryId, other: EntryId, kind: Option<LongLivedKind>, whole: bool) {
-        let Some(record) = self.record_mut(mine) else {
-            return;
-        };
-        let (method, path, started) = (record.method.clone(), record.path.clone(), record.started);
-        let Some(theirs) = self.record_mut(other) else {
-            return;
-        };
-        theirs.method.clone_from(&method);
-        theirs.path.clone_from(&path);
-        theirs.started = started;
-        if let Some(kind) = kind {
-            theirs.kind = kind;
-        }
-        let kind = theirs.kind;
-        if whole {
-            // One response: the other's body is dropped unread, which would leave it listed.
-            theirs.whole = true;
-            self.unlist(mine.id);
-            self.unlist(other.id);
-            return;
-        }
-        let Some(mine) = self.unlist(mine.id) else {
-            return;
-        };
-        // Both are listed once the deadline has passed: the other's listing stays, under this
-        // name and this age (the response's, from when the route first saw its request).
-        if let Some(theirs) = self.listed_mut(other.id) {
-            theirs.entry = LongLivedEntry { kind, ..mine.entry };
-        }
-        // Oldest first, as `snapshot` orders them.
-        if let Some(cut) = self.cut.as_mut() {
-            cut.sort_by_key(|cut| std::cmp::Reverse(cut.entry.age));
-        }
-    }
-}
-
 impl Drop for Registration {
     fn drop(&mut self) {
         let mut slab = self.registry.slab();
@@ -389,14 +388,10 @@ impl fmt::Debug for Registration {
     }
 }
 
-/// Picks gRPC responses (`application/grpc` and its `+codec` and gRPC-web forms) among the
-/// responses of unknown length on a bypassed path.
+/// Picks gRPC responses (gRPC and gRPC-web, as the rejection's answers recognise them) among
+/// the responses of unknown length on a bypassed path.
 fn grpc_stream(_: http::StatusCode, headers: &http::HeaderMap) -> Option<LongLivedKind> {
-    headers
-        .get(http::header::CONTENT_TYPE)?
-        .as_bytes()
-        .starts_with(b"application/grpc")
-        .then_some(LongLivedKind::Stream)
+    grpc_content_type_of(headers).map(|_| LongLivedKind::Stream)
 }
 
 #[cfg(test)]

@@ -183,7 +183,7 @@ fn grpc_content_type<B>(request: &Request<B>) -> Option<&'static str> {
 }
 
 /// The gRPC or gRPC-web content type `headers` name, normalised; `None` for any other.
-fn grpc_content_type_of(headers: &HeaderMap) -> Option<&'static str> {
+pub(crate) fn grpc_content_type_of(headers: &HeaderMap) -> Option<&'static str> {
     let value = headers.get(CONTENT_TYPE)?.as_bytes();
     // Media types are case-insensitive.
     let rest = strip_prefix_ignore_case(value, b"application/grpc")?;
