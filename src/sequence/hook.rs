@@ -84,7 +84,9 @@ impl Hook {
     }
 }
 
-/// A hook's task, aborted when this is dropped.
+/// A hook's task, aborted when this is dropped. tokio-util's `AbortOnDropHandle` does the
+/// same, but only with its `rt` feature, which would add futures-util to the library's
+/// dependencies for these few lines.
 struct AbortOnDrop(JoinHandle<Result<(), String>>);
 
 impl Drop for AbortOnDrop {
