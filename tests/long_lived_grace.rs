@@ -9,10 +9,10 @@ use std::time::Duration;
 use axum::routing::get;
 use axum::{Extension, Router};
 use http::Method;
-use support::bounded;
 use support::http::serve_until_closing;
 use support::raw::{read_to_close, split_head};
 use support::sse::{idle_sse_app, open_event_stream, open_until, parse_events, FINAL_EVENT};
+use support::{bounded, drain_past_the_long_lived_deadline};
 use tokio::sync::oneshot;
 use tower_drain::{DrainOutcome, DrainSignal, LongLivedKind, LongLivedLayer, Shutdown};
 
@@ -110,13 +110,7 @@ async fn zero_grace_finishes_an_event_stream_first_polled_after_the_deadline() {
     let reading = open_until(server.addr, "/events", b"data: ready\n\n").await;
 
     let release = server.hold().await;
-    // Taken while serving, only to see the long-lived deadline pass; listed in the report.
-    let watcher = shutdown
-        .long_lived_guard(LongLivedKind::Upgrade, Method::GET, "/watch")
-        .unwrap();
-    let drain = tokio::spawn(shutdown.drain(LONG).unwrap());
-    bounded("the long-lived deadline", watcher.deadline()).await;
-    drop(watcher);
+    let drain = drain_past_the_long_lived_deadline(shutdown, LONG).await;
     release.send(()).unwrap();
 
     let decoded = reading.finish().await;
@@ -158,12 +152,7 @@ async fn zero_grace_delivers_a_long_polls_answer_to_its_signal_and_does_not_list
         .unwrap();
 
     let release = server.hold().await;
-    let watcher = shutdown
-        .long_lived_guard(LongLivedKind::Upgrade, Method::GET, "/watch")
-        .unwrap();
-    let drain = tokio::spawn(shutdown.drain(LONG).unwrap());
-    bounded("the long-lived deadline", watcher.deadline()).await;
-    drop(watcher);
+    let drain = drain_past_the_long_lived_deadline(shutdown, LONG).await;
     release.send(()).unwrap();
 
     let mut raw = Vec::new();

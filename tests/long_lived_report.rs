@@ -15,11 +15,11 @@ use axum::Router;
 use bytes::Bytes;
 use futures_util::stream::{self, StreamExt};
 use http::{HeaderMap, Method, StatusCode};
-use support::bounded;
 use support::gate::Gate;
 use support::http::serve_until_closing;
 use support::raw::{read_to_close, split_head};
 use support::sse::{open_event_stream, open_until};
+use support::{bounded, drain_past_the_long_lived_deadline};
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
@@ -275,13 +275,7 @@ async fn marked_routes_first_reached_after_the_long_lived_deadline_are_listed_on
     gate.entered(4).await;
     assert_eq!(shutdown.in_flight(), 4, "all admitted");
 
-    // Taken while serving, only to see the long-lived deadline pass; listed in the report.
-    let watcher = shutdown
-        .long_lived_guard(LongLivedKind::Upgrade, Method::GET, "/watch")
-        .unwrap();
-    let drain = tokio::spawn(shutdown.drain(LONG).unwrap());
-    bounded("the long-lived deadline", watcher.deadline()).await;
-    drop(watcher);
+    let drain = drain_past_the_long_lived_deadline(shutdown, LONG).await;
     gate.release(4);
 
     for (client, status, body) in [

@@ -16,7 +16,9 @@ pub mod sse;
 use std::future::Future;
 use std::time::Duration;
 
-use tower_drain::{SequenceBuilder, Shutdown, ShutdownSequence};
+use ::http::Method;
+use tokio::task::JoinHandle;
+use tower_drain::{DrainReport, LongLivedKind, SequenceBuilder, Shutdown, ShutdownSequence};
 
 /// The bound on every wait. Generous: it only turns a hang into a failure.
 pub const BOUND: Duration = Duration::from_secs(30);
@@ -42,4 +44,19 @@ pub fn by_hand(shutdown: Shutdown, lame_duck: Duration) -> SequenceBuilder {
         .drain_timeout(Duration::from_secs(600))
         .budget(Duration::from_secs(3600))
         .no_signals()
+}
+
+/// Begins a drain of `timeout` on a task of its own and returns once its long-lived deadline
+/// has passed. A guard named `GET /watch` is taken first, only to see that deadline pass:
+/// the report lists it as cut.
+pub async fn drain_past_the_long_lived_deadline(
+    shutdown: Shutdown,
+    timeout: Duration,
+) -> JoinHandle<DrainReport> {
+    let watcher = shutdown
+        .long_lived_guard(LongLivedKind::Upgrade, Method::GET, "/watch")
+        .unwrap();
+    let drain = tokio::spawn(shutdown.drain(timeout).unwrap());
+    bounded("the long-lived deadline", watcher.deadline()).await;
+    drain
 }
