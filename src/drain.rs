@@ -8,6 +8,7 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use pin_project_lite::pin_project;
+use tokio::runtime::Id;
 use tokio::sync::futures::Notified;
 use tokio::time::{Instant, Sleep};
 
@@ -28,10 +29,15 @@ pin_project! {
         #[pin]
         decided: Notified<'static>,
         // The timers are made with the future when `drain` is called inside a runtime, so it
-        // can then be polled anywhere; otherwise (a signal thread, a synchronous callback) at
-        // the first poll that has to wait, which must be inside one.
+        // can then be polled anywhere, a `futures` executor included; otherwise (a signal
+        // thread, a synchronous callback) at the first poll that has to wait, which must be
+        // inside one. Polled inside a runtime other than the one that made them, they are
+        // made again there: a timer only fires while its own runtime drives it, and the
+        // runtime that made them may be idle (a current-thread one nobody blocks on) or gone.
         deadline_at: Instant,
         long_lived_at: Instant,
+        // The runtime whose timers `deadline` and `long_lived` are; `None` until made.
+        timers_of: Option<Id>,
         // `None` until the timers are made.
         #[pin]
         deadline: Option<Sleep>,
@@ -53,16 +59,25 @@ impl Drain {
         deadline: Instant,
         long_lived_deadline: Instant,
     ) -> Self {
-        let in_runtime = tokio::runtime::Handle::try_current().is_ok();
+        let timers_of = current_runtime();
+        let in_runtime = timers_of.is_some();
         Drain {
             core,
             decided,
             deadline_at: deadline,
             long_lived_at: long_lived_deadline,
+            timers_of,
             deadline: in_runtime.then(|| tokio::time::sleep_until(deadline)),
             long_lived: in_runtime.then(|| tokio::time::sleep_until(long_lived_deadline)),
         }
     }
+}
+
+/// The runtime this thread is inside, if any.
+fn current_runtime() -> Option<Id> {
+    tokio::runtime::Handle::try_current()
+        .ok()
+        .map(|handle| handle.id())
 }
 
 /// Panics, with tokio's message naming the fix (`enable_time`), inside a runtime whose time
@@ -80,6 +95,9 @@ impl Future for Drain {
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<DrainReport> {
         let mut this = self.project();
+        // Outside any runtime, the timers it has (if any) are kept: the documented case of a
+        // future made inside one and polled by another executor while that runtime runs.
+        let here = current_runtime();
         loop {
             // The `Notified` was created before this check, so a decision made after the check
             // wakes it (tokio's `notify_waiters` reaches every `Notified` created before it).
@@ -95,11 +113,16 @@ impl Future for Drain {
                 if let Some(report) = this.core.report() {
                     return Poll::Ready(report);
                 }
-            } else if this.deadline.is_none() {
+            } else if this.deadline.is_none() || (here.is_some() && here != *this.timers_of) {
+                // Made before, a missing long-lived timer has fired: it is not made again.
+                let long_lived_left = this.deadline.is_none() || this.long_lived.is_some();
+                *this.timers_of = here;
                 this.deadline
                     .set(Some(tokio::time::sleep_until(*this.deadline_at)));
-                this.long_lived
-                    .set(Some(tokio::time::sleep_until(*this.long_lived_at)));
+                if long_lived_left {
+                    this.long_lived
+                        .set(Some(tokio::time::sleep_until(*this.long_lived_at)));
+                }
             }
             if this.decided.as_mut().poll(cx).is_ready() {
                 this.decided.set(this.core.decided_notify().notified());

@@ -91,9 +91,11 @@ impl Shutdown {
     /// timeout means "do not wait": the report says what was still running, and that is
     /// aborted. The call may be made outside a Tokio runtime (a signal thread, a synchronous
     /// callback), or inside one with the time driver enabled; inside one without it, tokio
-    /// panics (asking for `enable_time`) before anything changes, so admission stays open. A
-    /// future made inside a runtime may be polled anywhere while that runtime runs; one made
-    /// outside must be polled inside one.
+    /// panics (asking for `enable_time`) before anything changes, so admission stays open.
+    /// Polled inside a runtime, the future keeps its deadlines with that runtime's timers,
+    /// whichever runtime made it; polled outside any (a `futures` executor), it needs the
+    /// runtime it was made in to be running, and one made outside every runtime must be
+    /// polled inside one.
     ///
     /// The deadlines are kept by polling a `Drain`: with none awaited, nothing cuts long-lived
     /// responses at their deadline, nor decides the drain at its own (`server::serve`,

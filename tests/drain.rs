@@ -320,3 +320,78 @@ async fn long_lived_work_is_cut_at_half_the_drain_timeout_by_default() {
         "a cut connection is not a clean drain"
     );
 }
+
+/// A runtime on the paused clock, which moves only when the runtime is idle, and then only to
+/// its own next timer: whether a drain keeps its deadline depends on which timers it waits on.
+fn paused_runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .start_paused(true)
+        .build()
+        .unwrap()
+}
+
+/// Awaits `drain` on `runtime`, failing if a bound far past its deadline comes first. Biased
+/// toward the bound: had the drain no timer of this runtime, the paused clock would jump
+/// straight to the bound, and the drain, polled there, would find itself past its deadline.
+fn await_on(
+    runtime: &tokio::runtime::Runtime,
+    drain: impl std::future::Future<Output = tower_drain::DrainReport>,
+) -> tower_drain::DrainReport {
+    runtime.block_on(async {
+        tokio::select! {
+            biased;
+            () = tokio::time::sleep(Duration::from_secs(3600)) => {
+                panic!("hung: the drain was never woken at its deadline")
+            }
+            report = drain => report,
+        }
+    })
+}
+
+/// A `Drain` made inside one runtime and awaited on another keeps its deadline with the
+/// timers of the runtime that polls it, so the runtime that made it may be idle (a
+/// current-thread runtime nobody is blocking on drives no timer) or gone.
+#[test]
+fn a_drain_awaited_on_another_runtime_keeps_its_deadline() {
+    for maker_dropped in [false, true] {
+        let shutdown = Shutdown::new();
+        let _work = shutdown.guard().unwrap();
+        let maker = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+            .unwrap();
+        let drain = {
+            let _entered = maker.enter();
+            shutdown.drain(Duration::from_secs(60)).unwrap()
+        };
+        if maker_dropped {
+            drop(maker);
+        }
+        let report = await_on(&paused_runtime(), drain);
+        assert_eq!(report.outcome, DrainOutcome::TimedOut, "{report}");
+        assert_eq!(report.still_running, 1, "{report}");
+    }
+}
+
+/// A `Drain` polled on one runtime, which then shuts down, and awaited to its end on another.
+#[test]
+fn a_drain_moved_to_another_runtime_while_waiting_keeps_its_deadline() {
+    let shutdown = Shutdown::new();
+    let _work = shutdown.guard().unwrap();
+    let first = paused_runtime();
+    let mut drain = {
+        let _entered = first.enter();
+        Box::pin(shutdown.drain(Duration::from_secs(60)).unwrap())
+    };
+    first.block_on(async {
+        assert!(
+            futures_util::poll!(drain.as_mut()).is_pending(),
+            "work is running"
+        );
+    });
+    drop(first);
+    let report = await_on(&paused_runtime(), drain);
+    assert_eq!(report.outcome, DrainOutcome::TimedOut, "{report}");
+    assert_eq!(report.still_running, 1, "{report}");
+}
