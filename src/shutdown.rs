@@ -92,10 +92,10 @@ impl Shutdown {
     /// aborted. The call may be made outside a Tokio runtime (a signal thread, a synchronous
     /// callback), or inside one with the time driver enabled; inside one without it, tokio
     /// panics (asking for `enable_time`) before anything changes, so admission stays open.
-    /// Polled inside a runtime, the future keeps its deadlines with that runtime's timers,
-    /// whichever runtime made it; polled outside any (a `futures` executor), it needs the
-    /// runtime it was made in to be running, and one made outside every runtime must be
-    /// polled inside one.
+    /// Polled inside a runtime, the future keeps its deadlines with that runtime's timers
+    /// (which must be enabled), whichever runtime made it; polled outside any (a `futures`
+    /// executor), it needs the runtime it was made in to be running, and one made outside
+    /// every runtime must be polled inside one.
     ///
     /// The deadlines are kept by polling a `Drain`: with none awaited, nothing cuts long-lived
     /// responses at their deadline, nor decides the drain at its own (`server::serve`,
