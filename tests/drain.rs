@@ -395,3 +395,34 @@ fn a_drain_moved_to_another_runtime_while_waiting_keeps_its_deadline() {
     assert_eq!(report.outcome, DrainOutcome::TimedOut, "{report}");
     assert_eq!(report.still_running, 1, "{report}");
 }
+
+/// A guard leaked with `mem::forget` is never released: the drain waits for it until its
+/// deadline, reports it still running and the guard released beside it completed, and asked
+/// again afterwards gives that same report at once.
+#[tokio::test(start_paused = true)]
+async fn a_leaked_guard_is_reported_still_running_at_the_deadline() {
+    let shutdown = Shutdown::new();
+    let finishing = shutdown.guard().unwrap();
+    std::mem::forget(shutdown.guard().unwrap());
+    let drain = tokio::spawn(shutdown.drain(Duration::from_secs(10)).unwrap());
+    assert!(shutdown.guard().is_none(), "admission closed");
+    drop(finishing);
+
+    let report = bounded("the drain", drain).await.unwrap();
+    assert_eq!(report.outcome, DrainOutcome::TimedOut, "{report}");
+    assert!(!report.forced, "{report}");
+    assert_eq!(report.elapsed, Duration::from_secs(10), "{report}");
+    assert_eq!(report.in_flight_at_start, 2, "{report}");
+    assert_eq!(report.completed, 1, "{report}");
+    assert_eq!(report.still_running, 1, "{report}");
+    bounded("aborted signal", shutdown.aborted()).await;
+    assert_eq!(shutdown.in_flight(), 1, "a leaked guard is never released");
+
+    let again = shutdown
+        .drain(Duration::ZERO)
+        .unwrap()
+        .now_or_never()
+        .expect("decided already");
+    assert_eq!(again, report);
+    assert!(!shutdown.force(), "decided already");
+}

@@ -319,3 +319,58 @@ fn drain_past_its_deadline_waits_for_a_decision_published_elsewhere() {
         "{report}"
     );
 }
+
+/// The controller's own recordings, with no `record_metrics` call: at each phase change every
+/// gauge holds the figures of that moment, and the drain's end carries the rejections made
+/// while draining.
+#[tokio::test(flavor = "current_thread")]
+async fn each_phase_change_records_exact_figures_by_itself() {
+    let figures = Figures::default();
+    let _recorder = metrics::set_default_local_recorder(&figures);
+    let shutdown = Shutdown::new();
+    let work = shutdown.guard().unwrap();
+    let connection = shutdown
+        .long_lived_guard(LongLivedKind::Upgrade, Method::GET, "/ws")
+        .unwrap();
+    let figures_now = || {
+        [
+            "tower_drain_phase",
+            "tower_drain_in_flight",
+            "tower_drain_long_lived",
+            "tower_drain_rejected_total",
+        ]
+        .map(|name| figures.get(name))
+    };
+    assert_eq!(figures_now(), [None; 4], "nothing recorded while serving");
+
+    assert!(shutdown.begin_lame_duck());
+    assert_eq!(
+        figures_now(),
+        [Some(1.0), Some(2.0), Some(1.0), Some(0.0)],
+        "lame duck"
+    );
+    let drain = shutdown.drain(Duration::from_secs(60)).unwrap();
+    assert_eq!(
+        figures_now(),
+        [Some(2.0), Some(2.0), Some(1.0), Some(0.0)],
+        "draining"
+    );
+
+    let service = shutdown.layer().layer(service_fn(|_: Request<()>| async {
+        Ok::<_, Infallible>(Response::new(http_body_util::Empty::<bytes::Bytes>::new()))
+    }));
+    for _ in 0..3 {
+        let response = service.clone().oneshot(Request::new(())).await.unwrap();
+        assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+    }
+    drop(connection);
+    drop(work);
+    let report = timeout(support::BOUND, drain).await.unwrap();
+    assert_eq!(report.rejected, 3, "{report}");
+    assert_eq!(
+        figures_now(),
+        [Some(3.0), Some(0.0), Some(0.0), Some(3.0)],
+        "drained"
+    );
+    assert_eq!(figures.get("tower_drain_forced_total"), None);
+}

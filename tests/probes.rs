@@ -356,3 +356,63 @@ async fn head_on_a_probe_gets_its_head_without_a_body() {
         );
     }
 }
+
+/// Flips every readiness switch by hand (start-up hold ended, maintenance on, then off) and
+/// probes after each: once shutdown has begun, readiness stays down and liveness green.
+async fn flip_and_probe(shutdown: Shutdown, client: &HttpClient, addr: SocketAddr) {
+    let phase = shutdown.phase();
+    for flip in ["mark_ready", "maintenance on", "maintenance off"] {
+        match flip {
+            "mark_ready" => shutdown.mark_ready(),
+            "maintenance on" => shutdown.set_maintenance(true),
+            _ => shutdown.set_maintenance(false),
+        }
+        assert_eq!(
+            get_text(client, addr, "/readyz").await,
+            (StatusCode::SERVICE_UNAVAILABLE, "shutting down\n".into()),
+            "{phase} after {flip}"
+        );
+        assert!(!shutdown.is_ready(), "{phase} after {flip}");
+        assert_eq!(
+            get_text(client, addr, "/livez").await,
+            (StatusCode::OK, "alive\n".into()),
+            "{phase} after {flip}"
+        );
+    }
+}
+
+/// Readiness flipped by hand never reopens once shutdown has begun, in any phase up to the
+/// end, drained or cut short; liveness stays green throughout.
+#[tokio::test]
+async fn readiness_flipped_by_hand_stays_down_in_every_phase_of_shutdown() {
+    for cut_short in [false, true] {
+        let shutdown = Shutdown::new().hold_until_ready();
+        let addr = serve_probes_on_hyper(shutdown).await;
+        let client = http1_client();
+        let work = shutdown.guard().unwrap();
+
+        // Still held at start-up when shutdown begins.
+        assert_eq!(
+            get_text(&client, addr, "/readyz").await,
+            (StatusCode::SERVICE_UNAVAILABLE, "starting\n".into())
+        );
+        assert!(shutdown.begin_lame_duck());
+        flip_and_probe(shutdown, &client, addr).await;
+        let drain = shutdown.drain(Duration::from_secs(60)).unwrap();
+        assert_eq!(shutdown.phase(), Phase::Draining);
+        flip_and_probe(shutdown, &client, addr).await;
+        if cut_short {
+            assert!(shutdown.force());
+        } else {
+            drop(work);
+        }
+        let report = bounded("the drain", drain).await;
+        let ended = if cut_short {
+            Phase::TimedOut
+        } else {
+            Phase::Drained
+        };
+        assert_eq!(shutdown.phase(), ended, "{report}");
+        flip_and_probe(shutdown, &client, addr).await;
+    }
+}
