@@ -459,6 +459,9 @@ impl Core {
         // Fixed here, once the long-lived responses the timeout cut are recorded; its figures
         // make the log line, the only one a user of `drain` without the sequence gets.
         let report = self.report.get_or_init(|| self.report_of(decision));
+        // Published however this call ends: a tracing subscriber or a metrics recorder that
+        // panics below must not leave every `Drain` waiting for ever for a report that exists.
+        let _publish = Publish(self);
         let elapsed_ms = report.elapsed.as_micros() as f64 / 1000.0;
         if phase == Phase::TimedOut {
             tracing::warn!(
@@ -483,9 +486,6 @@ impl Core {
             );
         }
         crate::metrics::record_core(self);
-        // Release: pairs with `report`; everything above is in place for whoever reads it.
-        self.published.store(true, Ordering::Release);
-        self.decided.notify_waiters();
         decision.outcome == outcome
     }
 
@@ -524,6 +524,18 @@ impl Core {
     #[cfg(feature = "hyper-server")]
     pub(crate) fn force_called(&'static self) -> impl Future<Output = ()> + Send + 'static {
         self.force_called.cancelled()
+    }
+}
+
+/// Publishes the decided report as it drops, at the end of [`Core::decide`].
+struct Publish<'a>(&'a Core);
+
+impl Drop for Publish<'_> {
+    fn drop(&mut self) {
+        // Release: pairs with `report`; the report and the decision's effects before it are in
+        // place for whoever reads it.
+        self.0.published.store(true, Ordering::Release);
+        self.0.decided.notify_waiters();
     }
 }
 

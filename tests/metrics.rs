@@ -374,3 +374,63 @@ async fn each_phase_change_records_exact_figures_by_itself() {
     );
     assert_eq!(figures.get("tower_drain_forced_total"), None);
 }
+
+/// A faulty recorder: setting the phase gauge to the drained phase panics.
+struct PanicsWhenDrained;
+
+struct PhaseGauge;
+
+impl GaugeFn for PhaseGauge {
+    fn increment(&self, _: f64) {}
+    fn decrement(&self, _: f64) {}
+    fn set(&self, value: f64) {
+        assert_ne!(value, 3.0, "the recorder fails on the drained phase");
+    }
+}
+
+impl Recorder for PanicsWhenDrained {
+    fn describe_counter(&self, _: KeyName, _: Option<Unit>, _: SharedString) {}
+    fn describe_gauge(&self, _: KeyName, _: Option<Unit>, _: SharedString) {}
+    fn describe_histogram(&self, _: KeyName, _: Option<Unit>, _: SharedString) {}
+    fn register_counter(&self, _: &Key, _: &Metadata<'_>) -> Counter {
+        Counter::noop()
+    }
+    fn register_gauge(&self, key: &Key, _: &Metadata<'_>) -> Gauge {
+        if key.name() == "tower_drain_phase" {
+            Gauge::from_arc(Arc::new(PhaseGauge))
+        } else {
+            Gauge::noop()
+        }
+    }
+    fn register_histogram(&self, _: &Key, _: &Metadata<'_>) -> Histogram {
+        Histogram::noop()
+    }
+}
+
+/// The last request's release decides the drain, and the recorder panics as the controller
+/// records that phase change: the panic is the releasing thread's, and the drain still
+/// resolves to its report, rather than every `Drain` waiting for ever for one already made.
+#[tokio::test(flavor = "current_thread")]
+async fn a_recorder_panicking_at_the_drains_end_leaves_the_drain_resolved() {
+    let shutdown = Shutdown::new();
+    let work = shutdown.guard().unwrap();
+    let drain = shutdown.drain(Duration::from_secs(60)).unwrap();
+    let releaser = std::thread::spawn(move || {
+        metrics::with_local_recorder(&PanicsWhenDrained, || drop(work));
+    });
+    assert!(releaser.join().is_err(), "the recorder panicked");
+    assert_eq!(shutdown.phase(), tower_drain::Phase::Drained);
+
+    let report = timeout(support::BOUND, drain)
+        .await
+        .expect("hung: the drain never resolved");
+    assert_eq!(
+        report.outcome,
+        tower_drain::DrainOutcome::Drained,
+        "{report}"
+    );
+    let late = timeout(support::BOUND, shutdown.drain(Duration::ZERO).unwrap())
+        .await
+        .expect("hung: a later drain never resolved");
+    assert_eq!(late, report);
+}
