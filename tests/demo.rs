@@ -233,6 +233,74 @@ fn a_second_sigterm_forces_and_the_sequence_runs_once() {
     assert!(!stream.join().unwrap().contains("chunk 1"));
 }
 
+/// A second signal once admission has closed cuts what is still running then, rather than
+/// at the drain timeout: the report names both signals and says the drain was forced, the
+/// cut response ends without its terminator, the hooks still run, and the exit status is 1.
+#[test]
+fn a_second_signal_while_draining_cuts_what_is_left_and_exits_one() {
+    let demo = Demo::start(&[
+        "--lame-duck-ms",
+        "0",
+        "--drain-timeout-ms",
+        "20000",
+        "--json",
+    ]);
+    let stream = in_flight_stream(demo.addr, "/stream?chunks=2&interval_ms=60000", "chunk 0");
+    demo.signal("TERM");
+    demo.wait_for("admission closed");
+    demo.signal("INT");
+
+    let exit = demo.wait_exit();
+    assert_eq!(exit.code, Some(1), "{:#?}", exit.stderr);
+    let report = json_report(&exit);
+    assert_eq!(report["trigger"], "SIGTERM", "{report}");
+    assert_eq!(report["forced_by"], "SIGINT", "{report}");
+    assert_eq!(report["drain"]["outcome"], "timed_out", "{report}");
+    assert_eq!(report["drain"]["forced"], true, "{report}");
+    assert_eq!(report["drain"]["in_flight_at_start"], 1, "{report}");
+    assert_eq!(report["drain"]["still_running"], 1, "{report}");
+    let hooks: Vec<_> = report["hooks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|hook| hook["outcome"]["status"].as_str().unwrap())
+        .collect();
+    assert_eq!(hooks, ["ok", "ok"], "{report}");
+    let stream = stream.join().unwrap();
+    assert!(!stream.contains("chunk 1"), "{stream}");
+    assert!(
+        !stream.ends_with("0\r\n\r\n"),
+        "a cut response does not end cleanly: {stream:?}"
+    );
+}
+
+/// A connection the server still holds after a drain that cut nothing (here an HTTP/2
+/// client that never answers the GOAWAY, closed by the server only at the drain deadline)
+/// is waited for a bounded time, then left: the demo says so and still exits 0.
+#[test]
+fn a_connection_still_open_after_a_clean_drain_is_left_and_the_exit_status_is_zero() {
+    let demo = Demo::start(&[
+        "--lame-duck-ms",
+        "0",
+        "--drain-timeout-ms",
+        "20000",
+        "--json",
+    ]);
+    let stalled = stalled_http2_connection(demo.addr);
+    demo.signal("TERM");
+
+    let exit = demo.wait_exit();
+    assert_eq!(exit.code, Some(0), "{:#?}", exit.stderr);
+    assert_eq!(json_report(&exit)["drain"]["outcome"], "drained");
+    assert_eq!(
+        count(&exit.stderr, "exiting anyway"),
+        1,
+        "the wait for the connection ran out: {:#?}",
+        exit.stderr
+    );
+    drop(stalled);
+}
+
 #[test]
 fn events_and_long_polls_end_when_the_drain_begins() {
     let demo = Demo::start(&["--lame-duck-ms", "1000", "--drain-timeout-ms", "20000"]);

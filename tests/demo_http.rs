@@ -36,6 +36,7 @@ fn every_route_answers_with_its_status_content_type_and_exact_body() {
 
     assert_eq!(answer(&demo, "/"), text(200, "ok\n"));
     assert_eq!(answer(&demo, "/slow?ms=1"), text(200, "slow 1\n"));
+    assert_eq!(answer(&demo, "/slow?ms=0"), text(200, "slow 0\n"));
     assert_eq!(
         answer(&demo, "/stream?chunks=3&interval_ms=0"),
         text(200, "chunk 0\nchunk 1\nchunk 2\n"),
@@ -46,6 +47,7 @@ fn every_route_answers_with_its_status_content_type_and_exact_body() {
         text(200, "")
     );
     assert_eq!(answer(&demo, "/poll?ms=1"), text(200, "timeout\n"));
+    assert_eq!(answer(&demo, "/poll?ms=0"), text(200, "timeout\n"));
     assert_eq!(answer(&demo, "/readyz"), text(200, "ready\n"));
     assert_eq!(answer(&demo, "/livez"), text(200, "alive\n"));
 
@@ -151,4 +153,60 @@ fn a_request_completed_after_admission_closed_gets_503_retry_after_and_connectio
         "{response}"
     );
     assert_eq!(demo.wait_exit().code, Some(0));
+}
+
+/// The probes in every phase, as an orchestrator sees them: `/readyz` answers 503
+/// `shutting down` from the lame duck on, draining included, and `/livez` 200 `alive`
+/// throughout. Probes are never refused nor counted: one whose head completes after
+/// admission closed is answered by the probe itself, not with the layer's 503.
+#[test]
+fn probes_answer_in_every_phase_and_are_never_refused_nor_counted() {
+    let demo = Demo::start(&[
+        "--lame-duck-ms",
+        "1000",
+        "--drain-timeout-ms",
+        "20000",
+        "--json",
+    ]);
+    let text = |status: u16, body: &str| (status, Some(TEXT.to_owned()), body.to_owned());
+    assert_eq!(answer(&demo, "/readyz"), text(200, "ready\n"));
+    assert_eq!(answer(&demo, "/livez"), text(200, "alive\n"));
+
+    demo.signal("TERM");
+    demo.wait_for("shutdown began: lame duck");
+    assert_eq!(answer(&demo, "/readyz"), text(503, "shutting down\n"));
+    assert_eq!(answer(&demo, "/livez"), text(200, "alive\n"));
+    // Half a request head each, read by the server during the lame duck; the rest is sent
+    // once admission has closed.
+    let probes: Vec<_> = ["/readyz", "/livez"]
+        .into_iter()
+        .map(|path| {
+            let mut client = TcpStream::connect(demo.addr).unwrap();
+            client.set_read_timeout(Some(WAIT)).unwrap();
+            write!(client, "GET {path} HTTP/1.1\r\nHo").unwrap();
+            (path, client)
+        })
+        .collect();
+    demo.wait_for("admission closed");
+
+    let mut answers = Vec::new();
+    for (path, mut client) in probes {
+        client.write_all(b"st: demo\r\n\r\n").unwrap();
+        let mut response = String::new();
+        client.read_to_string(&mut response).unwrap();
+        answers.push((path, status_of(&response), body_of(&response).to_owned()));
+    }
+    assert_eq!(
+        answers,
+        [
+            ("/readyz", 503, "shutting down\n".to_owned()),
+            ("/livez", 200, "alive\n".to_owned()),
+        ]
+    );
+
+    let exit = demo.wait_exit();
+    assert_eq!(exit.code, Some(0));
+    let report = json_report(&exit);
+    assert_eq!(report["drain"]["in_flight_at_start"], 0, "{report}");
+    assert_eq!(report["drain"]["rejected"], 0, "{report}");
 }
