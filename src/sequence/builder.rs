@@ -16,7 +16,7 @@ use crate::{Drain, Shutdown};
 /// Builds a [`ShutdownSequence`]; from [`ShutdownSequence::builder`].
 ///
 /// Defaults: 5 s lame duck, 20 s drain timeout, a 30 s budget (Kubernetes' default
-/// `terminationGracePeriodSeconds`), no hooks, SIGTERM and SIGINT.
+/// `terminationGracePeriodSeconds`), no hooks, SIGTERM and SIGINT (Ctrl-C off Unix).
 pub struct SequenceBuilder {
     plan: Plan,
     signals: SignalChoice,
@@ -85,7 +85,7 @@ impl SequenceBuilder {
 
     /// Listens for exactly these signals instead of SIGTERM and SIGINT. A signal listed more
     /// than once is listened for once; an empty list listens for none, as
-    /// [`no_signals`](Self::no_signals) does.
+    /// [`no_signals`](Self::no_signals) does. Unix only.
     #[cfg(unix)]
     pub fn signals(mut self, signals: impl IntoIterator<Item = SignalKind>) -> Self {
         // One signal wakes every listener of its kind: a kind listed twice would count each
