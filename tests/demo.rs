@@ -478,6 +478,80 @@ fn a_forced_shutdown_closes_the_connections_left_at_once() {
     drop(stalled);
 }
 
+/// An event stream the server cannot send on (its HTTP/2 client grants no flow-control
+/// window) cannot end with its final event when the drain begins, and is cut at the
+/// long-lived deadline; its client then goes. Everything counted has finished, so the
+/// drain ends `Drained`, but something was cut: the report lists it and the exit status
+/// is 1, not 0.
+#[test]
+fn an_event_stream_cut_at_the_long_lived_deadline_exits_one_though_the_drain_drained() {
+    let demo = Demo::start(&[
+        "--lame-duck-ms",
+        "0",
+        "--drain-timeout-ms",
+        "4000",
+        "--json",
+    ]);
+    let client = windowless_http2_events(demo.addr);
+    demo.signal("TERM");
+    demo.wait_for("long-lived deadline passed");
+    drop(client);
+
+    let exit = demo.wait_exit();
+    assert_eq!(exit.code, Some(1), "{:#?}", exit.stderr);
+    let report = json_report(&exit);
+    assert_eq!(report["drain"]["outcome"], "drained", "{report}");
+    assert_eq!(report["drain"]["still_running"], 0, "{report}");
+    let cut = report["drain"]["long_lived"].as_array().unwrap();
+    assert_eq!(cut.len(), 1, "{report}");
+    assert_eq!(cut[0]["kind"], "sse", "{report}");
+}
+
+/// Opens an HTTP/2 connection (prior knowledge, raw frames) whose flow-control window for
+/// streams is zero, sends `GET /events` on it and returns once the response's head has
+/// arrived: the stream is in flight, and the server can send none of its body.
+fn windowless_http2_events(addr: SocketAddr) -> TcpStream {
+    const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+    // SETTINGS: INITIAL_WINDOW_SIZE (0x4) = 0.
+    const NO_WINDOW: [u8; 15] = [0, 0, 6, 4, 0, 0, 0, 0, 0, 0, 4, 0, 0, 0, 0];
+    // HEADERS on stream 1, END_STREAM | END_HEADERS: `:method: GET` and `:scheme: http`
+    // from HPACK's static table, `:path: /events` as a literal with an indexed name.
+    const GET_EVENTS: [u8; 20] = [
+        0, 0, 11, 1, 0x5, 0, 0, 0, 1, 0x82, 0x86, 0x04, 7, b'/', b'e', b'v', b'e', b'n', b't', b's',
+    ];
+    let mut stream = TcpStream::connect_timeout(&addr, WAIT).unwrap();
+    stream.set_read_timeout(Some(WAIT)).unwrap();
+    stream
+        .write_all(&[PREFACE, &NO_WINDOW, &GET_EVENTS].concat())
+        .unwrap();
+    let mut received = Vec::new();
+    let mut buffer = [0u8; 4096];
+    // Bounded: the head comes in a few small frames.
+    for _ in 0..64 {
+        if frame_on_stream_1(&received, 1) {
+            return stream;
+        }
+        let read = stream.read(&mut buffer).unwrap();
+        assert_ne!(read, 0, "connection closed before the head: {received:?}");
+        received.extend_from_slice(&buffer[..read]);
+    }
+    panic!("no head on stream 1: {received:?}");
+}
+
+/// True once the frames in `bytes` include one of type `kind` on stream 1.
+fn frame_on_stream_1(mut bytes: &[u8], kind: u8) -> bool {
+    while bytes.len() >= 9 {
+        let length =
+            usize::from(bytes[0]) << 16 | usize::from(bytes[1]) << 8 | usize::from(bytes[2]);
+        let stream_id = u32::from_be_bytes([bytes[5], bytes[6], bytes[7], bytes[8]]) & 0x7fff_ffff;
+        if stream_id == 1 && bytes[3] == kind {
+            return true;
+        }
+        bytes = bytes.get(9 + length..).unwrap_or_default();
+    }
+    false
+}
+
 /// Opens an HTTP/2 connection (prior knowledge, raw frames), has `GET /` answered on it,
 /// and returns it unread from then on: the server's graceful close waits for an answer to
 /// the ping it sends with its GOAWAY, which never comes, so the connection stays open.
