@@ -11,11 +11,18 @@ use crate::long_lived::{Track, Watch};
 use crate::Shutdown;
 
 /// The service every layer of this crate produces; what it does depends on the layer.
-#[derive(Debug, Clone)]
+///
+/// A layer that rejects is ready once admission has closed, even when the service it wraps
+/// is not (a full concurrency limit or buffer): a request that arrives while draining is
+/// answered 503 at once, not queued for room it would only be refused after.
+#[derive(Debug)]
 pub struct DrainService<S> {
     inner: S,
     shutdown: Shutdown,
     policy: Policy,
+    /// Set when `poll_ready` answered ready for a rejecting layer once admission had closed,
+    /// although the inner service was not: the next `call` must not reach it.
+    inner_unready: bool,
 }
 
 impl<S> DrainService<S> {
@@ -24,6 +31,7 @@ impl<S> DrainService<S> {
             inner,
             shutdown,
             policy,
+            inner_unready: false,
         }
     }
 
@@ -43,6 +51,13 @@ impl<S> DrainService<S> {
     }
 }
 
+impl<S: Clone> Clone for DrainService<S> {
+    fn clone(&self) -> Self {
+        // A clone has not been polled ready, whatever this one was told.
+        DrainService::new(self.inner.clone(), self.shutdown, self.policy)
+    }
+}
+
 impl<S, ReqBody, ResBody> Service<Request<ReqBody>> for DrainService<S>
 where
     S: Service<Request<ReqBody>, Response = Response<ResBody>>,
@@ -54,7 +69,10 @@ where
 
     #[inline]
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        self.inner.poll_ready(cx)
+        match self.inner.poll_ready(cx) {
+            Poll::Pending => self.ready_to_reject(),
+            ready => ready,
+        }
     }
 
     // Inlined so the request and the future are built in place rather than copied through a
@@ -64,6 +82,11 @@ where
     #[inline(always)]
     fn call(&mut self, request: Request<ReqBody>) -> Self::Future {
         if self.policy.bypasses(&request) {
+            if self.inner_unready {
+                if let Some(refused) = self.refuse_unready(&request) {
+                    return refused;
+                }
+            }
             // A layer the drain waits on also ends a bypassed gRPC stream (a health `Watch`)
             // once the drain is over; the others pass it untouched.
             let watch = if self.policy.count {
@@ -88,6 +111,8 @@ where
             (None, core.phase().admission_closed())
         };
         if closed && self.policy.reject {
+            // The inner service was not called, so whatever readiness it lacked is moot.
+            self.inner_unready = false;
             core.note_rejected();
             return ResponseFuture::rejected(Reply::for_request(&request, &self.policy));
         }
@@ -103,5 +128,49 @@ where
             close_if_draining,
             Watch::detect(self.policy.track),
         )
+    }
+}
+
+impl<S> DrainService<S> {
+    /// The inner service is not ready (a full concurrency limit or buffer). A rejecting
+    /// layer whose admission has closed is ready all the same: the request it is about to
+    /// be given will be answered 503 without the inner service, and need not wait for room
+    /// there, possibly until the drain deadline, to be told to go elsewhere. Admission never
+    /// reopens, so the `call` that follows does reject. Cold: an inner service that is ready
+    /// never gets here.
+    #[cold]
+    #[inline(never)]
+    fn ready_to_reject<E>(&mut self) -> Poll<Result<(), E>> {
+        if self.policy.reject && self.shutdown.core.phase().admission_closed() {
+            self.inner_unready = true;
+            Poll::Ready(Ok(()))
+        } else {
+            Poll::Pending
+        }
+    }
+
+    /// A bypassed request (a probe) after `poll_ready` answered without the inner service:
+    /// passed on if the inner service has room by now, and answered 503 otherwise, since a
+    /// service that is not ready must not be called.
+    #[cold]
+    #[inline(never)]
+    fn refuse_unready<ReqBody, B>(
+        &mut self,
+        request: &Request<ReqBody>,
+    ) -> Option<ResponseFuture<S::Future>>
+    where
+        S: Service<Request<ReqBody>, Response = Response<B>>,
+    {
+        let mut cx = Context::from_waker(std::task::Waker::noop());
+        if let Poll::Ready(Ok(())) = self.inner.poll_ready(&mut cx) {
+            self.inner_unready = false;
+            return None;
+        }
+        // Still unready (or failed): the next `poll_ready` asks again.
+        self.inner_unready = false;
+        Some(ResponseFuture::rejected(Reply::for_request(
+            request,
+            &self.policy,
+        )))
     }
 }

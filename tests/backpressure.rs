@@ -1,0 +1,247 @@
+//! The crate's layers stacked with tower's backpressure: a concurrency limit, a buffer and a
+//! load shedder, inside and outside `shutdown.layer()`, on a real hyper server. A request is
+//! counted at `call`, never at `poll_ready`; one that arrives while draining is answered
+//! `503` at once, even when the service inside the layer has no room for it.
+
+mod support;
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{Request, Response};
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
+use hyper_util::service::TowerToHyperService;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::mpsc;
+use tower::buffer::BufferLayer;
+use tower::limit::ConcurrencyLimitLayer;
+use tower::util::BoxCloneSyncService;
+use tower::{service_fn, Layer, Service, ServiceExt};
+use tower_drain::{DrainOutcome, Shutdown};
+
+use support::bounded;
+use support::gate::Gate;
+use support::raw::{has_connection_close, raw_get, read_response, split_head, write_get};
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+type Handler = BoxCloneSyncService<Request<Incoming>, Response<Full<Bytes>>, BoxError>;
+
+const LONG: Duration = Duration::from_secs(600);
+
+/// `/held` waits at `gate`, then answers `done`; anything else answers `ok`.
+fn handler(gate: Gate) -> Handler {
+    BoxCloneSyncService::new(service_fn(move |request: Request<Incoming>| {
+        let gate = gate.clone();
+        async move {
+            if request.uri().path() == "/held" {
+                gate.pass().await;
+                return Ok::<_, BoxError>(Response::new(Full::from("done")));
+            }
+            Ok(Response::new(Full::from("ok")))
+        }
+    }))
+}
+
+/// Serves `service` on plain hyper (HTTP/1 and HTTP/2) with no graceful shutdown, so that a
+/// request on a connection still open while draining reaches the layers, as one does that
+/// races the server's close.
+async fn serve<S, B>(service: S) -> SocketAddr
+where
+    S: Service<Request<Incoming>, Response = Response<B>> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+    S::Error: Into<BoxError>,
+    B: http_body::Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<BoxError>,
+{
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        loop {
+            let (stream, _) = listener.accept().await.unwrap();
+            let service = TowerToHyperService::new(service.clone());
+            tokio::spawn(async move {
+                let _ = auto::Builder::new(TokioExecutor::new())
+                    .serve_connection(TokioIo::new(stream), service)
+                    .await;
+            });
+        }
+    });
+    addr
+}
+
+/// A service inside the layer that has no room while `/held` runs: the layer must still
+/// turn a late request away at once, rather than make it wait for room it will never use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Inside {
+    /// tower's `ConcurrencyLimitLayer` of one, taken by `/held`.
+    ConcurrencyLimit,
+    /// tower's `BufferLayer` of one slot over a concurrency limit of one: `/held` has the
+    /// limit, and a second request admitted before the drain waits in the buffer's slot.
+    Buffer,
+}
+
+impl Inside {
+    /// The stack inside the layer; `called` hears of each request the layer passes on.
+    fn around(self, handler: Handler, called: mpsc::UnboundedSender<()>) -> Handler {
+        let limited = ConcurrencyLimitLayer::new(1).layer(handler);
+        let inner = match self {
+            Inside::ConcurrencyLimit => BoxCloneSyncService::new(limited),
+            Inside::Buffer => BoxCloneSyncService::new(BufferLayer::new(1).layer(limited)),
+        };
+        BoxCloneSyncService::new(inner.map_request(move |request| {
+            let _ = called.send(());
+            request
+        }))
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn request_arriving_while_draining_is_refused_at_once_when_the_inner_service_is_full() {
+    for inside in [Inside::ConcurrencyLimit, Inside::Buffer] {
+        let shutdown = Shutdown::new();
+        let gate = Gate::new();
+        let (called, mut passed_on) = mpsc::unbounded_channel();
+        let service = shutdown
+            .layer()
+            .layer(inside.around(handler(gate.clone()), called));
+        let addr = serve(service).await;
+
+        let mut admitted = vec![tokio::spawn(raw_get(addr, "/held", usize::MAX))];
+        gate.entered(1).await;
+        if inside == Inside::Buffer {
+            admitted.push(tokio::spawn(raw_get(addr, "/held", usize::MAX)));
+            bounded("the second request", passed_on.recv()).await;
+            bounded("the second request", passed_on.recv()).await;
+        }
+        let admitted_count = admitted.len();
+        assert_eq!(shutdown.in_flight(), admitted_count, "{inside:?}");
+        let drain = tokio::spawn(shutdown.drain(LONG).unwrap());
+        bounded("closing", shutdown.closing()).await;
+
+        // The requests admitted before the drain still hold the inner service's room: the
+        // late one is answered without it, while they are still running.
+        let refused = bounded("the late request's answer", raw_get(addr, "/", usize::MAX)).await;
+        let (head, body) = split_head(&refused);
+        assert!(head.starts_with("HTTP/1.1 503 "), "{inside:?}: {head}");
+        assert!(has_connection_close(&head), "{inside:?}: {head}");
+        assert_eq!(body, b"service is shutting down\n", "{inside:?}");
+        assert_eq!(shutdown.rejected(), 1, "{inside:?}");
+        assert!(
+            admitted.iter().all(|held| !held.is_finished()),
+            "{inside:?}: answered only after the admitted requests"
+        );
+
+        gate.release(admitted_count);
+        for held in admitted {
+            let held = bounded("an admitted request", held).await.unwrap();
+            let (head, body) = split_head(&held);
+            assert!(head.starts_with("HTTP/1.1 200 "), "{inside:?}: {head}");
+            assert_eq!(body, b"done", "{inside:?}");
+        }
+        let report = bounded("the drain", drain).await.unwrap();
+        assert_eq!(
+            report.outcome,
+            DrainOutcome::Drained,
+            "{inside:?}: {report}"
+        );
+        assert_eq!(
+            (report.in_flight_at_start, report.completed, report.rejected),
+            (admitted_count, admitted_count, 1),
+            "{inside:?}: {report}"
+        );
+    }
+}
+
+/// A probe on a bypassed path while draining, with no room inside the layer: the layer was
+/// ready without the inner service (see above), which must then not be called (tower's
+/// concurrency limit panics if it is). The probe is answered 503, neither counted nor
+/// rejected; once there is room, probes pass through again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn probe_while_draining_with_the_inner_service_full_is_answered_without_it() {
+    let shutdown = Shutdown::new();
+    let gate = Gate::new();
+    let (called, _passed_on) = mpsc::unbounded_channel();
+    let service = shutdown
+        .layer()
+        .bypass(&["/livez"])
+        .layer(Inside::ConcurrencyLimit.around(handler(gate.clone()), called));
+    let addr = serve(service).await;
+
+    let held = tokio::spawn(raw_get(addr, "/held", usize::MAX));
+    gate.entered(1).await;
+    let drain = tokio::spawn(shutdown.drain(LONG).unwrap());
+    bounded("closing", shutdown.closing()).await;
+
+    let probe = bounded("the probe's answer", raw_get(addr, "/livez", usize::MAX)).await;
+    let (head, _) = split_head(&probe);
+    assert!(head.starts_with("HTTP/1.1 503 "), "{head}");
+    assert_eq!(
+        shutdown.rejected(),
+        0,
+        "a probe is never counted as rejected"
+    );
+    assert!(!held.is_finished());
+
+    gate.release(1);
+    let held = bounded("/held", held).await.unwrap();
+    let (head, body) = split_head(&held);
+    assert!(head.starts_with("HTTP/1.1 200 "), "{head}");
+    assert_eq!(body, b"done");
+    let report = bounded("the drain", drain).await.unwrap();
+    assert_eq!(report.outcome, DrainOutcome::Drained, "{report}");
+    assert_eq!((report.completed, report.rejected), (1, 0), "{report}");
+
+    // Kept alive, as a probe passed through is: read the one response.
+    let mut stream = TcpStream::connect(addr).await.unwrap();
+    write_get(&mut stream, "/livez").await;
+    let probe = read_response(&mut stream).await;
+    assert!(probe.starts_with("HTTP/1.1 200 "), "{probe}");
+    assert!(probe.ends_with("\r\n\r\nok"), "{probe}");
+}
+
+/// A `BufferLayer` outside the layer, its worker waiting for room inside: a request queued
+/// in the buffer when the drain begins has not reached the layer, so it is not counted, and
+/// the drain does not wait for it; once the layer gets it, it is refused with a 503, counted
+/// as rejected, never lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn request_queued_in_a_buffer_outside_the_layer_when_the_drain_begins_is_refused() {
+    let shutdown = Shutdown::new();
+    let gate = Gate::new();
+    let (queued_tx, mut queued) = mpsc::unbounded_channel();
+    let limited = ConcurrencyLimitLayer::new(1).layer(handler(gate.clone()));
+    let buffered = BufferLayer::new(4).layer(shutdown.layer().layer(limited));
+    let service = buffered.map_request(move |request: Request<Incoming>| {
+        let _ = queued_tx.send(());
+        request
+    });
+    let addr = serve(service).await;
+
+    let held = tokio::spawn(raw_get(addr, "/held", usize::MAX));
+    gate.entered(1).await;
+    bounded("/held to be queued", queued.recv()).await;
+    let late = tokio::spawn(raw_get(addr, "/", usize::MAX));
+    bounded("the second request to be queued", queued.recv()).await;
+    assert_eq!(shutdown.in_flight(), 1, "only /held reached the layer");
+
+    let drain = tokio::spawn(shutdown.drain(LONG).unwrap());
+    bounded("closing", shutdown.closing()).await;
+    gate.release(1);
+    let held = bounded("/held", held).await.unwrap();
+    let (head, body) = split_head(&held);
+    assert!(head.starts_with("HTTP/1.1 200 "), "{head}");
+    assert_eq!(body, b"done");
+    let late = bounded("the queued request", late).await.unwrap();
+    let (head, body) = split_head(&late);
+    assert!(head.starts_with("HTTP/1.1 503 "), "{head}");
+    assert_eq!(body, b"service is shutting down\n");
+
+    let report = bounded("the drain", drain).await.unwrap();
+    assert_eq!(report.outcome, DrainOutcome::Drained, "{report}");
+    assert_eq!(report.in_flight_at_start, 1, "{report}");
+    assert_eq!(shutdown.rejected(), 1);
+}
