@@ -245,3 +245,40 @@ async fn request_queued_in_a_buffer_outside_the_layer_when_the_drain_begins_is_r
     assert_eq!(report.in_flight_at_start, 1, "{report}");
     assert_eq!(shutdown.rejected(), 1);
 }
+
+/// tower's `LoadShedLayer` outside the layer, a concurrency limit inside it: while serving,
+/// a request with no room is shed (an error, which hyper answers by closing the
+/// connection); while draining, the layer is ready, so a late request gets the layer's 503
+/// with `Retry-After`, which tells its client to go elsewhere, instead of being shed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn load_shedder_outside_the_layer_lets_late_requests_get_the_503() {
+    let shutdown = Shutdown::new();
+    let gate = Gate::new();
+    let (called, _passed_on) = mpsc::unbounded_channel();
+    let inner = Inside::ConcurrencyLimit.around(handler(gate.clone()), called);
+    let service = tower::load_shed::LoadShedLayer::new().layer(shutdown.layer().layer(inner));
+    let addr = serve(service).await;
+
+    let held = tokio::spawn(raw_get(addr, "/held", usize::MAX));
+    gate.entered(1).await;
+    let shed = bounded("a request shed", raw_get(addr, "/", usize::MAX)).await;
+    assert!(shed.is_empty(), "shed: closed without an answer: {shed:?}");
+
+    let drain = tokio::spawn(shutdown.drain(LONG).unwrap());
+    bounded("closing", shutdown.closing()).await;
+    let refused = bounded("the late request's answer", raw_get(addr, "/", usize::MAX)).await;
+    let (head, body) = split_head(&refused);
+    assert!(head.starts_with("HTTP/1.1 503 "), "{head}");
+    assert!(
+        head.to_ascii_lowercase().contains("\r\nretry-after: 1"),
+        "{head}"
+    );
+    assert_eq!(body, b"service is shutting down\n");
+    assert_eq!(shutdown.rejected(), 1);
+
+    gate.release(1);
+    let held = bounded("/held", held).await.unwrap();
+    assert!(split_head(&held).0.starts_with("HTTP/1.1 200 "));
+    let report = bounded("the drain", drain).await.unwrap();
+    assert_eq!(report.outcome, DrainOutcome::Drained, "{report}");
+}
