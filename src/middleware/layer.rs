@@ -24,11 +24,10 @@ macro_rules! policy_methods {
         /// long-lived; each gRPC response on such a path costs an allocation (about 100
         /// bytes), and a stream that waits one more for its wake-up.
         ///
-        /// Under a layer that rejects, a probe that arrives while draining and finds the
-        /// service inside the layer with no room (a full concurrency limit or buffer) is
-        /// answered 503 without being counted as rejected: the layer is ready without that
-        /// service once admission has closed, so that late requests are refused at once, and
-        /// a service that is not ready must not be called.
+        /// One exception while draining, under a layer that rejects: once the service inside
+        /// the layer has had no room (a full concurrency limit or buffer), the layer is ready
+        /// without it, so that late requests are refused at once, and refuses probes too,
+        /// like any late request, since a service that is not ready must not be called.
         pub fn bypass(mut self, paths: &'static [&'static str]) -> Self {
             self.policy.bypass = paths;
             self

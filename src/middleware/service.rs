@@ -15,14 +15,11 @@ use crate::Shutdown;
 /// A layer that rejects is ready once admission has closed, even when the service it wraps
 /// is not (a full concurrency limit or buffer): a request that arrives while draining is
 /// answered 503 at once, not queued for room it would only be refused after.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct DrainService<S> {
     inner: S,
     shutdown: Shutdown,
     policy: Policy,
-    /// Set when `poll_ready` answered ready for a rejecting layer once admission had closed,
-    /// although the inner service was not: the next `call` must not reach it.
-    inner_unready: bool,
 }
 
 impl<S> DrainService<S> {
@@ -31,7 +28,6 @@ impl<S> DrainService<S> {
             inner,
             shutdown,
             policy,
-            inner_unready: false,
         }
     }
 
@@ -48,13 +44,6 @@ impl<S> DrainService<S> {
     /// Unwraps the service.
     pub fn into_inner(self) -> S {
         self.inner
-    }
-}
-
-impl<S: Clone> Clone for DrainService<S> {
-    fn clone(&self) -> Self {
-        // A clone has not been polled ready, whatever this one was told.
-        DrainService::new(self.inner.clone(), self.shutdown, self.policy)
     }
 }
 
@@ -82,11 +71,6 @@ where
     #[inline(always)]
     fn call(&mut self, request: Request<ReqBody>) -> Self::Future {
         if self.policy.bypasses(&request) {
-            if self.inner_unready {
-                if let Some(refused) = self.refuse_unready(&request) {
-                    return refused;
-                }
-            }
             // A layer the drain waits on also ends a bypassed gRPC stream (a health `Watch`)
             // once the drain is over; the others pass it untouched.
             let watch = if self.policy.count {
@@ -111,8 +95,6 @@ where
             (None, core.phase().admission_closed())
         };
         if closed && self.policy.reject {
-            // The inner service was not called, so whatever readiness it lacked is moot.
-            self.inner_unready = false;
             core.note_rejected();
             return ResponseFuture::rejected(Reply::for_request(&request, &self.policy));
         }
@@ -134,43 +116,22 @@ where
 impl<S> DrainService<S> {
     /// The inner service is not ready (a full concurrency limit or buffer). A rejecting
     /// layer whose admission has closed is ready all the same: the request it is about to
-    /// be given will be answered 503 without the inner service, and need not wait for room
+    /// be given is answered 503 without the inner service, and need not wait for room
     /// there, possibly until the drain deadline, to be told to go elsewhere. Admission never
-    /// reopens, so the `call` that follows does reject. Cold: an inner service that is ready
-    /// never gets here.
+    /// reopens, so the `call` that follows does reject; with one exception, which this
+    /// removes: a bypassed path (a probe) goes to the inner service, which must not be
+    /// called unready. This service bypasses no path from now on, and refuses probes like
+    /// any late request. Out of line and cold: an inner service that is ready never gets
+    /// here, and `call` is left as it was (a flag read there cost every request about ten
+    /// instructions, `benches/instructions.rs`).
     #[cold]
     #[inline(never)]
     fn ready_to_reject<E>(&mut self) -> Poll<Result<(), E>> {
         if self.policy.reject && self.shutdown.core.phase().admission_closed() {
-            self.inner_unready = true;
+            self.policy.bypass = &[];
             Poll::Ready(Ok(()))
         } else {
             Poll::Pending
         }
-    }
-
-    /// A bypassed request (a probe) after `poll_ready` answered without the inner service:
-    /// passed on if the inner service has room by now, and answered 503 otherwise, since a
-    /// service that is not ready must not be called.
-    #[cold]
-    #[inline(never)]
-    fn refuse_unready<ReqBody, B>(
-        &mut self,
-        request: &Request<ReqBody>,
-    ) -> Option<ResponseFuture<S::Future>>
-    where
-        S: Service<Request<ReqBody>, Response = Response<B>>,
-    {
-        let mut cx = Context::from_waker(std::task::Waker::noop());
-        if let Poll::Ready(Ok(())) = self.inner.poll_ready(&mut cx) {
-            self.inner_unready = false;
-            return None;
-        }
-        // Still unready (or failed): the next `poll_ready` asks again.
-        self.inner_unready = false;
-        Some(ResponseFuture::rejected(Reply::for_request(
-            request,
-            &self.policy,
-        )))
     }
 }
