@@ -9,9 +9,10 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::{Request, Response};
-use http_body_util::Full;
+use http::{Request, Response, StatusCode};
+use http_body_util::{BodyExt, Empty, Full};
 use hyper::body::Incoming;
+use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
 use hyper_util::service::TowerToHyperService;
@@ -277,4 +278,90 @@ async fn load_shedder_outside_the_layer_lets_late_requests_get_the_503() {
     assert!(split_head(&held).0.starts_with("HTTP/1.1 200 "));
     let report = bounded("the drain", drain).await.unwrap();
     assert_eq!(report.outcome, DrainOutcome::Drained, "{report}");
+}
+
+/// Reports each time the inner service is not ready.
+#[derive(Clone)]
+struct ReportsPending<S> {
+    inner: S,
+    pending: mpsc::UnboundedSender<()>,
+}
+
+impl<S: Service<R>, R> Service<R> for ReportsPending<S> {
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = S::Future;
+
+    fn poll_ready(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), S::Error>> {
+        let ready = self.inner.poll_ready(cx);
+        if ready.is_pending() {
+            let _ = self.pending.send(());
+        }
+        ready
+    }
+
+    fn call(&mut self, request: R) -> S::Future {
+        self.inner.call(request)
+    }
+}
+
+/// A request already waiting for room inside the layer when the drain begins, on
+/// `tower_drain::server::serve`: it was never counted, so the drain does not wait for it,
+/// and it is refused when it is next polled. Over HTTP/1 that is at the drain's start: the
+/// server's graceful shutdown wakes each connection, which polls its request again. An
+/// HTTP/2 stream runs on a task of its own, which nothing wakes then: it is refused once
+/// there is room.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn request_waiting_for_room_when_the_drain_begins_is_refused_uncounted() {
+    for http2 in [false, true] {
+        let shutdown = Shutdown::new();
+        let gate = Gate::new();
+        let (pending, mut waited) = mpsc::unbounded_channel();
+        let inner = ReportsPending {
+            inner: ConcurrencyLimitLayer::new(1).layer(handler(gate.clone())),
+            pending,
+        };
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let server = tokio::spawn(tower_drain::server::serve(
+            listener,
+            shutdown.layer().layer(inner),
+            shutdown,
+        ));
+        let client = Client::builder(TokioExecutor::new())
+            .http2_only(http2)
+            .build_http::<Empty<Bytes>>();
+        let get = |path: &str| client.get(format!("http://{addr}{path}").parse().unwrap());
+        let held = tokio::spawn(get("/held"));
+        gate.entered(1).await;
+        let late = tokio::spawn(get("/"));
+        bounded("the late request to wait for room", waited.recv()).await;
+        assert_eq!(shutdown.in_flight(), 1, "http2: {http2}: not counted");
+
+        let drain = tokio::spawn(shutdown.drain(LONG).unwrap());
+        if !http2 {
+            // Refused while `/held` still has the room.
+            let late = bounded("the refusal", late).await.unwrap().unwrap();
+            assert_eq!(late.status(), StatusCode::SERVICE_UNAVAILABLE);
+            gate.release(1);
+        } else {
+            gate.release(1);
+            let late = bounded("the refusal", late).await.unwrap().unwrap();
+            assert_eq!(late.status(), StatusCode::SERVICE_UNAVAILABLE);
+        }
+        let held = bounded("/held", held).await.unwrap().unwrap();
+        assert_eq!(held.status(), StatusCode::OK, "http2: {http2}");
+        bounded("its body", held.into_body().collect())
+            .await
+            .unwrap();
+        let report = bounded("the drain", drain).await.unwrap();
+        assert_eq!(report.outcome, DrainOutcome::Drained, "{report}");
+        assert_eq!(report.in_flight_at_start, 1, "http2: {http2}: {report}");
+        assert_eq!(shutdown.rejected(), 1, "http2: {http2}");
+        drop(client);
+        bounded("the server", server).await.unwrap();
+    }
 }
