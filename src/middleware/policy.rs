@@ -18,7 +18,9 @@ pub(crate) struct Policy {
     pub(crate) retry_after_secs: u64,
     /// Body of a plain-HTTP rejection.
     pub(crate) message: &'static str,
-    /// Exact request paths never counted nor rejected: health probes.
+    /// Exact request paths never counted nor rejected: health probes. Emptied in a service
+    /// that has been ready without its inner service while draining (see
+    /// `DrainService::ready_to_reject`).
     pub(crate) bypass: &'static [&'static str],
     /// Which responses are tracked as long-lived.
     pub(crate) track: Track,
