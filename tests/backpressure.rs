@@ -5,7 +5,6 @@
 
 mod support;
 
-use std::net::SocketAddr;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -13,9 +12,7 @@ use http::{Request, Response, StatusCode};
 use http_body_util::{BodyExt, Empty, Full};
 use hyper::body::Incoming;
 use hyper_util::client::legacy::Client;
-use hyper_util::rt::{TokioExecutor, TokioIo};
-use hyper_util::server::conn::auto;
-use hyper_util::service::TowerToHyperService;
+use hyper_util::rt::TokioExecutor;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
 use tower::buffer::BufferLayer;
@@ -26,6 +23,7 @@ use tower_drain::{DrainOutcome, Shutdown};
 
 use support::bounded;
 use support::gate::Gate;
+use support::http::serve_on_hyper;
 use support::raw::{has_connection_close, raw_get, read_response, split_head, write_get};
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -45,34 +43,6 @@ fn handler(gate: Gate) -> Handler {
             Ok(Response::new(Full::from("ok")))
         }
     }))
-}
-
-/// Serves `service` on plain hyper (HTTP/1 and HTTP/2) with no graceful shutdown, so that a
-/// request on a connection still open while draining reaches the layers, as one does that
-/// races the server's close.
-async fn serve<S, B>(service: S) -> SocketAddr
-where
-    S: Service<Request<Incoming>, Response = Response<B>> + Clone + Send + 'static,
-    S::Future: Send + 'static,
-    S::Error: Into<BoxError>,
-    B: http_body::Body + Send + 'static,
-    B::Data: Send,
-    B::Error: Into<BoxError>,
-{
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        loop {
-            let (stream, _) = listener.accept().await.unwrap();
-            let service = TowerToHyperService::new(service.clone());
-            tokio::spawn(async move {
-                let _ = auto::Builder::new(TokioExecutor::new())
-                    .serve_connection(TokioIo::new(stream), service)
-                    .await;
-            });
-        }
-    });
-    addr
 }
 
 /// A service inside the layer that has no room while `/held` runs: the layer must still
@@ -110,7 +80,7 @@ async fn request_arriving_while_draining_is_refused_at_once_when_the_inner_servi
         let service = shutdown
             .layer()
             .layer(inside.around(handler(gate.clone()), called));
-        let addr = serve(service).await;
+        let addr = serve_on_hyper(service).await;
 
         let mut admitted = vec![tokio::spawn(raw_get(addr, "/held", usize::MAX))];
         gate.entered(1).await;
@@ -171,7 +141,7 @@ async fn probe_while_draining_with_the_inner_service_full_is_refused_not_passed_
         .layer()
         .bypass(&["/livez"])
         .layer(Inside::ConcurrencyLimit.around(handler(gate.clone()), called));
-    let addr = serve(service).await;
+    let addr = serve_on_hyper(service).await;
 
     let held = tokio::spawn(raw_get(addr, "/held", usize::MAX));
     gate.entered(1).await;
@@ -216,7 +186,7 @@ async fn request_queued_in_a_buffer_outside_the_layer_when_the_drain_begins_is_r
         let _ = queued_tx.send(());
         request
     });
-    let addr = serve(service).await;
+    let addr = serve_on_hyper(service).await;
 
     let held = tokio::spawn(raw_get(addr, "/held", usize::MAX));
     gate.entered(1).await;
@@ -254,7 +224,7 @@ async fn load_shedder_outside_the_layer_lets_late_requests_get_the_503() {
     let (called, _passed_on) = mpsc::unbounded_channel();
     let inner = Inside::ConcurrencyLimit.around(handler(gate.clone()), called);
     let service = tower::load_shed::LoadShedLayer::new().layer(shutdown.layer().layer(inner));
-    let addr = serve(service).await;
+    let addr = serve_on_hyper(service).await;
 
     let held = tokio::spawn(raw_get(addr, "/held", usize::MAX));
     gate.entered(1).await;

@@ -6,7 +6,6 @@
 mod support;
 
 use std::convert::Infallible;
-use std::error::Error as StdError;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -22,25 +21,13 @@ use tower_drain::{DrainOutcome, Shutdown};
 
 use support::bounded;
 use support::gate::Gate;
+use support::http::is_refused_by_goaway;
 
 /// Streams in flight when the drain begins.
 const HELD: usize = 16;
 /// Streams opened at once at each step: as the drain begins, while it runs, and after the
 /// client has the GOAWAY.
 const WAVE: usize = 16;
-
-/// A refusal that says the server never processed the request: h2's GOAWAY or
-/// REFUSED_STREAM, or hyper cancelling a request it had not sent once it saw the GOAWAY.
-fn refused_unprocessed(error: &hyper::Error) -> bool {
-    let mut source: Option<&(dyn StdError + 'static)> = Some(error);
-    while let Some(error) = source {
-        if let Some(h2) = error.downcast_ref::<h2::Error>() {
-            return h2.is_go_away() || h2.reason() == Some(h2::Reason::REFUSED_STREAM);
-        }
-        source = error.source();
-    }
-    error.is_canceled()
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn streams_racing_the_drain_are_served_refused_by_the_layer_or_never_processed() {
@@ -131,7 +118,7 @@ async fn streams_racing_the_drain_are_served_refused_by_the_layer_or_never_proce
             Ok((status, _)) => panic!("unexpected status {status}"),
             Err(error) => {
                 assert!(
-                    refused_unprocessed(&error),
+                    is_refused_by_goaway(&error),
                     "a processed stream failed: {error:?}"
                 );
                 never_processed += 1;

@@ -4,7 +4,6 @@
 mod support;
 
 use std::convert::Infallible;
-use std::error::Error as StdError;
 use std::net::SocketAddr;
 use std::time::Duration;
 
@@ -22,6 +21,7 @@ use tower::{service_fn, Layer};
 use tower_drain::{DrainOutcome, Phase, Shutdown};
 
 use support::gate::Gate;
+use support::http::is_refused_by_goaway;
 use support::raw::{has_connection_close, kept_alive_connection, read_to_eof, write_get};
 use support::{bounded, BOUND};
 
@@ -54,20 +54,6 @@ fn get(addr: SocketAddr, path: &str) -> Request<Empty<Bytes>> {
     Request::get(format!("http://{addr}{path}"))
         .body(Empty::new())
         .unwrap()
-}
-
-/// True when `error` says the stream was refused because of the server's GOAWAY: either h2's
-/// own error (GOAWAY, REFUSED_STREAM), or hyper's: once h2 reports the GOAWAY, hyper stops
-/// taking requests on the connection and cancels new ones unsent ("connection closed").
-fn is_refused_by_goaway(error: &hyper::Error) -> bool {
-    let mut source: Option<&(dyn StdError + 'static)> = Some(error);
-    while let Some(error) = source {
-        if let Some(h2) = error.downcast_ref::<h2::Error>() {
-            return h2.is_go_away() || h2.reason() == Some(h2::Reason::REFUSED_STREAM);
-        }
-        source = error.source();
-    }
-    error.is_canceled()
 }
 
 #[tokio::test]

@@ -13,8 +13,7 @@ use bytes::Bytes;
 use http::{Request, StatusCode};
 use http_body_util::{BodyExt, Empty};
 use hyper::body::Incoming;
-use hyper_util::rt::{TokioExecutor, TokioIo};
-use hyper_util::server::conn::auto;
+use hyper_util::rt::TokioIo;
 use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, Semaphore};
@@ -22,7 +21,9 @@ use tower::{service_fn, Service, ServiceExt};
 use tower_drain::{DrainOutcome, Phase, Shutdown, ShutdownSequence};
 
 use support::bounded;
-use support::http::{get as get_response, http1_client, http2_client, serve, HttpClient};
+use support::http::{
+    get as get_response, http1_client, http2_client, serve, serve_on_hyper, HttpClient,
+};
 
 async fn get_text(client: &HttpClient, addr: SocketAddr, path: &str) -> (StatusCode, String) {
     let (status, _, body) = get_response(client, addr, path).await;
@@ -279,8 +280,6 @@ async fn readiness_is_held_at_start_up_and_flipped_by_hand_on_plain_hyper() {
 /// Serves both probes on plain hyper (no axum, whose router leaves `HEAD` bodies out itself),
 /// speaking HTTP/1 or HTTP/2 as the client does: `/livez` is liveness, anything else readiness.
 async fn serve_probes_on_hyper(shutdown: Shutdown) -> SocketAddr {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
     let probes = service_fn(move |request: Request<Incoming>| {
         if request.uri().path() == "/livez" {
             shutdown.liveness().call(request)
@@ -288,18 +287,7 @@ async fn serve_probes_on_hyper(shutdown: Shutdown) -> SocketAddr {
             shutdown.readiness().call(request)
         }
     });
-    tokio::spawn(async move {
-        loop {
-            let (stream, _) = listener.accept().await.unwrap();
-            let service = TowerToHyperService::new(probes);
-            tokio::spawn(async move {
-                let _ = auto::Builder::new(TokioExecutor::new())
-                    .serve_connection(TokioIo::new(stream), service)
-                    .await;
-            });
-        }
-    });
-    addr
+    serve_on_hyper(probes).await
 }
 
 /// `HEAD` on a probe, over HTTP/1 and HTTP/2: the status and `Content-Length` a `GET` gets,
