@@ -511,7 +511,6 @@ fn an_event_stream_cut_at_the_long_lived_deadline_exits_one_though_the_drain_dra
 /// streams is zero, sends `GET /events` on it and returns once the response's head has
 /// arrived: the stream is in flight, and the server can send none of its body.
 fn windowless_http2_events(addr: SocketAddr) -> TcpStream {
-    const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
     // SETTINGS: INITIAL_WINDOW_SIZE (0x4) = 0.
     const NO_WINDOW: [u8; 15] = [0, 0, 6, 4, 0, 0, 0, 0, 0, 0, 4, 0, 0, 0, 0];
     // HEADERS on stream 1, END_STREAM | END_HEADERS: `:method: GET` and `:scheme: http`
@@ -519,76 +518,61 @@ fn windowless_http2_events(addr: SocketAddr) -> TcpStream {
     const GET_EVENTS: [u8; 20] = [
         0, 0, 11, 1, 0x5, 0, 0, 0, 1, 0x82, 0x86, 0x04, 7, b'/', b'e', b'v', b'e', b'n', b't', b's',
     ];
-    let mut stream = TcpStream::connect_timeout(&addr, WAIT).unwrap();
-    stream.set_read_timeout(Some(WAIT)).unwrap();
-    stream
-        .write_all(&[PREFACE, &NO_WINDOW, &GET_EVENTS].concat())
-        .unwrap();
-    let mut received = Vec::new();
-    let mut buffer = [0u8; 4096];
-    // Bounded: the head comes in a few small frames.
-    for _ in 0..64 {
-        if frame_on_stream_1(&received, 1) {
-            return stream;
-        }
-        let read = stream.read(&mut buffer).unwrap();
-        assert_ne!(read, 0, "connection closed before the head: {received:?}");
-        received.extend_from_slice(&buffer[..read]);
-    }
-    panic!("no head on stream 1: {received:?}");
-}
-
-/// True once the frames in `bytes` include one of type `kind` on stream 1.
-fn frame_on_stream_1(mut bytes: &[u8], kind: u8) -> bool {
-    while bytes.len() >= 9 {
-        let length =
-            usize::from(bytes[0]) << 16 | usize::from(bytes[1]) << 8 | usize::from(bytes[2]);
-        let stream_id = u32::from_be_bytes([bytes[5], bytes[6], bytes[7], bytes[8]]) & 0x7fff_ffff;
-        if stream_id == 1 && bytes[3] == kind {
-            return true;
-        }
-        bytes = bytes.get(9 + length..).unwrap_or_default();
-    }
-    false
+    // The head: a HEADERS frame.
+    raw_http2_until(addr, &NO_WINDOW, &GET_EVENTS, |kind, _| kind == 1)
 }
 
 /// Opens an HTTP/2 connection (prior knowledge, raw frames), has `GET /` answered on it,
 /// and returns it unread from then on: the server's graceful close waits for an answer to
 /// the ping it sends with its GOAWAY, which never comes, so the connection stays open.
 fn stalled_http2_connection(addr: SocketAddr) -> TcpStream {
-    const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
     const EMPTY_SETTINGS: [u8; 9] = [0, 0, 0, 4, 0, 0, 0, 0, 0];
     // HEADERS on stream 1, END_STREAM | END_HEADERS; from HPACK's static table:
     // `:method: GET`, `:scheme: http`, `:path: /`.
     const GET_ROOT: [u8; 12] = [0, 0, 3, 1, 0x5, 0, 0, 0, 1, 0x82, 0x86, 0x84];
+    // The answer's last frame: DATA or HEADERS with END_STREAM.
+    raw_http2_until(addr, &EMPTY_SETTINGS, &GET_ROOT, |kind, flags| {
+        kind <= 1 && flags & 0x1 != 0
+    })
+}
+
+/// Opens an HTTP/2 connection (prior knowledge), sends `settings` and `request` (stream 1)
+/// as raw frames, and reads until a frame on stream 1 whose type and flags satisfy `until`.
+fn raw_http2_until(
+    addr: SocketAddr,
+    settings: &[u8],
+    request: &[u8],
+    until: impl Fn(u8, u8) -> bool,
+) -> TcpStream {
+    const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
     let mut stream = TcpStream::connect_timeout(&addr, WAIT).unwrap();
     stream.set_read_timeout(Some(WAIT)).unwrap();
     stream
-        .write_all(&[PREFACE, &EMPTY_SETTINGS, &GET_ROOT].concat())
+        .write_all(&[PREFACE, settings, request].concat())
         .unwrap();
     let mut received = Vec::new();
     let mut buffer = [0u8; 4096];
-    // Bounded: the answer is a few small frames.
+    // Bounded: the answer comes in a few small frames.
     for _ in 0..64 {
-        if answered(&received) {
+        if frame_on_stream_1(&received, &until) {
             return stream;
         }
         let read = stream.read(&mut buffer).unwrap();
-        assert_ne!(read, 0, "connection closed before the answer: {received:?}");
+        assert_ne!(read, 0, "connection closed before the frame: {received:?}");
         received.extend_from_slice(&buffer[..read]);
     }
-    panic!("no answer on stream 1: {received:?}");
+    panic!("no such frame on stream 1: {received:?}");
 }
 
-/// True once the frames in `bytes` include stream 1's last (END_STREAM set).
-fn answered(mut bytes: &[u8]) -> bool {
+/// True once the frames in `bytes` include one on stream 1 whose type and flags satisfy
+/// `wanted`.
+fn frame_on_stream_1(mut bytes: &[u8], wanted: impl Fn(u8, u8) -> bool) -> bool {
     while bytes.len() >= 9 {
         let length =
             usize::from(bytes[0]) << 16 | usize::from(bytes[1]) << 8 | usize::from(bytes[2]);
         let (kind, flags) = (bytes[3], bytes[4]);
         let stream_id = u32::from_be_bytes([bytes[5], bytes[6], bytes[7], bytes[8]]) & 0x7fff_ffff;
-        // DATA or HEADERS on stream 1 with END_STREAM.
-        if stream_id == 1 && kind <= 1 && flags & 0x1 != 0 {
+        if stream_id == 1 && wanted(kind, flags) {
             return true;
         }
         bytes = bytes.get(9 + length..).unwrap_or_default();
