@@ -8,8 +8,8 @@ use axum::routing::get;
 use axum::Router;
 use futures_util::FutureExt;
 use http::Method;
-use support::bounded;
 use support::http::{http1_client, serve};
+use support::{bounded, paused_runtime};
 use tokio::sync::oneshot;
 use tower_drain::{DrainError, DrainOutcome, LongLivedKind, Phase, Shutdown};
 
@@ -319,16 +319,6 @@ async fn long_lived_work_is_cut_at_half_the_drain_timeout_by_default() {
         !report.is_drained(),
         "a cut connection is not a clean drain"
     );
-}
-
-/// A runtime on the paused clock, which moves only when the runtime is idle, and then only to
-/// its own next timer: whether a drain keeps its deadline depends on which timers it waits on.
-fn paused_runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_time()
-        .start_paused(true)
-        .build()
-        .unwrap()
 }
 
 /// Awaits `drain` on `runtime`, failing if a bound far past its deadline comes first. Biased

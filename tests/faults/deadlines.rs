@@ -14,16 +14,9 @@ use tower_drain::{Drain, DrainOutcome, DrainReport, LongLivedGuard, Shutdown};
 
 use super::upgrade_guard;
 use crate::support::pause::pause_on;
+use crate::support::paused_runtime;
 
 const HOUR: Duration = Duration::from_secs(3600);
-
-fn paused_runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_time()
-        .start_paused(true)
-        .build()
-        .unwrap()
-}
 
 /// Which of a drain's deadlines came from the later call, judged from its report: it was
 /// started with `HOUR` (so the long-lived grace is half of it) while one long-lived guard was

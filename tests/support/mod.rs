@@ -23,6 +23,17 @@ use tower_drain::{DrainReport, LongLivedKind, SequenceBuilder, Shutdown, Shutdow
 /// The bound on every wait. Generous: it only turns a hang into a failure.
 pub const BOUND: Duration = Duration::from_secs(30);
 
+/// A current-thread runtime on the paused clock, which moves only when the runtime is idle,
+/// and then only to its own next timer: deadlines pass at once, and in order, with no real
+/// wait.
+pub fn paused_runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .start_paused(true)
+        .build()
+        .unwrap()
+}
+
 /// Awaits `future`, failing the test with `what` if it takes longer than [`BOUND`].
 pub async fn bounded<F: Future>(what: &str, future: F) -> F::Output {
     bounded_for(BOUND, what, future).await
