@@ -4,6 +4,19 @@
 //! The counter's source is compiled here against loom's atomics: `src/counter.rs` reaches its
 //! atomics only through `crate::sync`, and this file supplies a `sync` module of its own.
 //! So the model checks the exact code the library runs, in every `cargo test`.
+//!
+//! Weakening any Acquire or Release the protocol relies on makes at least one model here
+//! fail, with one exception: the Release half of the closer's `fetch_or`, which orders its
+//! store of `pending` before any release's update of it. loom cannot break that one (its
+//! read-modify-writes always read the latest store, and a release reaches `pending` only
+//! after reading the closed slot, so after the store); it rests on the memory model's
+//! argument beside the code.
+//!
+//! Outside these models: the phase flag (a hint; exactness comes from the slot words), the
+//! thread-to-slot choice (any slot is correct, as a guard releases on its own), and the
+//! controller's decision, its `OnceLock`s and the `Notify` that wakes the drainer, which loom
+//! cannot see into. Those are checked by `tests/model.rs`, the threads held mid-decision in
+//! `tests/metrics.rs` and `tests/tracing_phase_events.rs`, and the stress and soak tests.
 
 mod sync {
     pub(crate) mod atomic {
@@ -211,5 +224,104 @@ fn a_drain_found_empty_across_slots_sees_every_requests_effects() {
         for request in requests {
             request.join().unwrap();
         }
+    });
+}
+
+/// Whoever sees the zero edge (the last release, or the closer as it drops its hold) is the
+/// one that declares the drain over; what the drainer does next (closing a database pool in
+/// a hook) must come after everything the requests did, and after what the closer wrote
+/// between its sweep and `finish_close` (the drain's starting figure). Reads every cell, so
+/// that loom reports any write not ordered before the edge; returns how many were written.
+fn declare(cells: &[Effect]) -> usize {
+    cells
+        .iter()
+        // SAFETY: every write to these cells happens before the zero edge, as loom checks.
+        .map(|cell| cell.0.with(|value| unsafe { *value }))
+        .sum()
+}
+
+/// Two requests admitted before the close are released on other threads while it sweeps:
+/// whichever of the three sees the zero edge must see both requests' effects and the
+/// closer's figure. The edge reaches the drainer through the slot words and then `pending`,
+/// a chain of read-modify-writes that each ordering along it must keep.
+#[test]
+fn the_zero_edge_sees_every_requests_effects_and_the_closers_figure() {
+    check(|| {
+        let counter = Arc::new(Counter::new(2));
+        let cells: Arc<[Effect; 3]> = Arc::new(std::array::from_fn(|_| {
+            Effect(loom::cell::UnsafeCell::new(0))
+        }));
+        assert!(counter.try_acquire(0));
+        assert!(counter.try_acquire(1));
+        let requests: Vec<_> = (0..2)
+            .map(|slot| {
+                let (counter, cells) = (counter.clone(), cells.clone());
+                thread::spawn(move || {
+                    // SAFETY: this cell's only write; the reads are ordered after it.
+                    cells[slot].0.with_mut(|value| unsafe { *value = 1 });
+                    if counter.release(slot) {
+                        assert_eq!(declare(&cells[..]), 3, "declared before a write");
+                    }
+                })
+            })
+            .collect();
+        counter.close();
+        // SAFETY: the figure's only write, before the closer's hold is dropped.
+        cells[2].0.with_mut(|value| unsafe { *value = 1 });
+        if counter.finish_close() {
+            assert_eq!(declare(&cells[..]), 3, "declared before a write");
+        }
+        for request in requests {
+            request.join().unwrap();
+        }
+        assert!(counter.is_drained());
+    });
+}
+
+/// The same with admission racing the close on one slot: a request admitted just before the
+/// sweep is part of the drain, and its effects reach whoever sees the zero edge; one turned
+/// away writes nothing. The other request was admitted before the close, on the same slot.
+#[test]
+fn a_request_admitted_in_the_race_reaches_the_zero_edge() {
+    check(|| {
+        let counter = Arc::new(Counter::new(1));
+        let cells: Arc<[Effect; 3]> = Arc::new(std::array::from_fn(|_| {
+            Effect(loom::cell::UnsafeCell::new(0))
+        }));
+        assert!(counter.try_acquire(0));
+        // SAFETY: written before the thread that reads it is spawned.
+        cells[0].0.with_mut(|value| unsafe { *value = 1 });
+        let early = {
+            let (counter, cells) = (counter.clone(), cells.clone());
+            thread::spawn(move || counter.release(0).then(|| declare(&cells[..])))
+        };
+        let racing = {
+            let (counter, cells) = (counter.clone(), cells.clone());
+            thread::spawn(move || {
+                // One turned away writes nothing and sees no edge.
+                if !counter.try_acquire(0) {
+                    return (false, None);
+                }
+                // SAFETY: this cell's only write, by an admitted request.
+                cells[1].0.with_mut(|value| unsafe { *value = 1 });
+                (true, counter.release(0).then(|| declare(&cells[..])))
+            })
+        };
+        counter.close();
+        // SAFETY: the figure's only write, before the closer's hold is dropped.
+        cells[2].0.with_mut(|value| unsafe { *value = 1 });
+        let by_closer = counter.finish_close().then(|| declare(&cells[..]));
+        let by_early = early.join().unwrap();
+        let (admitted, by_racing) = racing.join().unwrap();
+        let seen: Vec<usize> = [by_closer, by_early, by_racing]
+            .into_iter()
+            .flatten()
+            .collect();
+        assert_eq!(
+            seen,
+            [2 + usize::from(admitted)],
+            "one edge, after every write"
+        );
+        assert!(counter.is_drained());
     });
 }
