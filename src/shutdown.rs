@@ -3,6 +3,7 @@
 use std::cell::Cell;
 use std::fmt;
 use std::future::Future;
+use std::panic::{catch_unwind, resume_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, AtomicUsize, Ordering};
 use std::sync::{Mutex, OnceLock, PoisonError};
 use std::time::Duration;
@@ -351,6 +352,7 @@ impl Core {
     /// Closes admission and sweeps the counter, once. Returns `true` for the call that did it.
     fn begin_drain(&'static self, timeout: Option<Duration>) -> bool {
         let mut first = false;
+        let mut event_panicked = None;
         self.drain_start.get_or_init(|| {
             first = true;
             let _in_order = self.transitions();
@@ -366,11 +368,17 @@ impl Core {
             // Inside the initialisation too: nothing can decide the drain before it ends
             // (later `drain` and `force` calls wait for it, and the closer's hold keeps the
             // counter from draining), so this event always comes before the outcome's.
-            tracing::info!(
-                phase = %Phase::Draining,
-                in_flight,
-                "admission closed: rejecting new requests, waiting for those in flight"
-            );
+            // A subscriber panicking on it must not leave the counter closed and this cell
+            // empty (a later call would sweep again, and nothing would tell the server to
+            // stop accepting): the panic goes on once the closer's steps below are done.
+            event_panicked = catch_unwind(AssertUnwindSafe(|| {
+                tracing::info!(
+                    phase = %Phase::Draining,
+                    in_flight,
+                    "admission closed: rejecting new requests, waiting for those in flight"
+                );
+            }))
+            .err();
             DrainStart { at, in_flight }
         });
         if !first {
@@ -380,11 +388,16 @@ impl Core {
         // requests at once, and a release racing the sweep would be missing from the figure.
         self.started.cancel();
         self.closing.cancel();
-        crate::metrics::record_core(self);
         // After the figure is set above: the call that completes the drain (this one, or
         // the last release) may take the report at once.
         if self.counter.finish_close() {
             self.on_drained();
+        }
+        // After the closer's hold is dropped: a metrics recorder that panics here must not
+        // leave the drain unable to end before its deadline.
+        crate::metrics::record_core(self);
+        if let Some(payload) = event_panicked {
+            resume_unwind(payload);
         }
         true
     }

@@ -375,20 +375,20 @@ async fn each_phase_change_records_exact_figures_by_itself() {
     assert_eq!(figures.get("tower_drain_forced_total"), None);
 }
 
-/// A faulty recorder: setting the phase gauge to the drained phase panics.
-struct PanicsWhenDrained;
+/// A faulty recorder: setting the phase gauge to this phase's value panics.
+struct PanicsAtPhase(f64);
 
-struct PhaseGauge;
+struct PhaseGauge(f64);
 
 impl GaugeFn for PhaseGauge {
     fn increment(&self, _: f64) {}
     fn decrement(&self, _: f64) {}
     fn set(&self, value: f64) {
-        assert_ne!(value, 3.0, "the recorder fails on the drained phase");
+        assert_ne!(value, self.0, "the recorder fails on this phase");
     }
 }
 
-impl Recorder for PanicsWhenDrained {
+impl Recorder for PanicsAtPhase {
     fn describe_counter(&self, _: KeyName, _: Option<Unit>, _: SharedString) {}
     fn describe_gauge(&self, _: KeyName, _: Option<Unit>, _: SharedString) {}
     fn describe_histogram(&self, _: KeyName, _: Option<Unit>, _: SharedString) {}
@@ -397,7 +397,7 @@ impl Recorder for PanicsWhenDrained {
     }
     fn register_gauge(&self, key: &Key, _: &Metadata<'_>) -> Gauge {
         if key.name() == "tower_drain_phase" {
-            Gauge::from_arc(Arc::new(PhaseGauge))
+            Gauge::from_arc(Arc::new(PhaseGauge(self.0)))
         } else {
             Gauge::noop()
         }
@@ -416,7 +416,7 @@ async fn a_recorder_panicking_at_the_drains_end_leaves_the_drain_resolved() {
     let work = shutdown.guard().unwrap();
     let drain = shutdown.drain(Duration::from_secs(60)).unwrap();
     let releaser = std::thread::spawn(move || {
-        metrics::with_local_recorder(&PanicsWhenDrained, || drop(work));
+        metrics::with_local_recorder(&PanicsAtPhase(3.0), || drop(work));
     });
     assert!(releaser.join().is_err(), "the recorder panicked");
     assert_eq!(shutdown.phase(), tower_drain::Phase::Drained);
@@ -433,4 +433,33 @@ async fn a_recorder_panicking_at_the_drains_end_leaves_the_drain_resolved() {
         .await
         .expect("hung: a later drain never resolved");
     assert_eq!(late, report);
+}
+
+/// The `drain` call that closes admission has the recorder panic as it records the draining
+/// phase: that call panics, and the drain it began still ends the moment nothing is left in
+/// flight, rather than at its deadline for want of the closer's last step.
+#[tokio::test(flavor = "current_thread")]
+async fn a_recorder_panicking_at_the_drains_start_leaves_the_drain_able_to_end() {
+    let shutdown = Shutdown::new();
+    let work = shutdown.guard().unwrap();
+    let closer = std::thread::spawn(move || {
+        metrics::with_local_recorder(&PanicsAtPhase(2.0), || {
+            let _ = shutdown.drain(Duration::from_secs(60));
+        });
+    });
+    assert!(closer.join().is_err(), "the recorder panicked");
+    assert_eq!(shutdown.phase(), tower_drain::Phase::Draining);
+    assert!(shutdown.guard().is_none(), "admission closed");
+
+    let drain = shutdown.drain(Duration::from_secs(60)).unwrap();
+    drop(work);
+    let report = timeout(support::BOUND, drain)
+        .await
+        .expect("hung: nothing in flight, yet the drain waits for its deadline");
+    assert_eq!(
+        report.outcome,
+        tower_drain::DrainOutcome::Drained,
+        "{report}"
+    );
+    assert_eq!((report.in_flight_at_start, report.completed), (1, 1));
 }

@@ -289,3 +289,47 @@ fn a_lame_duck_racing_the_drain_is_logged_before_it() {
     let names: Vec<&str> = phases.iter().map(|e| e["phase"].as_str()).collect();
     assert_eq!(names, ["lame_duck", "draining", "drained"], "{phases:#?}");
 }
+
+/// A faulty subscriber: the event of this phase panics.
+struct PanicsAt(&'static str);
+
+impl<S: Subscriber> Layer<S> for PanicsAt {
+    fn on_event(&self, event: &Event<'_>, _: Context<'_, S>) {
+        let mut fields = Fields::new();
+        event.record(&mut Collect(&mut fields));
+        let phase = fields.get("phase").map(String::as_str);
+        assert_ne!(phase, Some(self.0), "the subscriber fails on this phase");
+    }
+}
+
+/// The `drain` call that closes admission has the subscriber panic on its "admission closed"
+/// event: that call panics, yet admission stays closed, the server is still told to stop
+/// accepting, and a later `drain` joins the drain begun (one sweep, one figure) and ends the
+/// moment nothing is left in flight.
+#[tokio::test(flavor = "current_thread")]
+async fn a_subscriber_panicking_at_the_drains_start_leaves_the_drain_able_to_end() {
+    use futures_util::FutureExt;
+
+    let shutdown = Shutdown::new();
+    let work = shutdown.guard().unwrap();
+    let closer = std::thread::spawn(move || {
+        let panics = tracing_subscriber::registry().with(PanicsAt("draining"));
+        tracing::subscriber::with_default(panics, || {
+            let _ = shutdown.drain(Duration::from_secs(60));
+        });
+    });
+    assert!(closer.join().is_err(), "the subscriber panicked");
+    assert!(shutdown.guard().is_none(), "admission closed");
+    assert!(
+        shutdown.closing().now_or_never().is_some(),
+        "the server is told to stop accepting"
+    );
+
+    let drain = shutdown.drain(Duration::from_secs(60)).unwrap();
+    drop(work);
+    let report = tokio::time::timeout(support::BOUND, drain)
+        .await
+        .expect("hung: nothing in flight, yet the drain waits for its deadline");
+    assert_eq!(report.outcome, DrainOutcome::Drained, "{report}");
+    assert_eq!((report.in_flight_at_start, report.completed), (1, 1));
+}
