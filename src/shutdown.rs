@@ -141,14 +141,17 @@ impl Shutdown {
     /// [`DrainOutcome::Drained`], not forced). Either way `server::serve` (feature
     /// `hyper-server`) closes the connections it still holds.
     pub fn force(&self) -> bool {
+        // Cancelled as this call ends, however it ends: a tracing subscriber or a metrics
+        // recorder panicking below must not leave a server holding its connections with no
+        // deadline to come. What this wakes closes connections, and so drops the requests on
+        // them, which must already be reported cut short: a server closes them only once the
+        // report is out (`server::serve` does).
+        let _called = self.core.force_called.clone().drop_guard();
         self.core.begin_drain(None);
         let forced = self.core.decide(DrainOutcome::TimedOut, true);
         if forced {
             crate::metrics::forced();
         }
-        // After the decision: what this wakes closes connections, and so drops the requests
-        // on them, which must already be reported cut short.
-        self.core.force_called.cancel();
         forced
     }
 

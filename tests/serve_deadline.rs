@@ -127,6 +127,38 @@ async fn serve_returns_at_once_after_a_force_with_nothing_running_and_no_drain()
     drop(client);
 }
 
+/// A faulty tracing subscriber: every event panics.
+struct PanicsOnEvents;
+
+impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for PanicsOnEvents {
+    fn on_event(&self, _: &tracing::Event<'_>, _: tracing_subscriber::layer::Context<'_, S>) {
+        panic!("the subscriber fails");
+    }
+}
+
+/// The same force, on a thread whose tracing subscriber panics on the controller's events:
+/// the `force` call panics, yet the drain is decided and `serve` still closes the connection
+/// the silent client holds, rather than waiting on it for ever with no deadline to come.
+#[tokio::test]
+async fn serve_returns_after_a_force_whose_subscriber_panics() {
+    use tracing_subscriber::layer::SubscriberExt;
+
+    let shutdown = Shutdown::new();
+    let (addr, server, mut entered) = start(shutdown).await;
+    let client = silent_http2_client(addr, &mut entered).await;
+
+    let forcer = std::thread::spawn(move || {
+        let panics = tracing_subscriber::registry().with(PanicsOnEvents);
+        tracing::subscriber::with_default(panics, || shutdown.force())
+    });
+    assert!(forcer.join().is_err(), "the subscriber panicked");
+    assert_eq!(shutdown.phase(), tower_drain::Phase::Drained);
+    bounded("serve to return after the force", server)
+        .await
+        .unwrap();
+    drop(client);
+}
+
 /// A response still running at the drain deadline is reported as such, even when nothing
 /// awaits the `Drain` until `serve` has returned: `serve`'s own close at the deadline drops
 /// the response, and so its count, which must not make the drain read `Drained`.
