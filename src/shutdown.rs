@@ -467,6 +467,13 @@ impl Core {
         };
         // SeqCst: see `begin_lame_duck`.
         self.phase.0.store(phase as u8, Ordering::SeqCst);
+        // Published however this call ends: a tracing subscriber or a metrics recorder that
+        // panics below (the long-lived cut's warning included) must not leave every `Drain`
+        // waiting for ever for the report of a decision already made.
+        let _publish = Publish {
+            core: self,
+            decision,
+        };
         if phase == Phase::TimedOut {
             // Long-lived responses still running are cut too, and named in the report.
             self.long_lived.expire();
@@ -475,9 +482,6 @@ impl Core {
         // Fixed here, once the long-lived responses the timeout cut are recorded; its figures
         // make the log line, the only one a user of `drain` without the sequence gets.
         let report = self.report.get_or_init(|| self.report_of(decision));
-        // Published however this call ends: a tracing subscriber or a metrics recorder that
-        // panics below must not leave every `Drain` waiting for ever for a report that exists.
-        let _publish = Publish(self);
         let elapsed_ms = report.elapsed.as_micros() as f64 / 1000.0;
         if phase == Phase::TimedOut {
             tracing::warn!(
@@ -543,15 +547,25 @@ impl Core {
     }
 }
 
-/// Publishes the decided report as it drops, at the end of [`Core::decide`].
-struct Publish<'a>(&'a Core);
+/// Publishes the decided report as it drops, at the end of [`Core::decide`]: after a panic
+/// there, it also puts in place what the panic skipped (the report, the abort).
+struct Publish<'a> {
+    core: &'a Core,
+    decision: &'a Decision,
+}
 
 impl Drop for Publish<'_> {
     fn drop(&mut self) {
+        let core = self.core;
+        // Both already done unless `decide` panicked before them; neither runs user code.
+        if self.decision.outcome == DrainOutcome::TimedOut {
+            core.aborted.cancel();
+        }
+        core.report.get_or_init(|| core.report_of(self.decision));
         // Release: pairs with `report`; the report and the decision's effects before it are in
         // place for whoever reads it.
-        self.0.published.store(true, Ordering::Release);
-        self.0.decided.notify_waiters();
+        core.published.store(true, Ordering::Release);
+        core.decided.notify_waiters();
     }
 }
 

@@ -333,3 +333,56 @@ async fn a_subscriber_panicking_at_the_drains_start_leaves_the_drain_able_to_end
     assert_eq!(report.outcome, DrainOutcome::Drained, "{report}");
     assert_eq!((report.in_flight_at_start, report.completed), (1, 1));
 }
+
+/// A faulty subscriber: every warning panics.
+struct PanicsOnWarnings;
+
+impl<S: Subscriber> Layer<S> for PanicsOnWarnings {
+    fn on_event(&self, event: &Event<'_>, _: Context<'_, S>) {
+        let level = *event.metadata().level();
+        assert_ne!(
+            level,
+            tracing::Level::WARN,
+            "the subscriber fails on warnings"
+        );
+    }
+}
+
+/// A force cuts a long-lived connection short on a thread whose subscriber panics on the
+/// warning that counts the long-lived work cut: the `force` call panics, yet the drain
+/// resolves to its report, which names the connection, rather than waiting for ever for a
+/// report of a decision already made; and the work still running, the connection first, is
+/// told to stop.
+#[tokio::test(flavor = "current_thread")]
+async fn a_subscriber_panicking_as_a_force_cuts_long_lived_work_leaves_the_drain_resolved() {
+    use futures_util::FutureExt;
+
+    let shutdown = Shutdown::new();
+    let connection = shutdown
+        .long_lived_guard(LongLivedKind::Upgrade, http::Method::GET, "/ws")
+        .unwrap();
+    let drain = shutdown.drain(Duration::from_secs(60)).unwrap();
+    let forcer = std::thread::spawn(move || {
+        let panics = tracing_subscriber::registry().with(PanicsOnWarnings);
+        tracing::subscriber::with_default(panics, || shutdown.force())
+    });
+    assert!(forcer.join().is_err(), "the subscriber panicked");
+    assert_eq!(shutdown.phase(), tower_drain::Phase::TimedOut);
+
+    let report = tokio::time::timeout(support::BOUND, drain)
+        .await
+        .expect("hung: the drain was decided, but its report never published");
+    assert_eq!(report.outcome, DrainOutcome::TimedOut, "{report}");
+    assert!(report.forced, "{report}");
+    assert_eq!(report.still_running, 1, "{report}");
+    assert_eq!(report.long_lived.len(), 1, "{report}");
+    assert!(
+        shutdown.aborted().now_or_never().is_some(),
+        "what is still running is told to stop"
+    );
+    assert!(
+        connection.deadline().now_or_never().is_some(),
+        "the long-lived connection is told it was cut"
+    );
+    drop(connection);
+}

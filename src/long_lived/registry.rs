@@ -187,6 +187,9 @@ impl Registry {
                 Some(count)
             }
         };
+        // Before the warning: a tracing subscriber that panics on it must not leave the
+        // bodies just listed as cut running on.
+        self.expired.cancel();
         if let Some(count @ 1..) = first {
             tracing::warn!(
                 count,
@@ -194,7 +197,6 @@ impl Registry {
                  that cannot finish at once"
             );
         }
-        self.expired.cancel();
     }
 
     pub(crate) fn is_expired(&self) -> bool {
