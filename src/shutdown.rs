@@ -315,6 +315,11 @@ impl Core {
     }
 
     fn begin_lame_duck(&self) -> bool {
+        // Cancels `started` when dropped: after the lock below is released (waking a waiter
+        // under the lock would let it block the next transition), and also as a subscriber
+        // panicking on the event unwinds, so that `shutting_down()` fires with the phase
+        // change whatever the logging does.
+        let mut started = None;
         let moved = {
             let _in_order = self.transitions();
             // SeqCst: phase changes are rare and ordering them totally keeps them easy to
@@ -330,6 +335,7 @@ impl Core {
                 )
                 .is_ok();
             if moved {
+                started = Some(self.started.clone().drop_guard());
                 tracing::info!(
                     phase = %Phase::LameDuck,
                     in_flight = self.counter.in_flight(),
@@ -338,8 +344,8 @@ impl Core {
             }
             moved
         };
+        drop(started);
         if moved {
-            self.started.cancel();
             crate::metrics::record_core(self);
         }
         moved

@@ -302,6 +302,26 @@ impl<S: Subscriber> Layer<S> for PanicsAt {
     }
 }
 
+/// The lame duck's start has the subscriber panic on its event: that call panics, yet the
+/// phase has moved and whoever waits on `shutting_down()` (a readiness flip, a health
+/// reporter) is still told, rather than only when draining begins.
+#[test]
+fn a_subscriber_panicking_at_the_lame_ducks_start_still_says_shutdown_began() {
+    use futures_util::FutureExt;
+
+    let shutdown = Shutdown::new();
+    let starter = std::thread::spawn(move || {
+        let panics = tracing_subscriber::registry().with(PanicsAt("lame_duck"));
+        tracing::subscriber::with_default(panics, || shutdown.begin_lame_duck())
+    });
+    assert!(starter.join().is_err(), "the subscriber panicked");
+    assert_eq!(shutdown.phase(), tower_drain::Phase::LameDuck);
+    assert!(
+        shutdown.shutting_down().now_or_never().is_some(),
+        "those waiting for shutdown to begin are told"
+    );
+}
+
 /// The `drain` call that closes admission has the subscriber panic on its "admission closed"
 /// event: that call panics, yet admission stays closed, the server is still told to stop
 /// accepting, and a later `drain` joins the drain begun (one sweep, one figure) and ends the
