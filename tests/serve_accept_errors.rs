@@ -16,8 +16,12 @@ use http::{Request, Response};
 use http_body_util::Full;
 use hyper::body::Incoming;
 use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::mpsc;
 use tower::{service_fn, Layer};
 use tower_drain::{DrainOutcome, Shutdown};
+use tracing::field::{Field, Visit};
+use tracing::{Event, Level, Subscriber};
+use tracing_subscriber::layer::{Context, SubscriberExt};
 
 use support::raw::{read_response, write_get};
 use support::sse::open_files_limit;
@@ -27,6 +31,30 @@ use support::{bounded, BOUND};
 /// million) it first lowers this process's own soft limit with util-linux's `prlimit`, so
 /// that using them up takes neither long nor much kernel memory.
 const LIMIT: u64 = 4096;
+
+/// Tells the test each time `serve` logs a failed accept: the moment the server has met the
+/// error, which the test otherwise could only hope to have given it time to meet.
+struct AcceptFailures(mpsc::UnboundedSender<()>);
+
+struct Message(String);
+
+impl Visit for Message {
+    fn record_debug(&mut self, field: &Field, value: &dyn std::fmt::Debug) {
+        if field.name() == "message" {
+            self.0 = format!("{value:?}");
+        }
+    }
+}
+
+impl<S: Subscriber> tracing_subscriber::Layer<S> for AcceptFailures {
+    fn on_event(&self, event: &Event<'_>, _: Context<'_, S>) {
+        let mut message = Message(String::new());
+        event.record(&mut message);
+        if *event.metadata().level() == Level::ERROR && message.0.starts_with("accept failed") {
+            let _ = self.0.send(());
+        }
+    }
+}
 
 /// Opens `/dev/null` until the process may open nothing more.
 fn use_up_descriptors() -> Vec<File> {
@@ -55,6 +83,11 @@ fn use_up_descriptors() -> Vec<File> {
 
 #[tokio::test]
 async fn a_connection_that_arrives_while_descriptors_run_out_is_served_once_they_are_freed() {
+    let (failed_tx, mut failed) = mpsc::unbounded_channel();
+    // Current-thread runtime: the server task runs on this thread, under this subscriber.
+    let _subscriber = tracing::subscriber::set_default(
+        tracing_subscriber::registry().with(AcceptFailures(failed_tx)),
+    );
     let shutdown = Shutdown::new();
     let answer = service_fn(|_request: Request<Incoming>| async {
         Ok::<_, Infallible>(Response::new(Full::new(Bytes::from_static(b"ok\n"))))
@@ -73,10 +106,9 @@ async fn a_connection_that_arrives_while_descriptors_run_out_is_served_once_they
         "descriptors left: the accept would not fail"
     );
     write_get(&mut stream, "/").await;
-    // Runs the accept loop while nothing can be accepted.
-    for _ in 0..1_000 {
-        tokio::task::yield_now().await;
-    }
+    bounded("the accept to fail for want of descriptors", failed.recv())
+        .await
+        .expect("the subscriber is still set");
     assert!(!server.is_finished(), "serve ended on an accept error");
     drop(files);
 
