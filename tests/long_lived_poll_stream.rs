@@ -157,7 +157,11 @@ async fn stream_past_the_long_lived_deadline_is_aborted_and_reported() {
 
 /// Marking a route names its stream in the report and cuts it at the long-lived deadline;
 /// the same stream unmarked is counted like any request and runs on to the drain timeout.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+/// The drain runs on Tokio's paused clock: the marked stream's cut must land between the two
+/// deadlines, 400 ms apart on the real clock, a gap a loaded machine can stall through.
+/// Paused, time moves only when every task waits, so the cut, woken by the first deadline,
+/// always lands before the clock moves on to the second.
+#[tokio::test]
 async fn a_marked_stream_is_cut_at_the_long_lived_deadline_an_unmarked_one_at_the_drain_timeout() {
     let shutdown = Shutdown::new();
     shutdown.set_long_lived_grace(Duration::from_millis(100));
@@ -172,6 +176,7 @@ async fn a_marked_stream_is_cut_at_the_long_lived_deadline_an_unmarked_one_at_th
     let marked = open_until(server.addr, "/marked", b"chunk 0\n").await;
     let plain = open_until(server.addr, "/plain", b"chunk 0\n").await;
 
+    tokio::time::pause();
     let drain = shutdown.drain(Duration::from_millis(500)).unwrap();
     let readers = (
         tokio::spawn(marked.finish_raw()),
