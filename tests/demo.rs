@@ -9,7 +9,6 @@ mod support;
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::thread;
 
 use serde_json::Value;
 use support::demo::*;
@@ -27,7 +26,7 @@ fn requests_in_flight_at_sigterm_complete_and_the_demo_exits_zero_with_a_json_re
     // Certainly in flight: its first chunk has arrived.
     let stream = in_flight_stream(addr, "/stream?chunks=3&interval_ms=1000", "chunk 0");
     // Sent before the signal, so admitted at the latest during the lame-duck delay.
-    let slow = thread::spawn(move || get(addr, "/slow?ms=2000"));
+    let slow = sent(addr, "/slow?ms=2000");
     demo.signal("TERM");
 
     let slow = slow.join().unwrap().expect("slow request answered");
@@ -307,12 +306,12 @@ fn events_and_long_polls_end_when_the_drain_begins() {
     let addr = demo.addr;
     // Sent before the signal, so admitted at the latest during the lame-duck delay.
     // The longest poll there is: only the drain ends it.
-    let poll = thread::spawn(move || get(addr, "/poll?ms=18446744073709551615"));
+    let poll = sent(addr, "/poll?ms=18446744073709551615");
     let events = in_flight_stream(addr, "/events", "data: tick 0");
     demo.signal("TERM");
     // Admitted while readiness already fails: they end the same way.
     demo.wait_for("shutdown began: lame duck");
-    let late_poll = thread::spawn(move || get(addr, "/poll?ms=60000"));
+    let late_poll = sent(addr, "/poll?ms=60000");
     let late_events = in_flight_stream(addr, "/events", "data: tick 0");
 
     for events in [events, late_events] {

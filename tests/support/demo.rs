@@ -315,6 +315,18 @@ pub fn request(addr: SocketAddr, method: &str, path: &str) -> std::io::Result<St
     Ok(String::from_utf8_lossy(&response).into_owned())
 }
 
+/// Sends `GET path` from this thread, so the request is in the server's socket before the
+/// caller goes on (sends a signal, say), and reads the response to the server's close on a
+/// thread: what [`get`] on a thread of its own would do, without racing that thread.
+pub fn sent(addr: SocketAddr, path: &str) -> JoinHandle<std::io::Result<String>> {
+    let stream = open(addr, path);
+    thread::spawn(move || {
+        let mut response = Vec::new();
+        stream?.read_to_end(&mut response)?;
+        Ok(String::from_utf8_lossy(&response).into_owned())
+    })
+}
+
 pub fn open(addr: SocketAddr, path: &str) -> std::io::Result<TcpStream> {
     open_with(addr, "GET", path)
 }
