@@ -227,7 +227,7 @@ fn phase_events_keep_phase_order_when_another_thread_decides_first() {
             let _default = tracing::subscriber::set_default(
                 tracing_subscriber::registry().with(events.clone()),
             );
-            go.recv().unwrap();
+            support::pause::wait_turn(&go);
             assert!(!shutdown.force(), "nothing was running");
             done.send(()).unwrap();
         })
@@ -266,7 +266,7 @@ fn a_lame_duck_racing_the_drain_is_logged_before_it() {
             let _default = tracing::subscriber::set_default(
                 tracing_subscriber::registry().with(events.clone()),
             );
-            go.recv().unwrap();
+            support::pause::wait_turn(&go);
             let drain = shutdown.drain(Duration::from_secs(3600)).unwrap();
             done.send(()).unwrap();
             drain

@@ -13,7 +13,7 @@ use std::time::Duration;
 use tower_drain::{Drain, DrainOutcome, DrainReport, LongLivedGuard, Shutdown};
 
 use super::upgrade_guard;
-use crate::support::pause::pause_on;
+use crate::support::pause::{pause_on, wait_turn};
 use crate::support::paused_runtime;
 
 const HOUR: Duration = Duration::from_secs(3600);
@@ -65,7 +65,7 @@ fn a_drain_call_made_after_admission_closed_does_not_set_the_deadlines() {
             let handle = handle.clone();
             move || {
                 let _entered = handle.enter();
-                go.recv().unwrap();
+                wait_turn(&go);
                 assert!(
                     shutdown.phase().admission_closed(),
                     "B comes after the close"

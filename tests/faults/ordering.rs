@@ -10,7 +10,7 @@ use futures_util::FutureExt;
 use tower_drain::{DrainOutcome, Phase, Shutdown};
 
 use super::upgrade_guard;
-use crate::support::pause::pause_on;
+use crate::support::pause::{pause_on, wait_turn};
 
 fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_current_thread()
@@ -31,7 +31,7 @@ fn an_idle_drain_is_not_seen_drained_before_closing_fires() {
         let handle = runtime.handle().clone();
         let second = std::thread::spawn(move || {
             let _entered = handle.enter();
-            go.recv().unwrap();
+            wait_turn(&go);
             let forced = shutdown.force();
             // In this order: an outcome seen first must find `closing()` already fired.
             let report = shutdown.drain(Duration::ZERO).unwrap().now_or_never();
@@ -74,7 +74,7 @@ fn a_drain_seen_timed_out_finds_aborted_fired() {
             shutdown.drain(Duration::from_secs(3600)).unwrap()
         };
         let observer = std::thread::spawn(move || {
-            go.recv().unwrap();
+            wait_turn(&go);
             // In this order: a drain resolved first must find `aborted()` already fired.
             let report = drain.now_or_never();
             let aborted_fired = shutdown.aborted().now_or_never().is_some();

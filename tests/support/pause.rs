@@ -7,6 +7,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{mpsc, Arc, Mutex};
 use std::task::{Context, Wake, Waker};
 
+use super::BOUND;
+
 /// The first wake hands control to the other thread and blocks the waking thread until that
 /// thread says it is done.
 pub struct Pause {
@@ -30,7 +32,11 @@ impl Wake for Pause {
     fn wake_by_ref(self: &Arc<Self>) {
         if !self.fired.swap(true, Ordering::SeqCst) {
             self.go.send(()).unwrap();
-            self.done.lock().unwrap().recv().unwrap();
+            self.done
+                .lock()
+                .unwrap()
+                .recv_timeout(BOUND)
+                .expect("the other thread never said it was done");
         }
     }
 }
@@ -40,10 +46,16 @@ pub struct Armed<F> {
     /// Keep it alive until the pause has happened: dropping it disarms the pause.
     pub signal: Pin<Box<F>>,
     pub pause: Arc<Pause>,
-    /// The other thread waits on this for its turn.
+    /// The other thread waits on this for its turn, with [`wait_turn`].
     pub go: mpsc::Receiver<()>,
     /// The other thread sends on this when it is done, releasing the paused thread.
     pub done: mpsc::SyncSender<()>,
+}
+
+/// Called by the other thread: waits for its turn, the moment the signal fired.
+pub fn wait_turn(go: &mpsc::Receiver<()>) {
+    go.recv_timeout(BOUND)
+        .expect("the signal never fired, so the pause never came");
 }
 
 /// Arms a pause on `signal`: whichever thread fires it stops there until `done` is sent.
