@@ -12,8 +12,8 @@ use tokio::runtime::Id;
 use tokio::sync::futures::Notified;
 use tokio::time::{Instant, Sleep};
 
+use crate::core::Core;
 use crate::report::{DrainOutcome, DrainReport};
-use crate::shutdown::Core;
 
 pin_project! {
     /// Waits until every request admitted before draining began has finished, or the deadline

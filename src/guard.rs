@@ -2,7 +2,7 @@
 
 use std::fmt;
 
-use crate::shutdown::Core;
+use crate::core::Core;
 
 /// Counts one request, or one piece of background work, as in flight until it is dropped.
 ///

@@ -70,6 +70,7 @@
 #![deny(missing_docs)]
 #![forbid(unsafe_code)]
 
+mod core;
 mod counter;
 mod drain;
 mod guard;

@@ -6,7 +6,7 @@
 //! path, which stays free of any shared write. The names are listed once, on
 //! [`Shutdown::record_metrics`].
 
-use crate::shutdown::Core;
+use crate::core::Core;
 use crate::Shutdown;
 
 /// Sets the gauges and the rejected counter from `shutdown`'s figures. No-op without the

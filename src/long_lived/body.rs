@@ -4,9 +4,9 @@
 use std::task::{ready, Context, Poll};
 
 use super::{LongLivedKind, OnDrain, Registration, Tracking, Wait};
+use crate::core::Core;
 use crate::guard::InFlightGuard;
 use crate::middleware::rejection::GrpcEnd;
-use crate::shutdown::Core;
 use crate::{Phase, Shutdown};
 
 /// The state of one tracked body. Boxed inside the response body, so short responses do not

@@ -13,8 +13,8 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::{LongLivedEntry, LongLivedKind, Tracking};
+use crate::core::Core;
 use crate::middleware::rejection::grpc_content_type_of;
-use crate::shutdown::Core;
 use crate::Shutdown;
 
 /// Every long-lived response in progress, plus the long-lived deadline's state.

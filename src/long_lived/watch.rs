@@ -12,8 +12,8 @@ use super::{
     is_encoded, is_event_stream, AlreadyTracked, DrainSignal, LongLivedKind, Registration, Track,
     TrackedResponse, TrackedState, Tracking, Wait,
 };
+use crate::core::Core;
 use crate::middleware::rejection::{self, Closing, GrpcEnd, Rejection};
-use crate::shutdown::Core;
 use crate::static_body::head_only;
 use crate::Shutdown;
 

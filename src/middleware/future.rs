@@ -10,9 +10,9 @@ use pin_project_lite::pin_project;
 
 use super::rejection::{self, Reply};
 use super::ResponseBody;
+use crate::core::Core;
 use crate::guard::InFlightGuard;
 use crate::long_lived::Watch;
-use crate::shutdown::Core;
 
 pin_project! {
     /// The future of a [`DrainService`](super::DrainService) call.
