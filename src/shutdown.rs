@@ -2,6 +2,7 @@
 
 use std::fmt;
 use std::future::Future;
+use std::panic::{catch_unwind, resume_unwind, AssertUnwindSafe};
 use std::time::Duration;
 
 use tokio::time::Instant;
@@ -139,10 +140,16 @@ impl Shutdown {
         // them, which must already be reported cut short: a server closes them only once the
         // report is out (`server::serve` does).
         let _called = self.core.force_called.clone().drop_guard();
-        self.core.begin_drain(None);
+        // A panic there (a subscriber failing on the "admission closed" event) comes once
+        // admission is closed and the counter swept: the force still cuts the drain short,
+        // which is what it was called for, and the panic goes on after.
+        let began = catch_unwind(AssertUnwindSafe(|| self.core.begin_drain(None)));
         let forced = self.core.decide(DrainOutcome::TimedOut, true);
         if forced {
             crate::metrics::forced();
+        }
+        if let Err(payload) = began {
+            resume_unwind(payload);
         }
         forced
     }

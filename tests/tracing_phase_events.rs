@@ -406,3 +406,35 @@ async fn a_subscriber_panicking_as_a_force_cuts_long_lived_work_leaves_the_drain
     );
     drop(connection);
 }
+
+/// A `force` that closes admission itself (no `drain` came first) has the subscriber panic on
+/// the "admission closed" event: that call panics, yet it still does what a second signal
+/// asks, cutting the drain short and telling what still runs to stop, rather than leaving the
+/// drain to wait for work that may never end (and a server told to close its connections
+/// waiting for a report that never comes).
+#[test]
+fn a_subscriber_panicking_as_a_force_closes_admission_still_cuts_the_drain() {
+    use futures_util::FutureExt;
+
+    let shutdown = Shutdown::new();
+    let work = shutdown.guard().unwrap();
+    let forcer = std::thread::spawn(move || {
+        let panics = tracing_subscriber::registry().with(PanicsAt("draining"));
+        tracing::subscriber::with_default(panics, || shutdown.force())
+    });
+    assert!(forcer.join().is_err(), "the subscriber panicked");
+    assert_eq!(shutdown.phase(), tower_drain::Phase::TimedOut);
+    assert!(
+        shutdown.aborted().now_or_never().is_some(),
+        "what is still running is told to stop"
+    );
+    let report = shutdown
+        .drain(Duration::from_secs(60))
+        .unwrap()
+        .now_or_never()
+        .expect("the forced drain's report is out");
+    assert_eq!(report.outcome, DrainOutcome::TimedOut, "{report}");
+    assert!(report.forced, "{report}");
+    assert_eq!(report.still_running, 1, "{report}");
+    drop(work);
+}
