@@ -8,7 +8,7 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use pin_project_lite::pin_project;
-use tokio::runtime::Id;
+use tokio::runtime::{Handle, Id};
 use tokio::sync::futures::Notified;
 use tokio::time::{Instant, Sleep};
 
@@ -38,6 +38,10 @@ pin_project! {
         long_lived_at: Instant,
         // The runtime whose timers `deadline` and `long_lived` are; `None` until made.
         timers_of: Option<Id>,
+        // The runtime the future was made in, if any: polled outside every runtime, the
+        // future keeps its deadlines with that one's timers, whichever runtime polled it last
+        // (that one may be gone, and a timer of a runtime shut down panics when polled).
+        made_in: Option<Handle>,
         // `None` until the timers are made.
         #[pin]
         deadline: Option<Sleep>,
@@ -59,14 +63,15 @@ impl Drain {
         deadline: Instant,
         long_lived_deadline: Instant,
     ) -> Self {
-        let timers_of = current_runtime();
-        let in_runtime = timers_of.is_some();
+        let made_in = Handle::try_current().ok();
+        let in_runtime = made_in.is_some();
         Drain {
             core,
             decided,
             deadline_at: deadline,
             long_lived_at: long_lived_deadline,
-            timers_of,
+            timers_of: made_in.as_ref().map(Handle::id),
+            made_in,
             deadline: in_runtime.then(|| tokio::time::sleep_until(deadline)),
             long_lived: in_runtime.then(|| tokio::time::sleep_until(long_lived_deadline)),
         }
@@ -95,9 +100,11 @@ impl Future for Drain {
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<DrainReport> {
         let mut this = self.project();
-        // Outside any runtime, the timers it has (if any) are kept: the documented case of a
-        // future made inside one and polled by another executor while that runtime runs.
+        // Outside any runtime, the timers are those of the runtime that made the future: the
+        // documented case of a future made inside one and polled by another executor while
+        // that runtime runs.
         let here = current_runtime();
+        let owner = here.or_else(|| this.made_in.as_ref().map(Handle::id));
         loop {
             // The `Notified` was created before this check, so a decision made after the check
             // wakes it (tokio's `notify_waiters` reaches every `Notified` created before it).
@@ -113,10 +120,15 @@ impl Future for Drain {
                 if let Some(report) = this.core.report() {
                     return Poll::Ready(report);
                 }
-            } else if this.deadline.is_none() || (here.is_some() && here != *this.timers_of) {
+            } else if this.deadline.is_none() || (owner.is_some() && owner != *this.timers_of) {
                 // Made before, a missing long-lived timer has fired: it is not made again.
                 let long_lived_left = this.deadline.is_none() || this.long_lived.is_some();
-                *this.timers_of = here;
+                // Outside any runtime, made in the one that made the future, entered for it.
+                let _made_in = match here {
+                    Some(_) => None,
+                    None => this.made_in.as_ref().map(Handle::enter),
+                };
+                *this.timers_of = owner;
                 this.deadline
                     .set(Some(tokio::time::sleep_until(*this.deadline_at)));
                 if long_lived_left {

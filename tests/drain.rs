@@ -416,3 +416,64 @@ async fn a_leaked_guard_is_reported_still_running_at_the_deadline() {
     assert_eq!(again, report);
     assert!(!shutdown.force(), "decided already");
 }
+
+/// Polls `drain` to its end on this thread, outside any runtime, as a `futures` executor
+/// does: parked between polls, woken by its waker. Fails if the bound passes first.
+fn await_outside_any_runtime(
+    mut drain: std::pin::Pin<Box<tower_drain::Drain>>,
+) -> tower_drain::DrainReport {
+    use std::future::Future;
+    use std::sync::Arc;
+    use std::task::{Context, Poll, Wake, Waker};
+
+    struct Unpark(std::thread::Thread);
+    impl Wake for Unpark {
+        fn wake(self: Arc<Self>) {
+            self.0.unpark();
+        }
+    }
+    let waker = Waker::from(Arc::new(Unpark(std::thread::current())));
+    let mut cx = Context::from_waker(&waker);
+    let until = std::time::Instant::now() + support::BOUND;
+    loop {
+        if let Poll::Ready(report) = drain.as_mut().poll(&mut cx) {
+            return report;
+        }
+        let left = until
+            .checked_duration_since(std::time::Instant::now())
+            .expect("hung: the drain was never woken at its deadline");
+        std::thread::park_timeout(left);
+    }
+}
+
+/// A `Drain` made inside a runtime that keeps running, polled for a while on another runtime
+/// that then shuts down, and awaited to its end outside any runtime: as documented, it keeps
+/// its deadline with the timers of the runtime that made it, not those of the one gone.
+#[test]
+fn a_drain_polled_on_another_runtime_then_outside_any_keeps_its_deadline() {
+    let shutdown = Shutdown::new();
+    let _work = shutdown.guard().unwrap();
+    let maker = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_time()
+        .build()
+        .unwrap();
+    let mut drain = {
+        let _entered = maker.enter();
+        Box::pin(shutdown.drain(Duration::from_millis(100)).unwrap())
+    };
+    let other = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+        .unwrap();
+    other.block_on(async {
+        assert!(
+            futures_util::poll!(drain.as_mut()).is_pending(),
+            "work is running"
+        );
+    });
+    drop(other);
+    let report = await_outside_any_runtime(drain);
+    assert_eq!(report.outcome, DrainOutcome::TimedOut, "{report}");
+    assert_eq!(report.still_running, 1, "{report}");
+}
