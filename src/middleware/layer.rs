@@ -26,8 +26,12 @@ macro_rules! policy_methods {
         ///
         /// One exception while draining, under a layer that rejects: once the service inside
         /// the layer has had no room (a full concurrency limit or buffer), the layer is ready
-        /// without it, so that late requests are refused at once, and refuses probes too,
-        /// like any late request, since a service that is not ready must not be called.
+        /// without it, so that late requests are refused at once, and from then on refuses
+        /// probes too, like any late request, since a service that is not ready must not be
+        /// called. That lasts for the copy of the service that was polled: servers copy it
+        /// per connection or per request, but a `Buffer` outside the layer keeps one copy,
+        /// whose probes are then refused until exit, liveness included. Route probes around
+        /// such a stack, or put the limit outside the layer.
         pub fn bypass(mut self, paths: &'static [&'static str]) -> Self {
             self.policy.bypass = paths;
             self
