@@ -1,4 +1,5 @@
-//! The `Shutdown` controller and the state it shares with every layer, guard and drain.
+//! The `Shutdown` controller: the public handle on the state in `core.rs`, which every layer,
+//! guard and drain shares.
 
 use std::fmt;
 use std::future::Future;
@@ -73,6 +74,12 @@ impl Shutdown {
     /// Enters [`Phase::LameDuck`]: readiness fails from now on, but requests are still admitted.
     ///
     /// Returns `false`, and changes nothing, if shutdown had already begun.
+    ///
+    /// # Panics
+    ///
+    /// When a tracing subscriber or a metrics recorder panics on the phase change's event or
+    /// figures, once the change is made: the phase has moved and
+    /// [`shutting_down`](Self::shutting_down) has fired.
     pub fn begin_lame_duck(&self) -> bool {
         self.core.begin_lame_duck()
     }
@@ -100,6 +107,17 @@ impl Shutdown {
     ///
     /// [`DrainError::TimeoutTooLong`] for a timeout over [`Drain::MAX_TIMEOUT`]; nothing is
     /// changed in that case, so a corrected call can follow.
+    ///
+    /// # Panics
+    ///
+    /// Inside a runtime without the time driver, before anything changes (above). And when a
+    /// tracing subscriber or a metrics recorder panics on the "admission closed" event or
+    /// figures, once the drain has begun: admission is closed, [`closing`](Self::closing)
+    /// has fired and the deadlines are fixed, so a later `drain` call joins that drain and
+    /// gets the future this one could not return. The phase change that ends a drain is
+    /// made, and logged and recorded, by whoever ends it (the last request's release, a
+    /// `Drain` at its deadline, [`force`](Self::force)); a panic there is theirs, and the
+    /// report is published all the same.
     pub fn drain(&self, timeout: Duration) -> Result<Drain, DrainError> {
         if timeout > Drain::MAX_TIMEOUT {
             return Err(DrainError::TimeoutTooLong {
@@ -133,6 +151,13 @@ impl Shutdown {
     /// been decided, or if nothing was left running (the drain then reports
     /// [`DrainOutcome::Drained`], not forced). Either way `server::serve` (feature
     /// `hyper-server`) closes the connections it still holds.
+    ///
+    /// # Panics
+    ///
+    /// When a tracing subscriber or a metrics recorder panics on the events or figures of the
+    /// phase changes it makes, once they are made: the drain is decided as it would have
+    /// been (what it cut is told to stop through [`aborted`](Self::aborted)) and its report
+    /// published.
     pub fn force(&self) -> bool {
         // Cancelled as this call ends, however it ends: a tracing subscriber or a metrics
         // recorder panicking below must not leave a server holding its connections with no

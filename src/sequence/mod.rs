@@ -122,7 +122,9 @@ impl ShutdownSequence {
     /// without the time driver (tokio's message asks for `enable_time`), and when nothing
     /// could ever trigger it (no signals, no trigger future or only ones that panicked at
     /// their first poll, and no [`ShutdownTrigger`] kept from [`trigger`](Self::trigger)),
-    /// which would otherwise wait for ever.
+    /// which would otherwise wait for ever. Later, when a tracing subscriber or a metrics
+    /// recorder panics on one of the sequence's events or figures: the panic ends `run`
+    /// there, with any phase change it was making complete (see [`Shutdown::drain`]).
     pub async fn run(self) -> ShutdownReport {
         let ShutdownSequence {
             plan:
