@@ -115,8 +115,8 @@ async fn compression_either_side_leaves_the_event_stream_its_final_event() {
 }
 
 /// What a browser's CORS preflight and its request get while draining, with tower-http's
-/// `CorsLayer` inside the crate's layer (the README's order: `shutdown.layer()` last) and
-/// outside it.
+/// `CorsLayer` inside the crate's layer (a chain that ends with `shutdown.layer()`, as the
+/// README's examples do) and outside it (the order the README advises).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cors_preflight_and_refusal_while_draining_in_both_orders() {
     for cors_outside in [false, true] {
