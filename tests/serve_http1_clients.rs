@@ -29,7 +29,7 @@ use support::raw::{
     has_connection_close, kept_alive_connection, read_response, read_to_close, read_to_eof,
     write_get,
 };
-use support::{bounded, BOUND};
+use support::{bounded, bounded_for, BOUND};
 
 /// One frame of `/stream`.
 const CHUNK: usize = 64 * 1024;
@@ -409,4 +409,38 @@ async fn a_stalled_request_with_pipelined_ones_behind_it_gets_its_503_at_the_dea
         );
         assert_eq!(shutdown.in_flight(), 0);
     }
+}
+
+#[tokio::test]
+async fn a_client_dribbling_a_request_head_past_the_deadline_does_not_hold_serve() {
+    let shutdown = Shutdown::new();
+    let gate = Gate::new();
+    let (addr, mut server) = start(shutdown, &gate).await;
+
+    // Answered once, so the server lingers on it when the drain closes it, reading what the
+    // client still sends: the head of a request that never ends.
+    let mut client = kept_alive_connection(addr).await;
+    client.write_all(b"GET /slow HTTP/1.1\r\n").await.unwrap();
+    let drain = shutdown.drain(Duration::from_millis(200)).unwrap();
+    let report = bounded("the drain", drain).await;
+    assert_eq!(report.outcome, DrainOutcome::Drained, "{report}");
+
+    // Well under the linger's own 30 s limit: only the drain deadline can end it this soon.
+    let returned = bounded_for(Duration::from_secs(10), "serve to return", async {
+        // A byte per pass, far more passes than fit before the deadline (each is a write).
+        for _ in 0..50_000_000 {
+            tokio::select! {
+                returned = &mut server => return returned,
+                written = client.write_all(b"x") => {
+                    if written.is_err() {
+                        return (&mut server).await;
+                    }
+                }
+            }
+        }
+        panic!("the server still takes the head's bytes");
+    })
+    .await;
+    returned.unwrap();
+    assert_eq!(shutdown.in_flight(), 0);
 }
