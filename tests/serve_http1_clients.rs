@@ -444,3 +444,39 @@ async fn a_client_dribbling_a_request_head_past_the_deadline_does_not_hold_serve
     returned.unwrap();
     assert_eq!(shutdown.in_flight(), 0);
 }
+
+#[tokio::test]
+async fn pipelined_requests_on_an_idle_connection_as_the_drain_begins_are_refused_visibly() {
+    let shutdown = Shutdown::new();
+    let gate = Gate::new();
+    let (addr, server) = start(shutdown, &gate).await;
+
+    let mut client = kept_alive_connection(addr).await;
+    let drain = tokio::spawn(shutdown.drain(BOUND).unwrap());
+    bounded("admission to close", shutdown.closing()).await;
+    // Either the server has closed the idle connection already (the requests go unread, or
+    // reset the connection), or it reads the first one, which admission refuses.
+    let _ = client
+        .write_all(
+            b"GET /a HTTP/1.1\r\nhost: localhost\r\n\r\n\
+              GET /b HTTP/1.1\r\nhost: localhost\r\n\r\n\
+              GET /c HTTP/1.1\r\nhost: localhost\r\n\r\n",
+        )
+        .await;
+
+    let received = read_unanswered_or_503(client).await;
+    let (answered, rest) = responses(&received);
+    assert_eq!(rest, "", "a partial response: {received:?}");
+    assert!(answered.len() <= 1, "answered after a 503: {received:?}");
+    if let Some(refused) = answered.first() {
+        assert!(
+            refused.starts_with("HTTP/1.1 503 "),
+            "admitted: {received:?}"
+        );
+        assert!(has_connection_close(refused), "{received:?}");
+    }
+    let report = bounded("the drain", drain).await.unwrap();
+    assert_eq!(report.outcome, DrainOutcome::Drained, "{report}");
+    bounded("the server to return", server).await.unwrap();
+    assert_eq!(shutdown.in_flight(), 0);
+}
