@@ -238,30 +238,8 @@ async fn a_second_request_head_sent_byte_by_byte_on_a_kept_alive_connection_is_n
     let shutdown = Shutdown::new();
     let gate = Gate::new();
     let (addr, server) = start(shutdown, &gate).await;
-
-    let mut client = kept_alive_connection(addr).await;
-    let head = b"GET /slow HTTP/1.1\r\nhost: localhost\r\n\r\n";
-    let (before, after) = head.split_at(25);
-    for byte in before {
-        client.write_all(&[*byte]).await.unwrap();
-    }
-    let drain = tokio::spawn(shutdown.drain(LONG).unwrap());
-    bounded("admission to close", shutdown.closing()).await;
-    for byte in after {
-        if client.write_all(&[*byte]).await.is_err() {
-            break;
-        }
-    }
-
-    let received = read_unanswered_or_503(client).await;
-    assert!(
-        received.is_empty() || received.starts_with("HTTP/1.1 503"),
-        "a request head completed after admission closed was admitted: {received:?}"
-    );
-    let report = bounded("the drain", drain).await.unwrap();
-    assert_eq!(report.outcome, DrainOutcome::Drained, "{report}");
-    bounded("the server to return", server).await.unwrap();
-    assert_eq!(shutdown.in_flight(), 0);
+    let client = kept_alive_connection(addr).await;
+    dribble_a_head_across_the_drain(shutdown, server, client, 25).await;
 }
 
 #[tokio::test]
@@ -269,15 +247,25 @@ async fn a_request_head_sent_byte_by_byte_across_the_drain_is_answered_or_closed
     let shutdown = Shutdown::new();
     let gate = Gate::new();
     let (addr, server) = start(shutdown, &gate).await;
+    let client = TcpStream::connect(addr).await.unwrap();
+    dribble_a_head_across_the_drain(shutdown, server, client, 10).await;
+}
 
+/// Writes a request head to `client` a byte at a time, its first `split` bytes before the
+/// drain begins and the rest once admission has closed, then checks that it was not
+/// admitted (a 503, or no answer at all), that the drain ends `Drained` and `serve` returns.
+async fn dribble_a_head_across_the_drain(
+    shutdown: Shutdown,
+    server: JoinHandle<()>,
+    mut client: TcpStream,
+    split: usize,
+) {
     let head = b"GET /slow HTTP/1.1\r\nhost: localhost\r\n\r\n";
-    let (before, after) = head.split_at(10);
-    let mut client = TcpStream::connect(addr).await.unwrap();
+    let (before, after) = head.split_at(split);
     for byte in before {
         client.write_all(&[*byte]).await.unwrap();
         client.flush().await.unwrap();
     }
-
     let drain = tokio::spawn(shutdown.drain(LONG).unwrap());
     bounded("admission to close", shutdown.closing()).await;
     for byte in after {
