@@ -22,7 +22,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinHandle;
 use tower::{service_fn, Layer};
-use tower_drain::{DrainOutcome, Shutdown};
+use tower_drain::{DrainOutcome, DrainReport, Shutdown};
 
 use support::gate::Gate;
 use support::raw::{
@@ -186,10 +186,7 @@ async fn pipelined_requests_at_drain_start_are_answered_or_visibly_left_unanswer
         assert!(!has_connection_close(earlier), "closed early: {received:?}");
     }
 
-    let report = bounded("the drain", drain).await.unwrap();
-    assert_eq!(report.outcome, DrainOutcome::Drained, "{report}");
-    bounded("the server to return", server).await.unwrap();
-    assert_eq!(shutdown.in_flight(), 0);
+    drained_and_served(shutdown, drain, server).await;
 }
 
 #[tokio::test]
@@ -226,11 +223,8 @@ async fn pipelined_requests_behind_an_answered_one_end_with_connection_close_on_
     assert!(answered[0].ends_with("ok /held\n"), "{received:?}");
     assert!(has_connection_close(&answered[0]), "{received:?}");
 
-    let report = bounded("the drain", drain).await.unwrap();
-    assert_eq!(report.outcome, DrainOutcome::Drained, "{report}");
+    let report = drained_and_served(shutdown, drain, server).await;
     assert_eq!(report.completed, 1, "{report}");
-    bounded("the server to return", server).await.unwrap();
-    assert_eq!(shutdown.in_flight(), 0);
 }
 
 #[tokio::test]
@@ -281,10 +275,7 @@ async fn dribble_a_head_across_the_drain(
         received.is_empty() || received.starts_with("HTTP/1.1 503"),
         "a request head completed after admission closed was admitted: {received:?}"
     );
-    let report = bounded("the drain", drain).await.unwrap();
-    assert_eq!(report.outcome, DrainOutcome::Drained, "{report}");
-    bounded("the server to return", server).await.unwrap();
-    assert_eq!(shutdown.in_flight(), 0);
+    drained_and_served(shutdown, drain, server).await;
 }
 
 #[tokio::test]
@@ -324,11 +315,8 @@ async fn a_client_that_half_closes_during_the_drain_does_not_hold_it() {
     bounded("admission to close", shutdown.closing()).await;
     client.shutdown().await.unwrap();
 
-    let report = bounded("the drain", drain).await.unwrap();
-    assert_eq!(report.outcome, DrainOutcome::Drained, "{report}");
+    drained_and_served(shutdown, drain, server).await;
     assert_eq!(read_to_eof(client).await, "");
-    bounded("the server to return", server).await.unwrap();
-    assert_eq!(shutdown.in_flight(), 0);
 }
 
 #[tokio::test]
@@ -463,8 +451,23 @@ async fn pipelined_requests_on_an_idle_connection_as_the_drain_begins_are_refuse
         );
         assert!(has_connection_close(refused), "{received:?}");
     }
+    drained_and_served(shutdown, drain, server).await;
+}
+
+/// Waits for `drain` to end `Drained` and for `serve` to return, then checks that nothing
+/// it ran is still counted; returns the report for further checks.
+async fn drained_and_served(
+    shutdown: Shutdown,
+    drain: JoinHandle<DrainReport>,
+    server: JoinHandle<()>,
+) -> DrainReport {
     let report = bounded("the drain", drain).await.unwrap();
     assert_eq!(report.outcome, DrainOutcome::Drained, "{report}");
     bounded("the server to return", server).await.unwrap();
-    assert_eq!(shutdown.in_flight(), 0);
+    assert_eq!(
+        shutdown.in_flight(),
+        0,
+        "a request still counted after serve"
+    );
+    report
 }
