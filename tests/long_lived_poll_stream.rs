@@ -16,7 +16,7 @@ use futures_util::stream::{self, StreamExt};
 use support::http::serve_until_closing;
 use support::raw::{decode_chunked, read_to_close, read_until, split_head};
 use support::sse::{open_event_stream, open_until};
-use support::BOUND;
+use support::{assert_only_the_watcher_was_cut, BOUND};
 use tokio::sync::mpsc;
 use tokio::time::timeout;
 use tower_drain::{DrainOutcome, DrainSignal, LongLivedKind, LongLivedLayer, OnDrain, Shutdown};
@@ -440,17 +440,6 @@ async fn long_poll_answering_as_the_long_lived_deadline_passes_is_answered_whole
     assert_eq!(report.outcome, DrainOutcome::Drained, "{report}");
     assert_only_the_watcher_was_cut(&report);
     assert_eq!(shutdown.long_lived(), 0);
-}
-
-/// Sent whole, the late answer is not listed as cut: only the guard that watched for the
-/// deadline (and was dropped there) is.
-fn assert_only_the_watcher_was_cut(report: &tower_drain::DrainReport) {
-    let paths: Vec<_> = report
-        .long_lived
-        .iter()
-        .map(|entry| entry.path.as_deref())
-        .collect();
-    assert_eq!(paths, [Some("/watch")], "{report}");
 }
 
 /// Serves `answer` on a marked route whose handler makes it only once the long-lived deadline

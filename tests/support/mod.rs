@@ -57,6 +57,18 @@ pub fn by_hand(shutdown: Shutdown, lame_duck: Duration) -> SequenceBuilder {
         .no_signals()
 }
 
+/// Checks that the report lists as cut only the `/watch` guard that
+/// [`drain_past_the_long_lived_deadline`] took to see the deadline pass: whatever else was
+/// long-lived ended whole.
+pub fn assert_only_the_watcher_was_cut(report: &DrainReport) {
+    let paths: Vec<_> = report
+        .long_lived
+        .iter()
+        .map(|entry| entry.path.as_deref())
+        .collect();
+    assert_eq!(paths, [Some("/watch")], "{report}");
+}
+
 /// Begins a drain of `timeout` on a task of its own and returns once its long-lived deadline
 /// has passed. A guard named `GET /watch` is taken first, only to see that deadline pass:
 /// the report lists it as cut.
