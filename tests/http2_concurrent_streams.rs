@@ -1,7 +1,7 @@
 //! Many HTTP/2 streams on one connection across the drain's start, on
-//! `tower_drain::server::serve`: every stream that reached the service is answered (served
-//! whole if it was admitted, 503 if it came late), and every other one is refused by the
-//! GOAWAY without having been processed.
+//! `tower_drain::server::serve`: every stream that reached the service is served whole (if
+//! it was admitted) or refused by the layer (if it came late), and every other one fails
+//! with the GOAWAY without having been processed.
 
 mod support;
 
@@ -85,13 +85,14 @@ async fn streams_racing_the_drain_are_served_refused_by_the_layer_or_never_proce
     let mut racing: Vec<_> = (0..WAVE).map(|_| send("/")).collect();
     let drain = shutdown.drain(Duration::from_secs(600)).unwrap();
     racing.extend((0..WAVE).map(|_| send("/")));
-    // Bounded: the GOAWAY reaches the client within a few round trips.
+    // Bounded: the GOAWAY reaches the client within a few round trips. Until the client's
+    // connection task has taken it in, a stream may already fail (refused) while the sender
+    // still reads open, so the loop waits for the sender itself.
     for _ in 0..10_000 {
         let stream = send("/");
         let outcome = bounded("a stream during the drain", stream).await.unwrap();
-        let closed = outcome.is_err();
         racing.push(tokio::spawn(async move { outcome }));
-        if closed {
+        if sender.is_closed() {
             break;
         }
     }
@@ -127,13 +128,21 @@ async fn streams_racing_the_drain_are_served_refused_by_the_layer_or_never_proce
     }
     let report = bounded("the drain", drain).await;
     assert_eq!(report.outcome, DrainOutcome::Drained, "{report}");
-    // The report counts refusals up to the outcome; the controller, all of them.
-    assert_eq!(shutdown.rejected(), refused as u64);
-    assert!(report.rejected <= refused as u64, "{report}");
-    assert_eq!(
-        arrived.load(Ordering::SeqCst),
-        HELD + served + refused,
-        "a stream reached the service without an answer \
+    // Once in about twenty runs, h2's client reports one stream that the layer refused as
+    // failed by the GOAWAY (`GoAway(NO_ERROR, Remote)`), as the connection closes: the
+    // refusals the layer counted, and the streams that reached the service, may exceed what
+    // the client read by the streams it saw fail, never by more. The report counts refusals
+    // up to the outcome; the controller, all of them.
+    let rejected = shutdown.rejected();
+    assert!(
+        (refused as u64..=(refused + never_processed) as u64).contains(&rejected),
+        "{rejected} refusals counted, {refused} read, {never_processed} failed"
+    );
+    assert!(report.rejected <= rejected, "{report}");
+    let arrived = arrived.load(Ordering::SeqCst);
+    assert!(
+        (HELD + served + refused..=HELD + served + refused + never_processed).contains(&arrived),
+        "{arrived} streams reached the service \
          ({served} served, {refused} refused, {never_processed} never processed)"
     );
     assert_eq!(served + refused + never_processed, racing_count);
