@@ -91,7 +91,12 @@ pub struct HookReport {
 /// With `serde`: `{"status": "ok"}`, `{"status": "failed", "detail": "<error>"}`,
 /// `{"status": "timed_out", "timeout_ms": 3000.0}`,
 /// `{"status": "panicked", "detail": "<message>"}`.
+///
+/// Non-exhaustive: a later version may tell more endings apart (a hook cancelled by its
+/// runtime reads as [`Panicked`](HookOutcome::Panicked) today); [`is_ok`](HookOutcome::is_ok)
+/// is the question most callers ask.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum HookOutcome {
     /// It returned `Ok(())`.
     Ok,
