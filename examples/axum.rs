@@ -60,7 +60,7 @@ async fn main() -> Result<(), Box<dyn Error>> {
         Ok(served) => served??,
         Err(_) => println!("connections still open after the drain; exiting anyway"),
     }
-    std::process::exit(if report.drain.is_drained() { 0 } else { 1 })
+    std::process::exit(if report.is_clean() { 0 } else { 1 })
 }
 
 /// `/slow?ms=N`: answers after N milliseconds.

@@ -48,7 +48,7 @@ async fn main() -> Result<(), Box<dyn Error>> {
     let report = sequence.run().await;
     server.await?;
     println!("{report}");
-    std::process::exit(if report.drain.is_drained() { 0 } else { 1 })
+    std::process::exit(if report.is_clean() { 0 } else { 1 })
 }
 
 async fn route(

@@ -105,5 +105,5 @@ async fn main() {
     if let Ok(served) = tokio::time::timeout(Duration::from_secs(1), server).await {
         served.unwrap().unwrap();
     }
-    std::process::exit(if report.drain.is_drained() { 0 } else { 1 });
+    std::process::exit(if report.is_clean() { 0 } else { 1 });
 }

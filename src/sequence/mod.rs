@@ -31,7 +31,7 @@
 //!
 //! let report = sequence.run().await; // waits for SIGTERM or SIGINT, then runs it all
 //! eprintln!("{report}");
-//! std::process::exit(if report.drain.is_drained() { 0 } else { 1 });
+//! std::process::exit(if report.is_clean() { 0 } else { 1 });
 //! # }
 //! ```
 
