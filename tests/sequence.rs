@@ -637,3 +637,71 @@ async fn a_failed_hook_is_reported_with_the_causes_its_error_carries() {
         HookOutcome::Failed("closing the pool: connection refused".into())
     );
 }
+
+/// The table has one line per phase and per hook, whatever a hook's name or message holds:
+/// `assert_eq!`'s panic message spans three lines, an error may end in a line break, and a
+/// name may carry a terminal escape. Each is shown escaped on its row, the columns stay
+/// aligned, and the report's values keep the text as it was.
+#[tokio::test]
+async fn line_breaks_in_hook_names_and_messages_keep_the_table_one_row_each() {
+    let shutdown = Shutdown::new();
+    let sequence = by_hand(shutdown, Duration::ZERO)
+        .hook("queue\nflush", Duration::from_secs(5), || async {
+            Ok::<(), String>(())
+        })
+        .hook("pool", Duration::from_secs(5), || async {
+            if true {
+                panic!("assertion `left == right` failed\n  left: 1\n right: 2");
+            }
+            Ok::<(), String>(())
+        })
+        .hook("\u{1b}[2Jcache ✓", Duration::from_secs(5), || async {
+            Err::<(), _>("refused\r\n")
+        })
+        .build()
+        .unwrap();
+    let trigger = sequence.trigger();
+    let run = tokio::spawn(sequence.run());
+    trigger.fire();
+    let report = bounded("the sequence", run).await.unwrap();
+    assert_eq!(
+        report.hooks[1].outcome,
+        HookOutcome::Panicked("assertion `left == right` failed\n  left: 1\n right: 2".into()),
+        "the value keeps the message whole"
+    );
+
+    let table = report.to_string();
+    let rows: Vec<&str> = table.lines().collect();
+    assert_eq!(
+        rows.len(),
+        1 + 2 + 3,
+        "a title, two phases, three hooks:\n{table}"
+    );
+    for (row, expected) in
+        rows[3..]
+            .iter()
+            .zip([r"hook queue\nflush", r"hook pool", r"hook \u{1b}[2Jcache ✓"])
+    {
+        assert!(
+            row.trim_start().starts_with(expected),
+            "{row:?} in\n{table}"
+        );
+    }
+    assert!(
+        rows[4].ends_with(r"failed\n  left: 1\n right: 2"),
+        "{table}"
+    );
+    assert!(rows[5].ends_with(r"failed: refused\r\n"), "{table}");
+    assert!(!table.contains('\u{1b}'), "{table:?}");
+    // Every row's duration ends in the same column: where the lame-duck row's does.
+    let column = rows[1].find("ms  ").expect("a lame-duck duration") + 2;
+    for row in &rows[1..] {
+        let chars: Vec<char> = row.chars().collect();
+        assert_eq!(chars[column - 1], 's', "{row:?} in\n{table}");
+        assert_eq!(
+            &chars[column..column + 2],
+            [' ', ' '],
+            "{row:?} in\n{table}"
+        );
+    }
+}

@@ -155,34 +155,45 @@ impl fmt::Display for HookOutcome {
 }
 
 impl fmt::Display for ShutdownReport {
-    /// A short table: one row per phase and per hook.
+    /// A short table: one row per phase and per hook. Control characters in a hook's name or
+    /// message (the line breaks of an `assert_eq!` panic, a terminal escape) are shown
+    /// escaped (`\n`, `\u{1b}`), so each row stays one line; the report's values keep them.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "shutdown on {}", self.trigger)?;
         if let Some(by) = self.forced_by {
             write!(f, ", forced by {by}")?;
         }
         writeln!(f, ", {} in all", Short(self.total))?;
-        let width = self
+        let hooks: Vec<(String, String)> = self
             .hooks
             .iter()
-            .map(|hook| hook.name.len() + 5)
+            .map(|hook| {
+                (
+                    one_line(&format!("hook {}", hook.name)),
+                    one_line(&hook.outcome.to_string()),
+                )
+            })
+            .collect();
+        // In characters, as the padding below counts them.
+        let width = hooks
+            .iter()
+            .map(|(name, _)| name.chars().count())
             .chain([9])
             .max()
             .unwrap_or(9);
-        let row =
-            |f: &mut fmt::Formatter<'_>, name: &str, took: Duration, what: &dyn fmt::Display| {
-                writeln!(
-                    f,
-                    "  {name:<width$}  {:>8}  {what}",
-                    Short(took).to_string()
-                )
-            };
+        let row = |f: &mut fmt::Formatter<'_>, name: &str, took: Duration, what: &str| {
+            writeln!(
+                f,
+                "  {name:<width$}  {:>8}  {what}",
+                Short(took).to_string()
+            )
+        };
         let lame_duck = if self.lame_duck.is_zero() {
             "skipped: readiness failed with the drain"
         } else {
             "readiness failed, requests admitted"
         };
-        row(f, "lame duck", self.lame_duck, &lame_duck)?;
+        row(f, "lame duck", self.lame_duck, lame_duck)?;
         let mut drain = format!(
             "{}{}: ",
             self.drain.outcome,
@@ -190,17 +201,26 @@ impl fmt::Display for ShutdownReport {
         );
         self.drain.write_counts(&mut drain)?;
         self.drain.write_long_lived(&mut drain)?;
-        row(f, "drain", self.draining, &drain)?;
-        for hook in &self.hooks {
-            row(
-                f,
-                &format!("hook {}", hook.name),
-                hook.elapsed,
-                &hook.outcome,
-            )?;
+        row(f, "drain", self.draining, &one_line(&drain))?;
+        for (hook, (name, outcome)) in self.hooks.iter().zip(&hooks) {
+            row(f, name, hook.elapsed, outcome)?;
         }
         Ok(())
     }
+}
+
+/// `text` with each control character escaped as Rust writes it (`\n`, `\r`, `\u{1b}`),
+/// and every other character, non-ASCII ones included, as it is.
+fn one_line(text: &str) -> String {
+    let mut line = String::with_capacity(text.len());
+    for c in text.chars() {
+        if c.is_control() {
+            line.extend(c.escape_default());
+        } else {
+            line.push(c);
+        }
+    }
+    line
 }
 
 /// A duration rounded for people: `1.2s`, `15ms`, `0ms`.
