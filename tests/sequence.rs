@@ -368,6 +368,34 @@ async fn a_skipped_lame_duck_is_reported_as_skipped() {
     );
 }
 
+/// A sequence triggered once the application has drained by itself (an admin endpoint
+/// calling `drain`, a trigger future waiting on `closing()`) has no lame duck left to give:
+/// requests were already refused. The report says the phase was skipped, not that requests
+/// were admitted for the few microseconds the sequence took to see admission closed.
+#[tokio::test]
+async fn a_drain_finished_before_the_trigger_leaves_the_lame_duck_skipped() {
+    let shutdown = Shutdown::new();
+    let sequence = by_hand(shutdown, Duration::from_secs(600)).build().unwrap();
+    let own = bounded(
+        "the application's drain",
+        shutdown.drain(Duration::from_secs(600)).unwrap(),
+    )
+    .await;
+    sequence.trigger().fire();
+    let report = bounded("sequence ends", sequence.run()).await;
+    assert_eq!(report.drain, own, "the application's drain is joined");
+    assert_eq!(report.lame_duck, Duration::ZERO, "{report}");
+    let table = report.to_string();
+    let row = table
+        .lines()
+        .find(|line| line.trim_start().starts_with("lame duck"))
+        .unwrap();
+    assert!(
+        row.ends_with("skipped: readiness failed with the drain"),
+        "{table}"
+    );
+}
+
 /// A trigger future is the application's code: one that panics (an `expect` on a channel
 /// whose sender went away with the admin server holding it) is dropped. It neither takes the
 /// sequence down, which would skip the drain and every hook, nor counts as a trigger.

@@ -66,7 +66,7 @@ use crate::{Drain, DrainOutcome, DrainReport, Shutdown};
 /// 1. **lame duck**: readiness fails, requests are still served, for the lame-duck delay,
 ///    counted from the trigger even if the application called [`Shutdown::begin_lame_duck`]
 ///    before it (or until admission closes, should the application call [`Shutdown::drain`]
-///    or [`Shutdown::force`] itself meanwhile);
+///    or [`Shutdown::force`] itself meanwhile; skipped if it did before the trigger);
 /// 2. **drain**: admission closes and in-flight requests are awaited up to the drain timeout,
 ///    then what is left is aborted (a drain the application began itself is joined, and cut
 ///    at this timeout if its own deadline is later);
@@ -163,8 +163,11 @@ impl ShutdownSequence {
 
         // Lame duck: readiness fails, requests still admitted. A zero delay skips the phase
         // (the drain then flips readiness): entering it would log a lame duck that never was
-        // and wait a timer tick for a zero sleep.
-        if !lame_duck.is_zero() {
+        // and wait a timer tick for a zero sleep. So does admission closed before the
+        // trigger (the application drained or forced by itself): requests are refused
+        // already, and the report would tell of a lame duck of a few microseconds.
+        let skip_lame_duck = lame_duck.is_zero() || shutdown.phase().admission_closed();
+        if !skip_lame_duck {
             if shutdown.begin_lame_duck() {
                 crate::metrics::record(&shutdown);
             }
@@ -174,7 +177,7 @@ impl ShutdownSequence {
             run.lame_duck(lame_duck).await;
         }
         // Zero when skipped: the report then says so, rather than a lame duck of a microsecond.
-        let lame_duck_elapsed = if lame_duck.is_zero() {
+        let lame_duck_elapsed = if skip_lame_duck {
             Duration::ZERO
         } else {
             began.elapsed()

@@ -21,8 +21,8 @@ pub struct ShutdownReport {
     /// What forced it, if a second trigger came while it ran (named as `trigger` is).
     pub forced_by: Option<&'static str>,
     /// Time spent in the lame-duck delay (shorter than configured if forced, or if
-    /// admission closed first); zero when a zero delay skipped the phase, which `Display`
-    /// then shows as skipped.
+    /// admission closed first); zero when the phase was skipped, by a zero delay or by
+    /// admission closed before the trigger, which `Display` then shows as skipped.
     #[cfg_attr(
         feature = "serde",
         serde(
