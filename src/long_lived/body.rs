@@ -35,7 +35,8 @@ pub(crate) struct TrackedState {
     /// after it breaks the length the client was told: it is sent whole.
     unstarted_answer: bool,
     /// The bytes a body of known length has still to send: at zero it has been sent whole,
-    /// whether or not the server polls it again (hyper stops at the announced length).
+    /// whether or not the server polls it again (hyper's HTTP/1 stops at the announced
+    /// length; its HTTP/2 asks on for the end and any trailers, which are then let through).
     length_left: Option<u64>,
     /// A bypassed gRPC stream (a health `Watch`): it ignores the drain's start and the
     /// deadlines, and ends once the drain is over, when it has nothing more to send.
@@ -365,6 +366,15 @@ impl TrackedState {
         })
     }
 
+    /// True for an answer of known length the long-lived deadline does not cut: one that had
+    /// not begun by then (see `unstarted_answer`), or one whose every announced byte is out.
+    /// The client has the latter whole; over HTTP/2 the server still asks the body for its end
+    /// (and any trailers), and a reset there would make a whole answer, which the report does
+    /// not list as cut, look failed.
+    fn let_through(&self) -> bool {
+        self.unstarted_answer || self.length_left == Some(0)
+    }
+
     pub(crate) fn is_end_stream(&self) -> bool {
         self.state == State::Done
     }
@@ -396,9 +406,9 @@ impl TrackedState {
             return Step::Finish;
         }
         // An answer that only came at the long-lived deadline (the handler answered as it
-        // passed) is sent whole rather than cut before its first byte or after it; the drain
-        // deadline still bounds it.
-        if self.core.long_lived.is_expired() && !self.unstarted_answer {
+        // passed) is sent whole rather than cut before its first byte or after it, and one
+        // whose every byte is out goes on to its end; the drain deadline still bounds both.
+        if self.core.long_lived.is_expired() && !self.let_through() {
             Step::Abort
         } else {
             Step::Continue
@@ -495,7 +505,7 @@ impl TrackedState {
         }
         // An answer let through past the long-lived deadline (see `step`) has nothing left
         // to wait for but its inner body, which has its waker.
-        if self.unstarted_answer && self.core.long_lived.is_expired() {
+        if self.let_through() && self.core.long_lived.is_expired() {
             return Poll::Pending;
         }
         // Decided by the setting, not by the phase: a body that read "serving" in `step` and

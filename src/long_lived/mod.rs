@@ -26,8 +26,10 @@
 //! Whatever is still running at the long-lived deadline is aborted and listed in
 //! [`DrainReport::long_lived`](crate::DrainReport::long_lived) with its method, path, kind and
 //! age, unless it can end whole at once: an event stream between events (one the server had
-//! not polled since the drain began) still ends with its final event, and an answer that comes
-//! as the deadline passes is still sent whole. Neither is listed: the list holds what was cut.
+//! not polled since the drain began) still ends with its final event, an answer that comes
+//! as the deadline passes is still sent whole, and an answer of known length whose bytes are
+//! all out goes on to its end (its trailers, over HTTP/2). None of them is listed: the list
+//! holds what was cut.
 
 mod body;
 mod guard;
