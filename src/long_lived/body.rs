@@ -331,8 +331,9 @@ impl TrackedState {
     pub(crate) fn sent(&mut self, chunk: &[u8], remaining: usize) {
         // Begun before the long-lived deadline, it is cut there; begun after, it has been let
         // through (see `step`) and goes on to its end: cut after its first frame, it would
-        // break its length as surely as one cut mid-stream.
-        if self.unstarted_answer && !self.core.long_lived.is_expired() {
+        // break its length as surely as one cut mid-stream. An empty frame begins nothing:
+        // the client has no byte of the answer yet.
+        if self.unstarted_answer && remaining > 0 && !self.core.long_lived.is_expired() {
             self.unstarted_answer = false;
         }
         if let Some(left) = self.length_left.as_mut() {
