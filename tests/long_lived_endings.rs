@@ -1,8 +1,8 @@
 //! Every way a long-lived response can end takes it out of the registry and the in-flight
 //! count: the client going away (from a long-poll, from an event stream), a handler
-//! panicking, an event stream's body failing, a WebSocket task panicking. Each test then
-//! drains: a drain that finds something left would wait for the long-lived deadline and name
-//! it in the report.
+//! panicking, an event stream's body failing or panicking, a WebSocket task panicking. Each
+//! test then drains: a drain that finds something left would wait for the long-lived deadline
+//! and name it in the report.
 
 mod support;
 
@@ -149,6 +149,47 @@ async fn event_stream_whose_body_fails_leaves_the_registry() {
     // Closed once the server has the error, which ended the body: the drain begins after.
     bounded("the stream to end", read_to_close(&mut client, &mut raw)).await;
     assert_nothing_left(shutdown).await;
+}
+
+/// The body panics inside its `poll_frame`, mid-event, once the drain has begun: the server's
+/// task unwinds and drops it, which must take it out of the registry and the count like any
+/// other ending, and the drain then ends without waiting for the long-lived deadline.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn event_stream_whose_body_panics_mid_event_while_draining_leaves_the_registry() {
+    let shutdown = Shutdown::new();
+    let (panic_tx, panic_rx) = tokio::sync::oneshot::channel::<()>();
+    let panic_rx = std::sync::Arc::new(std::sync::Mutex::new(Some(panic_rx)));
+    let app = Router::new()
+        .route(
+            "/events",
+            get(move || {
+                let panic = panic_rx.lock().unwrap().take().unwrap();
+                async move {
+                    // Half an event: the drain lets it go on to the event's end.
+                    let first = stream::once(async { Ok(Bytes::from_static(b"data: one\n")) });
+                    let failure = stream::once(async move {
+                        let _ = panic.await;
+                    })
+                    .map(|()| -> Result<Bytes, Infallible> {
+                        panic!("the event source panicked on purpose")
+                    });
+                    Response::builder()
+                        .header(CONTENT_TYPE, "text/event-stream")
+                        .body(Body::from_stream(first.chain(failure)))
+                        .unwrap()
+                }
+            }),
+        )
+        .layer(shutdown.layer());
+    let (mut client, mut raw) = first_event(app, shutdown, b"data: one\n").await;
+    shutdown.set_long_lived_grace(LONG);
+    let drain = shutdown.drain(LONG).unwrap();
+    panic_tx.send(()).unwrap();
+    bounded("the stream to end", read_to_close(&mut client, &mut raw)).await;
+    let report = bounded("the drain", drain).await;
+    assert!(report.is_drained(), "{report}");
+    assert_eq!(shutdown.long_lived(), 0);
+    assert_eq!(shutdown.in_flight(), 0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
