@@ -280,6 +280,13 @@ impl Core {
         if !first {
             return false;
         }
+        // Before the phase store: a long-lived body polled on another thread aborts as soon as
+        // it reads `TimedOut`, and leaves the registry as it does. Recorded first, it is named
+        // in the report as cut, as `still_running` (read just above) counts it.
+        let recorded_cut = match decision.outcome {
+            DrainOutcome::TimedOut => self.long_lived.record_cut(),
+            DrainOutcome::Drained => None,
+        };
         // Admission closed before any decision, but the closer may still be before these
         // (waking what waits on them): nobody may see the outcome before they fire.
         self.started.cancel();
@@ -298,8 +305,8 @@ impl Core {
             decision,
         };
         if phase == Phase::TimedOut {
-            // Long-lived responses still running are cut too, and named in the report.
-            self.long_lived.expire();
+            // Long-lived responses still running are cut too, named in the report above.
+            self.long_lived.abort_recorded(recorded_cut);
             self.aborted.cancel();
         }
         // Fixed here, once the long-lived responses the timeout cut are recorded; its figures

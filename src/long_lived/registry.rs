@@ -176,21 +176,31 @@ impl Registry {
     /// The long-lived deadline passed, or the drain was cut short: records what is still
     /// running, then tells those bodies to abort. Only the first call does anything.
     pub(crate) fn expire(&self) {
-        let first = {
-            let mut slab = self.slab();
-            if slab.cut.is_some() {
-                None
-            } else {
-                let cut = Self::snapshot(&slab, Instant::now());
-                let count = cut.len();
-                slab.cut = Some(cut);
-                Some(count)
-            }
-        };
+        self.abort_recorded(self.record_cut());
+    }
+
+    /// Records the long-lived responses still running as cut, once: the count on the call
+    /// that did, `None` on any later one. Runs no user code.
+    pub(crate) fn record_cut(&self) -> Option<usize> {
+        let mut slab = self.slab();
+        if slab.cut.is_some() {
+            return None;
+        }
+        let cut = Self::snapshot(&slab, Instant::now());
+        let count = cut.len();
+        slab.cut = Some(cut);
+        Some(count)
+    }
+
+    /// Tells the bodies of long-lived responses to abort (those [`record_cut`] did not list
+    /// have ended, or can still end whole), and warns of the `recorded` ones.
+    ///
+    /// [`record_cut`]: Registry::record_cut
+    pub(crate) fn abort_recorded(&self, recorded: Option<usize>) {
         // Before the warning: a tracing subscriber that panics on it must not leave the
         // bodies just listed as cut running on.
         self.expired.cancel();
-        if let Some(count @ 1..) = first {
+        if let Some(count @ 1..) = recorded {
             tracing::warn!(
                 count,
                 "long-lived deadline passed: aborting the long-lived responses still running \
