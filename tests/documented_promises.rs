@@ -1,0 +1,246 @@
+//! Promises the rustdoc makes that the other test files leave unchecked: the probes' caching
+//! header, the sequence's defaults, the long-lived guard's admission and grace, the drain
+//! report's wording, what a default controller and a static body are.
+
+mod support;
+
+use std::time::Duration;
+
+use axum::Router;
+use http::header::{CACHE_CONTROL, CONTENT_TYPE};
+use http::{Method, StatusCode};
+use http_body::Body;
+use http_body_util::BodyExt;
+use tower_drain::{
+    DrainOutcome, DrainSignal, Liveness, LongLivedKind, Phase, Readiness, SequenceError, Shutdown,
+    ShutdownSequence, ShutdownTrigger, StaticBody,
+};
+
+use support::bounded;
+use support::http::{get, http1_client, serve};
+
+/// The probe answers say `Cache-Control: no-store`, green or red: a cache in between must
+/// not replay an answer that is only true now.
+#[tokio::test]
+async fn probe_answers_are_plain_text_that_no_cache_may_keep() {
+    let shutdown = Shutdown::new();
+    let app = Router::new()
+        .route_service("/readyz", shutdown.readiness())
+        .route_service("/livez", shutdown.liveness())
+        .layer(shutdown.layer().bypass(&["/readyz", "/livez"]));
+    let (addr, _server) = serve(app).await;
+    let client = http1_client();
+
+    let mut answers = Vec::new();
+    for path in ["/readyz", "/livez"] {
+        answers.push((path, get(&client, addr, path).await));
+    }
+    assert!(shutdown.begin_lame_duck());
+    answers.push(("/readyz in lame duck", get(&client, addr, "/readyz").await));
+
+    let statuses: Vec<_> = answers.iter().map(|(_, (status, ..))| *status).collect();
+    assert_eq!(
+        statuses,
+        [
+            StatusCode::OK,
+            StatusCode::OK,
+            StatusCode::SERVICE_UNAVAILABLE
+        ]
+    );
+    for (path, (_, headers, _)) in &answers {
+        assert_eq!(headers[CACHE_CONTROL], "no-store", "{path}: {headers:?}");
+        assert_eq!(
+            headers[CONTENT_TYPE], "text/plain; charset=utf-8",
+            "{path}: {headers:?}"
+        );
+    }
+}
+
+/// The builder's defaults: a 5 s lame duck, a 20 s drain timeout and a 30 s budget. The
+/// over-budget error names each figure, which tells the lame duck and drain apart.
+#[test]
+fn the_sequence_defaults_are_a_5s_lame_duck_a_20s_drain_and_a_30s_budget() {
+    let sequence = ShutdownSequence::builder(Shutdown::new())
+        .no_signals()
+        .build()
+        .expect("the defaults fit their own budget");
+    assert_eq!(sequence.planned(), Duration::from_secs(25));
+    assert_eq!(sequence.budget(), Duration::from_secs(30));
+
+    let error = ShutdownSequence::builder(Shutdown::new())
+        .no_signals()
+        .hook("db", Duration::from_millis(5001), || async {
+            Ok::<(), String>(())
+        })
+        .build()
+        .unwrap_err();
+    match error {
+        SequenceError::OverBudget {
+            lame_duck,
+            drain_timeout,
+            needed,
+            budget,
+            ..
+        } => {
+            assert_eq!(lame_duck, Duration::from_secs(5));
+            assert_eq!(drain_timeout, Duration::from_secs(20));
+            assert_eq!(needed, Duration::from_millis(30001));
+            assert_eq!(budget, Duration::from_secs(30));
+        }
+        other => panic!("expected OverBudget, got {other:?}"),
+    }
+}
+
+/// A long-lived guard counts in `in_flight` and `long_lived` until dropped, sees the drain
+/// begin through `is_draining` and `signal()`, and none is handed out once admission has
+/// closed: the refusal counts and registers nothing.
+#[tokio::test]
+async fn a_long_lived_guard_is_counted_until_dropped_and_refused_once_draining() {
+    let shutdown = Shutdown::new();
+    let guard = shutdown
+        .long_lived_guard(LongLivedKind::Upgrade, Method::GET, "/ws")
+        .expect("admitted while serving");
+    assert_eq!((shutdown.in_flight(), shutdown.long_lived()), (1, 1));
+    assert!(!guard.is_draining());
+    let signal = guard.signal();
+
+    let drain = shutdown.drain(Duration::from_secs(3600)).unwrap();
+    assert!(guard.is_draining());
+    bounded("the guard's drain signal", signal).await;
+    assert!(shutdown
+        .long_lived_guard(LongLivedKind::Upgrade, Method::GET, "/late")
+        .is_none());
+    assert_eq!((shutdown.in_flight(), shutdown.long_lived()), (1, 1));
+
+    drop(guard);
+    assert_eq!((shutdown.in_flight(), shutdown.long_lived()), (0, 0));
+    let report = bounded("the drain", drain).await;
+    assert!(report.is_drained(), "{report}");
+    assert_eq!((report.in_flight_at_start, report.completed), (1, 1));
+}
+
+/// The long-lived deadline is fixed when the drain begins: a grace set afterwards changes
+/// nothing. A zero grace set before still cuts at once, though an hour is set after.
+#[tokio::test]
+async fn a_grace_set_once_the_drain_has_begun_changes_nothing() {
+    let shutdown = Shutdown::new();
+    shutdown.set_long_lived_grace(Duration::ZERO);
+    let guard = shutdown
+        .long_lived_guard(LongLivedKind::Upgrade, Method::GET, "/ws")
+        .unwrap();
+    let drain = tokio::spawn(shutdown.drain(Duration::from_secs(3600)).unwrap());
+    shutdown.set_long_lived_grace(Duration::from_secs(3600));
+
+    bounded("the zero grace's deadline", guard.deadline()).await;
+    drop(guard);
+    let report = bounded("the drain", drain).await.unwrap();
+    assert_eq!(report.outcome, DrainOutcome::Drained, "{report}");
+    let cut: Vec<_> = report.long_lived.iter().map(|entry| &entry.path).collect();
+    assert_eq!(cut, [&Some("/ws".to_owned())], "{report}");
+}
+
+/// `DrainReport`'s `Display` opens with the outcome (`drained in`, `forced after`) and gives
+/// the figures in one wording; `DrainOutcome` reads as its snake-case name.
+#[tokio::test]
+async fn a_drain_report_reads_as_its_outcome_and_figures() {
+    let quiet = Shutdown::new();
+    let report = bounded("a drain of nothing", quiet.drain(Duration::ZERO).unwrap()).await;
+    let text = report.to_string();
+    assert!(text.starts_with("drained in "), "{text}");
+    assert!(
+        text.ends_with(": 0 in flight at start, 0 completed, 0 still running, 0 rejected"),
+        "{text}"
+    );
+    assert_eq!(report.outcome.to_string(), "drained");
+
+    let busy = Shutdown::new();
+    let _work = busy.guard().unwrap();
+    let drain = busy.drain(Duration::from_secs(3600)).unwrap();
+    assert!(busy.force());
+    let report = bounded("a forced drain", drain).await;
+    let text = report.to_string();
+    assert!(text.starts_with("forced after "), "{text}");
+    assert!(
+        text.ends_with(": 1 in flight at start, 0 completed, 1 still running, 0 rejected"),
+        "{text}"
+    );
+    assert_eq!(report.outcome.as_str(), "timed_out");
+    assert!(!report.is_drained());
+}
+
+/// `Shutdown::default()` is `Shutdown::new()`: a controller of its own, serving and ready.
+#[tokio::test]
+async fn a_default_controller_is_a_new_one_serving() {
+    let first = Shutdown::default();
+    let second = Shutdown::default();
+    assert_eq!(first.phase(), Phase::Serving);
+    assert!(first.is_ready());
+
+    let report = bounded("the drain", first.drain(Duration::ZERO).unwrap()).await;
+    assert_eq!(report.outcome, DrainOutcome::Drained);
+    assert_eq!(second.phase(), Phase::Serving);
+    assert!(second.is_ready());
+    assert!(
+        second.guard().is_some(),
+        "the other controller still admits"
+    );
+}
+
+/// A trigger outliving its sequence does nothing: dropped unrun, the sequence's controller
+/// stays serving; run to its end, firing again changes nothing either.
+#[tokio::test]
+async fn a_trigger_whose_sequence_is_gone_does_nothing() {
+    let shutdown = Shutdown::new();
+    let sequence = support::by_hand(shutdown, Duration::ZERO).build().unwrap();
+    let trigger = sequence.trigger();
+    drop(sequence);
+    trigger.fire();
+    assert_eq!(shutdown.phase(), Phase::Serving);
+    assert!(shutdown.guard().is_some());
+
+    let finished = Shutdown::new();
+    let sequence = support::by_hand(finished, Duration::ZERO).build().unwrap();
+    let trigger = sequence.trigger();
+    trigger.fire();
+    let report = bounded("the sequence", sequence.run()).await;
+    assert!(report.is_clean(), "{report}");
+    trigger.fire();
+    trigger.clone().fire();
+    assert_eq!(finished.phase(), Phase::Drained);
+}
+
+/// `StaticBody::new` of an empty slice, `empty()` and `default()` are empty bodies that say
+/// so; one of bytes gives them in one frame, with an exact size.
+#[tokio::test]
+async fn a_static_body_is_its_one_chunk_or_nothing() {
+    for (what, body) in [
+        ("new(b\"\")", StaticBody::new(b"")),
+        ("empty()", StaticBody::empty()),
+        ("default()", StaticBody::default()),
+    ] {
+        assert!(body.is_end_stream(), "{what}");
+        assert_eq!(body.size_hint().exact(), Some(0), "{what}");
+        assert!(
+            body.collect().await.unwrap().to_bytes().is_empty(),
+            "{what}"
+        );
+    }
+
+    let body = StaticBody::new(b"ready\n");
+    assert!(!body.is_end_stream());
+    assert_eq!(body.size_hint().exact(), Some(6));
+    assert_eq!(&body.collect().await.unwrap().to_bytes()[..], b"ready\n");
+}
+
+/// Handles documented as cheap to copy or clone and shareable across threads are so.
+#[test]
+fn handles_are_cheap_to_copy_and_shareable_across_threads() {
+    fn copy_send_sync<T: Copy + Send + Sync + 'static>() {}
+    fn clone_send_sync<T: Clone + Send + Sync + 'static>() {}
+    fn clone_send<T: Clone + Send + 'static>() {}
+    copy_send_sync::<Shutdown>();
+    copy_send_sync::<Readiness>();
+    copy_send_sync::<Liveness>();
+    clone_send_sync::<ShutdownTrigger>();
+    clone_send::<DrainSignal>();
+}
