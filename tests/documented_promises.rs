@@ -12,8 +12,8 @@ use http::{Method, StatusCode};
 use http_body::Body;
 use http_body_util::BodyExt;
 use tower_drain::{
-    DrainOutcome, DrainSignal, Liveness, LongLivedKind, Phase, Readiness, SequenceError, Shutdown,
-    ShutdownSequence, ShutdownTrigger, StaticBody,
+    DrainOutcome, DrainSignal, HookOutcome, Liveness, LongLivedKind, Phase, Readiness,
+    SequenceError, Shutdown, ShutdownSequence, ShutdownTrigger, StaticBody,
 };
 
 use support::bounded;
@@ -243,4 +243,80 @@ fn handles_are_cheap_to_copy_and_shareable_across_threads() {
     copy_send_sync::<Liveness>();
     clone_send_sync::<ShutdownTrigger>();
     clone_send::<DrainSignal>();
+}
+
+/// `DrainSignal::recv` waits for the drain without consuming the signal, which still answers
+/// and resolves afterwards.
+#[tokio::test]
+async fn a_drain_signal_received_by_reference_is_kept() {
+    let shutdown = Shutdown::new();
+    let signal = shutdown.signal();
+    let mut waiting = Box::pin(signal.recv());
+    assert!(futures_util::FutureExt::now_or_never(waiting.as_mut()).is_none());
+
+    let _drain = shutdown.drain(Duration::from_secs(3600)).unwrap();
+    bounded("recv after the drain began", waiting).await;
+    bounded("recv again", signal.recv()).await;
+    assert!(signal.is_draining());
+    bounded("the signal itself", signal).await;
+}
+
+/// A long-lived guard's `deadline()` fires when the drain is cut short, long before the
+/// long-lived deadline, and the report names what it held as cut.
+#[tokio::test]
+async fn a_long_lived_guard_deadline_fires_when_the_drain_is_forced() {
+    let shutdown = Shutdown::new();
+    shutdown.set_long_lived_grace(Duration::from_secs(3600));
+    let guard = shutdown
+        .long_lived_guard(LongLivedKind::Upgrade, Method::GET, "/ws")
+        .unwrap();
+    let drain = shutdown.drain(Duration::from_secs(3600)).unwrap();
+    assert!(shutdown.force());
+
+    bounded("the guard's deadline at the force", guard.deadline()).await;
+    let report = bounded("the drain", drain).await;
+    assert!(report.forced, "{report}");
+    let cut: Vec<_> = report.long_lived.iter().map(|entry| entry.kind).collect();
+    assert_eq!(cut, [LongLivedKind::Upgrade], "{report}");
+}
+
+/// A hook closure that panics as it is called, before it returns a future, is reported as
+/// panicked like one whose future panics, and the next hook still runs.
+#[tokio::test]
+async fn a_hook_closure_that_panics_when_called_is_reported_and_the_next_runs() {
+    let shutdown = Shutdown::new();
+    let (ran_tx, ran_rx) = tokio::sync::oneshot::channel();
+    let sequence = support::by_hand(shutdown, Duration::ZERO)
+        .hook("panics when called", Duration::from_secs(5), || {
+            if true {
+                panic!("no pool to close");
+            }
+            async { Ok::<(), String>(()) }
+        })
+        .hook("next", Duration::from_secs(5), move || async move {
+            let _ = ran_tx.send(());
+            Ok::<(), String>(())
+        })
+        .build()
+        .unwrap();
+    sequence.trigger().fire();
+    let report = bounded("the sequence", sequence.run()).await;
+
+    let outcomes: Vec<_> = report
+        .hooks
+        .iter()
+        .map(|hook| (hook.name.as_str(), hook.outcome.clone()))
+        .collect();
+    assert_eq!(
+        outcomes,
+        [
+            (
+                "panics when called",
+                HookOutcome::Panicked("no pool to close".into())
+            ),
+            ("next", HookOutcome::Ok),
+        ],
+        "{report}"
+    );
+    bounded("the next hook ran", ran_rx).await.unwrap();
 }
