@@ -223,3 +223,43 @@ async fn event_stream_picked_by_a_rule_as_a_stream_still_finishes_with_the_final
         );
     one_entry_ending_with_the_final_event(app, shutdown, "").await;
 }
+
+/// A user rule that names every open-ended `200` server-sent events.
+fn every_open_ended_ok_is_sse(
+    status: axum::http::StatusCode,
+    _headers: &axum::http::HeaderMap,
+) -> Option<LongLivedKind> {
+    (status == axum::http::StatusCode::OK).then_some(LongLivedKind::Sse)
+}
+
+/// A plain-text stream that a user rule calls server-sent events finishes on drain, as the
+/// kind `Sse` asks, at its next chunk boundary: it is not an event stream, so no final event
+/// (an SSE frame) is appended, and its lines are not read as an event still being sent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plain_stream_a_rule_calls_sse_finishes_without_a_final_event() {
+    let shutdown = Shutdown::new();
+    // Past the bound: a stream not finished at drain start hangs the test.
+    shutdown.set_long_lived_grace(LONG);
+    let app = Router::new()
+        .route(
+            "/lines",
+            get(|| async {
+                let first = stream::once(async { Ok::<_, Infallible>(Bytes::from("line 0\n")) });
+                Body::from_stream(first.chain(stream::pending()))
+            }),
+        )
+        .layer(shutdown.layer().long_lived_when(every_open_ended_ok_is_sse));
+    let server = serve_until_closing(app, shutdown).await;
+    let reading = open_until(server.addr, "/lines", b"line 0\n").await;
+    assert_eq!(shutdown.long_lived(), 1, "the rule picked the stream");
+
+    let report = bounded("drain", shutdown.drain(LONG).unwrap()).await;
+    assert!(report.is_drained(), "{report}");
+    let decoded = reading.finish().await;
+    assert!(decoded.terminated, "finished at a chunk boundary");
+    assert_eq!(
+        String::from_utf8_lossy(&decoded.data),
+        "line 0\n",
+        "an SSE frame appended to a plain-text stream"
+    );
+}

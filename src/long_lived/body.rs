@@ -244,22 +244,25 @@ pub(crate) enum Next {
 }
 
 impl TrackedState {
-    /// `kind`: what the response is (an event stream or another stream), which decides the
-    /// default on drain and whether a final event fits; not the kind a layer reports it as.
+    /// `kind`: what the response is (an event stream or another stream), or what a user rule
+    /// calls it, which decides the default on drain; not the kind a layer reports it as.
+    /// `plain_events`: the response is `text/event-stream` with no content coding (gzip).
+    /// Only then are its bytes read as events and a final event appended: a rule may call
+    /// any stream `Sse`, to have it finished on drain, and a stream that is not one has no
+    /// event boundary to wait for; nor can a plain-text event be appended to a coded one.
     /// `length`: the body's length, if known (and announced, as `Content-Length` on HTTP/1).
     /// Such a body is never finished early nor given a final event: either would break the
     /// length the client was told. It still aborts at the long-lived deadline if it has begun
-    /// by then, and otherwise is sent whole (see `unstarted_answer`). `encoded`: the body has
-    /// a content coding (gzip): no plain-text final event can be appended to it. `grpc_end`:
+    /// by then, and otherwise is sent whole (see `unstarted_answer`). `grpc_end`:
     /// the response is gRPC (or gRPC-web), whatever `kind` says: it gets no final event, is
     /// finished between frames (tonic's frames hold whole messages) and ends with a status.
     pub(crate) fn new(
         core: &'static Core,
         mut registration: Registration,
         kind: LongLivedKind,
+        plain_events: bool,
         tracking: &Tracking,
         length: Option<u64>,
-        encoded: bool,
         grpc_end: Option<GrpcEnd>,
     ) -> Box<Self> {
         let sized = length.is_some();
@@ -267,8 +270,9 @@ impl TrackedState {
         if length == Some(0) {
             registration.sent_whole();
         }
-        // Read as an event stream only if it is not gRPC (a rule may name a gRPC stream `Sse`).
-        let events = kind == LongLivedKind::Sse && !sized && !encoded && grpc_end.is_none();
+        // Read as an event stream only if it is one, and not gRPC (a rule may name any stream
+        // `Sse`, gRPC ones included).
+        let events = plain_events && !sized && grpc_end.is_none();
         let on_drain = match tracking.on_drain {
             _ if sized => OnDrain::KeepUntilDeadline,
             Some(on_drain) => on_drain,

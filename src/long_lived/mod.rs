@@ -156,9 +156,11 @@ impl fmt::Display for LongLivedEntry {
 /// by itself), so short responses never pay for it. Responses it selects are tracked like
 /// server-sent events, but without method and path unless their route is marked too (see
 /// [`LongLivedEntry::method`]), and
-/// run until the long-lived deadline unless their kind is [`LongLivedKind::Sse`]. A
-/// `text/event-stream` response is an event stream whatever kind the rule gives it: that
-/// kind names it in reports, and it still finishes on drain.
+/// run until the long-lived deadline unless their kind is [`LongLivedKind::Sse`], which
+/// finishes them on drain at their next frame boundary; only a `text/event-stream` response
+/// gets the final event, since it is an SSE frame. A `text/event-stream` response is an event
+/// stream whatever kind the rule gives it: that kind names it in reports, and it still
+/// finishes on drain.
 pub type Predicate = fn(http::StatusCode, &http::HeaderMap) -> Option<LongLivedKind>;
 
 /// The final event sent by default before a server-sent event stream ends on drain.

@@ -184,8 +184,9 @@ impl Watch {
             return GrpcEnd::for_response(response.headers())
                 .map(|end| TrackedState::until_drain_over(core, end));
         }
-        // The layer's kind, or the user rule's, only names the entry; the body behaves as what
-        // the response is: an event stream a rule calls a stream still finishes on drain.
+        // The layer's kind only names the entry. The rule's names it too, and decides the
+        // default on drain (a stream it calls `Sse` finishes), but the bytes are read as
+        // events only in an event stream, which finishes on drain whatever a rule calls it.
         let registration = core
             .long_lived
             .register(tracking.kind.unwrap_or(kind), None, None);
@@ -197,21 +198,23 @@ impl Watch {
         response
             .extensions_mut()
             .insert(TrackedResponse(registration.entry()));
-        let kind = if kind != LongLivedKind::Sse && is_event_stream(response.headers()) {
+        let event_stream = is_event_stream(response.headers());
+        let kind = if event_stream {
             LongLivedKind::Sse
         } else {
             kind
         };
-        // Only bodies of unknown length get here.
+        // Only bodies of unknown length get here. Bytes of a coded body say nothing of its
+        // events, and a plain-text final event cannot be appended to it.
         let encoded = is_encoded(response.headers());
         let grpc_end = GrpcEnd::for_response(response.headers());
         Some(TrackedState::new(
             core,
             registration,
             kind,
+            event_stream && !encoded,
             tracking,
             None,
-            encoded,
             grpc_end,
         ))
     }
@@ -233,7 +236,8 @@ impl Watch {
         }
         // What the response is decides what its body does on drain; the layer's kind, if
         // set, only names it in reports.
-        let kind = if is_event_stream(response.headers()) {
+        let event_stream = is_event_stream(response.headers());
+        let kind = if event_stream {
             LongLivedKind::Sse
         } else {
             LongLivedKind::Stream
@@ -251,9 +255,9 @@ impl Watch {
             core,
             registration,
             kind,
+            event_stream && !encoded,
             tracking,
             length,
-            encoded,
             grpc_end,
         ))
     }
