@@ -320,3 +320,83 @@ async fn a_hook_closure_that_panics_when_called_is_reported_and_the_next_runs() 
     );
     bounded("the next hook ran", ran_rx).await.unwrap();
 }
+
+/// `DrainReport::long_lived` lists what was cut oldest first, whatever order the registry
+/// keeps its entries in: a guard taken after another was dropped (and its place freed)
+/// still comes last.
+#[tokio::test(start_paused = true)]
+async fn the_long_lived_cut_are_listed_oldest_first() {
+    let shutdown = Shutdown::new();
+    let guard = |path: &str| {
+        shutdown
+            .long_lived_guard(LongLivedKind::Upgrade, Method::GET, path)
+            .unwrap()
+    };
+    let first = guard("/first");
+    tokio::time::advance(Duration::from_secs(1)).await;
+    let gone = guard("/gone");
+    tokio::time::advance(Duration::from_secs(1)).await;
+    let second = guard("/second");
+    tokio::time::advance(Duration::from_secs(1)).await;
+    drop(gone);
+    let third = guard("/third");
+    tokio::time::advance(Duration::from_secs(1)).await;
+
+    let report = bounded("the drain", shutdown.drain(Duration::ZERO).unwrap()).await;
+    let cut: Vec<_> = report
+        .long_lived
+        .iter()
+        .map(|entry| (entry.path.as_deref(), entry.age))
+        .collect();
+    assert_eq!(
+        cut,
+        [
+            (Some("/first"), Duration::from_secs(4)),
+            (Some("/second"), Duration::from_secs(2)),
+            (Some("/third"), Duration::from_secs(1)),
+        ],
+        "{report}"
+    );
+    drop((first, second, third));
+}
+
+/// An event stream on a marked route inside `Shutdown::layer` ends with the marked route's
+/// final event, not the outer layer's: the setting that counts is the one beside the mark.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_marked_event_stream_ends_with_its_routes_final_event() {
+    use axum::response::sse::{Event, Sse};
+    use futures_util::stream::{self, StreamExt};
+    use tower_drain::LongLivedLayer;
+
+    let shutdown = Shutdown::new();
+    let app = Router::new()
+        .route(
+            "/events",
+            axum::routing::get(|| async {
+                let hello = stream::once(async {
+                    Ok::<_, std::convert::Infallible>(Event::default().data("hi"))
+                });
+                Sse::new(hello.chain(stream::pending()))
+            })
+            .layer(LongLivedLayer::route(shutdown).final_event(Some("event: inner\ndata: bye"))),
+        )
+        .layer(
+            shutdown
+                .layer()
+                .final_event(Some("event: outer\ndata: bye")),
+        );
+    let server = support::http::serve_until_closing(app, shutdown).await;
+    let reading = support::sse::open_until(server.addr, "/events", b"data: hi\n\n").await;
+
+    let report = bounded(
+        "the drain",
+        shutdown.drain(Duration::from_secs(60)).unwrap(),
+    )
+    .await;
+    assert!(report.is_drained(), "{report}");
+    let decoded = reading.finish().await;
+    assert!(decoded.terminated);
+    let (events, rest) = support::sse::parse_events(&decoded.data);
+    assert!(rest.is_empty(), "{rest:?}");
+    assert_eq!(events, ["data: hi", "event: inner\ndata: bye"]);
+}
