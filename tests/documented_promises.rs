@@ -400,3 +400,39 @@ async fn a_marked_event_stream_ends_with_its_routes_final_event() {
     assert!(rest.is_empty(), "{rest:?}");
     assert_eq!(events, ["data: hi", "event: inner\ndata: bye"]);
 }
+
+/// `InFlightLayer` on its own counts while admission is open and never rejects: once the
+/// drain has begun, requests pass through it uncounted and are answered by the service.
+#[tokio::test]
+async fn requests_pass_an_in_flight_layer_uncounted_once_draining() {
+    let shutdown = Shutdown::new();
+    let app = Router::new()
+        .route(
+            "/count",
+            axum::routing::get(move || async move { format!("{}\n", shutdown.in_flight()) }),
+        )
+        .layer(tower_drain::InFlightLayer::new(shutdown));
+    let (addr, _server) = serve(app).await;
+    let client = http1_client();
+
+    let (status, _, body) = get(&client, addr, "/count").await;
+    assert_eq!(
+        (status, &body[..]),
+        (StatusCode::OK, &b"1\n"[..]),
+        "counted"
+    );
+
+    let report = bounded(
+        "the drain",
+        shutdown.drain(Duration::from_secs(60)).unwrap(),
+    )
+    .await;
+    assert_eq!(report.outcome, DrainOutcome::Drained);
+    let (status, _, body) = get(&client, addr, "/count").await;
+    assert_eq!(
+        (status, &body[..]),
+        (StatusCode::OK, &b"0\n"[..]),
+        "passed through uncounted"
+    );
+    assert_eq!(shutdown.rejected(), 0);
+}
