@@ -436,3 +436,34 @@ async fn requests_pass_an_in_flight_layer_uncounted_once_draining() {
     );
     assert_eq!(shutdown.rejected(), 0);
 }
+
+/// `aborted()` never fires for a drain that ends `Drained`: neither when the long-lived
+/// deadline cut something that then ended in time, nor for a `force` that came after and
+/// found nothing running.
+#[tokio::test]
+async fn a_drain_that_ends_drained_never_fires_aborted() {
+    use futures_util::FutureExt;
+
+    let shutdown = Shutdown::new();
+    shutdown.set_long_lived_grace(Duration::ZERO);
+    let socket = shutdown
+        .long_lived_guard(LongLivedKind::Upgrade, Method::GET, "/ws")
+        .unwrap();
+    let drain = tokio::spawn(shutdown.drain(Duration::from_secs(3600)).unwrap());
+    bounded("the long-lived deadline", socket.deadline()).await;
+    drop(socket);
+    let report = bounded("the drain", drain).await.unwrap();
+    assert_eq!(report.outcome, DrainOutcome::Drained, "{report}");
+    assert_eq!(report.long_lived.len(), 1, "{report}");
+    assert!(
+        shutdown.aborted().now_or_never().is_none(),
+        "fired by a long-lived cut"
+    );
+
+    assert!(!shutdown.force(), "nothing was running to cut short");
+    assert!(
+        shutdown.aborted().now_or_never().is_none(),
+        "fired by a force that cut nothing"
+    );
+    assert_eq!(shutdown.phase(), Phase::Drained);
+}
