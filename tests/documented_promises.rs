@@ -467,3 +467,27 @@ async fn a_drain_that_ends_drained_never_fires_aborted() {
     );
     assert_eq!(shutdown.phase(), Phase::Drained);
 }
+
+/// A trigger future that completes once the sequence runs forces it, as any later trigger
+/// does: the hour-long lame duck ends, and the report names both causes.
+#[tokio::test]
+async fn a_trigger_future_completing_after_the_first_trigger_forces_the_sequence() {
+    let shutdown = Shutdown::new();
+    let (done_tx, done_rx) = tokio::sync::oneshot::channel::<()>();
+    let sequence = support::by_hand(shutdown, Duration::from_secs(3600))
+        .budget(Duration::from_secs(7200))
+        .trigger_on(async move {
+            let _ = done_rx.await;
+        })
+        .build()
+        .unwrap();
+    sequence.trigger().fire();
+    let run = tokio::spawn(sequence.run());
+    bounded("the lame duck", shutdown.shutting_down()).await;
+    let _ = done_tx.send(());
+
+    let report = bounded("the forced sequence", run).await.unwrap();
+    assert_eq!(report.trigger, "manual trigger", "{report}");
+    assert_eq!(report.forced_by, Some("trigger future"), "{report}");
+    assert_eq!(report.drain.outcome, DrainOutcome::Drained, "{report}");
+}
