@@ -491,3 +491,30 @@ async fn a_trigger_future_completing_after_the_first_trigger_forces_the_sequence
     assert_eq!(report.forced_by, Some("trigger future"), "{report}");
     assert_eq!(report.drain.outcome, DrainOutcome::Drained, "{report}");
 }
+
+/// With no lame duck, `shutting_down()` fires as admission closes, whether a `drain` or a
+/// `force` closes it; readiness fails at that moment.
+#[tokio::test]
+async fn shutting_down_fires_when_admission_closes_without_a_lame_duck() {
+    use futures_util::FutureExt;
+
+    let drained = Shutdown::new();
+    let mut shutting_down = Box::pin(drained.shutting_down());
+    assert!(shutting_down.as_mut().now_or_never().is_none());
+    let _drain = drained.drain(Duration::from_secs(60)).unwrap();
+    assert!(shutting_down.now_or_never().is_some(), "at a drain");
+    assert!(!drained.is_ready());
+
+    let forced = Shutdown::new();
+    let mut shutting_down = Box::pin(forced.shutting_down());
+    let mut closing = Box::pin(forced.closing());
+    assert!(shutting_down.as_mut().now_or_never().is_none());
+    assert!(!forced.force(), "nothing was running");
+    assert!(shutting_down.now_or_never().is_some(), "at a force");
+    assert!(
+        closing.as_mut().now_or_never().is_some(),
+        "admission closed"
+    );
+    assert!(!forced.is_ready());
+    assert!(forced.guard().is_none());
+}
