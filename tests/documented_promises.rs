@@ -518,3 +518,26 @@ async fn shutting_down_fires_when_admission_closes_without_a_lame_duck() {
     assert!(!forced.is_ready());
     assert!(forced.guard().is_none());
 }
+
+/// A `force` with no drain begun cuts a long-lived guard too: its `deadline()` fires, and the
+/// report a later `drain` call resolves to lists it.
+#[tokio::test]
+async fn a_force_before_any_drain_fires_a_long_lived_guards_deadline() {
+    let shutdown = Shutdown::new();
+    let guard = shutdown
+        .long_lived_guard(LongLivedKind::Upgrade, Method::GET, "/ws")
+        .unwrap();
+    assert!(shutdown.force());
+    bounded("the guard's deadline at the force", guard.deadline()).await;
+    assert!(guard.is_draining());
+
+    let report = bounded(
+        "the drain",
+        shutdown.drain(Duration::from_secs(60)).unwrap(),
+    )
+    .await;
+    assert!(report.forced, "{report}");
+    assert_eq!(report.still_running, 1, "{report}");
+    let cut: Vec<_> = report.long_lived.iter().map(|entry| entry.kind).collect();
+    assert_eq!(cut, [LongLivedKind::Upgrade], "{report}");
+}

@@ -63,7 +63,9 @@ impl ShutdownReport {
         self.forced_by.is_some()
     }
 
-    /// True when everything drained and every hook succeeded.
+    /// True when the drain cut nothing short ([`DrainReport::is_drained`]: it ended
+    /// `Drained`, and no long-lived response was cut at the long-lived deadline) and every
+    /// hook succeeded.
     pub fn is_clean(&self) -> bool {
         self.drain.is_drained() && self.hooks.iter().all(|hook| hook.outcome.is_ok())
     }
