@@ -541,3 +541,32 @@ async fn a_force_before_any_drain_fires_a_long_lived_guards_deadline() {
     let cut: Vec<_> = report.long_lived.iter().map(|entry| entry.kind).collect();
     assert_eq!(cut, [LongLivedKind::Upgrade], "{report}");
 }
+
+/// Only a marked route's requests carry a `DrainSignal`; an ordinary request under
+/// `Shutdown::layer` gets none.
+#[tokio::test]
+async fn only_marked_routes_find_a_drain_signal_in_their_requests() {
+    async fn has_signal(request: axum::extract::Request) -> &'static str {
+        match request.extensions().get::<DrainSignal>() {
+            Some(_) => "signal\n",
+            None => "none\n",
+        }
+    }
+    let shutdown = Shutdown::new();
+    let app = Router::new()
+        .route("/plain", axum::routing::get(has_signal))
+        .route(
+            "/marked",
+            axum::routing::get(has_signal).layer(tower_drain::LongLivedLayer::route(shutdown)),
+        )
+        .layer(shutdown.layer());
+    let (addr, _server) = serve(app).await;
+    let client = http1_client();
+
+    let (_, _, plain) = get(&client, addr, "/plain").await;
+    let (_, _, marked) = get(&client, addr, "/marked").await;
+    assert_eq!(
+        (&plain[..], &marked[..]),
+        (&b"none\n"[..], &b"signal\n"[..])
+    );
+}
