@@ -570,3 +570,50 @@ async fn only_marked_routes_find_a_drain_signal_in_their_requests() {
         (&b"none\n"[..], &b"signal\n"[..])
     );
 }
+
+/// A long-lived response recognised without a marked route is cut with no method nor path,
+/// shown as `-` in the report's text.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unnamed_long_lived_cut_reads_with_dashes_for_method_and_path() {
+    use futures_util::stream::{self, StreamExt};
+
+    fn open_ended_ok_is_a_stream(
+        status: StatusCode,
+        _headers: &http::HeaderMap,
+    ) -> Option<LongLivedKind> {
+        (status == StatusCode::OK).then_some(LongLivedKind::Stream)
+    }
+    let shutdown = Shutdown::new();
+    shutdown.set_long_lived_grace(Duration::ZERO);
+    let app = Router::new()
+        .route(
+            "/lines",
+            axum::routing::get(|| async {
+                let first = stream::once(async {
+                    Ok::<_, std::convert::Infallible>(bytes::Bytes::from("line 0\n"))
+                });
+                axum::body::Body::from_stream(first.chain(stream::pending()))
+            }),
+        )
+        .layer(shutdown.layer().long_lived_when(open_ended_ok_is_a_stream));
+    let server = support::http::serve_until_closing(app, shutdown).await;
+    let reading = support::sse::open_until(server.addr, "/lines", b"line 0\n").await;
+
+    let report = bounded(
+        "the drain",
+        shutdown.drain(Duration::from_secs(60)).unwrap(),
+    )
+    .await;
+    let entries: Vec<_> = report
+        .long_lived
+        .iter()
+        .map(|entry| (entry.kind, entry.method.clone(), entry.path.clone()))
+        .collect();
+    assert_eq!(entries, [(LongLivedKind::Stream, None, None)], "{report}");
+    let text = report.to_string();
+    assert!(
+        text.contains("; 1 long-lived cut: [stream - - after "),
+        "{text}"
+    );
+    assert!(!reading.finish().await.terminated, "cut, not ended cleanly");
+}
