@@ -16,8 +16,8 @@ use tower_drain::{
     SequenceError, Shutdown, ShutdownSequence, ShutdownTrigger, StaticBody,
 };
 
-use support::bounded;
 use support::http::{get, http1_client, serve};
+use support::{bounded, hook_outcomes};
 
 /// The probe answers say `Cache-Control: no-store`, green or red: a cache in between must
 /// not replay an answer that is only true now.
@@ -302,11 +302,7 @@ async fn a_hook_closure_that_panics_when_called_is_reported_and_the_next_runs() 
     sequence.trigger().fire();
     let report = bounded("the sequence", sequence.run()).await;
 
-    let outcomes: Vec<_> = report
-        .hooks
-        .iter()
-        .map(|hook| (hook.name.as_str(), hook.outcome.clone()))
-        .collect();
+    let outcomes = hook_outcomes(&report);
     assert_eq!(
         outcomes,
         [

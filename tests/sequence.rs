@@ -13,7 +13,7 @@ use tower_drain::{
     ShutdownReport, ShutdownSequence,
 };
 
-use support::{bounded, by_hand};
+use support::{bounded, by_hand, hook_outcomes};
 
 /// Records `(hook name, phase when it started)` in order.
 type Log = Arc<Mutex<Vec<(&'static str, Phase)>>>;
@@ -108,11 +108,7 @@ async fn hooks_run_in_order_after_the_drain_and_failures_never_skip_the_rest() {
         ],
         "every hook ran, in registration order, after the drain"
     );
-    let outcomes: Vec<_> = report
-        .hooks
-        .iter()
-        .map(|hook| (hook.name.as_str(), hook.outcome.clone()))
-        .collect();
+    let outcomes = hook_outcomes(&report);
     assert_eq!(
         outcomes,
         [

@@ -18,7 +18,10 @@ use std::time::Duration;
 
 use ::http::Method;
 use tokio::task::JoinHandle;
-use tower_drain::{DrainReport, LongLivedKind, SequenceBuilder, Shutdown, ShutdownSequence};
+use tower_drain::{
+    DrainReport, HookOutcome, LongLivedKind, SequenceBuilder, Shutdown, ShutdownReport,
+    ShutdownSequence,
+};
 
 /// The bound on every wait. Generous: it only turns a hang into a failure.
 pub const BOUND: Duration = Duration::from_secs(30);
@@ -55,6 +58,15 @@ pub fn by_hand(shutdown: Shutdown, lame_duck: Duration) -> SequenceBuilder {
         .drain_timeout(Duration::from_secs(600))
         .budget(Duration::from_secs(3600))
         .no_signals()
+}
+
+/// Each hook's name and outcome, in the order the sequence ran them.
+pub fn hook_outcomes(report: &ShutdownReport) -> Vec<(&str, HookOutcome)> {
+    report
+        .hooks
+        .iter()
+        .map(|hook| (hook.name.as_str(), hook.outcome.clone()))
+        .collect()
 }
 
 /// Checks that the report lists as cut only the `/watch` guard that
