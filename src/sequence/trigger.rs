@@ -10,6 +10,8 @@ use tokio::sync::mpsc;
 
 #[cfg(unix)]
 use tokio::signal::unix::{signal, Signal, SignalKind};
+#[cfg(windows)]
+use tokio::signal::windows::CtrlC;
 
 use super::panic_message;
 use super::SequenceError;
@@ -57,8 +59,8 @@ type TriggerFuture = Pin<Box<dyn Future<Output = ()> + Send>>;
 pub(crate) struct Triggers {
     #[cfg(unix)]
     signals: Vec<(&'static str, Signal)>,
-    #[cfg(not(unix))]
-    ctrl_c: Option<TriggerFuture>,
+    #[cfg(windows)]
+    ctrl_c: Option<CtrlC>,
     futures: Vec<TriggerFuture>,
     manual: mpsc::UnboundedReceiver<()>,
     /// False once every [`ShutdownTrigger`] is gone (the receiver then yields `None` forever).
@@ -82,8 +84,8 @@ impl Triggers {
         let triggers = Triggers {
             #[cfg(unix)]
             signals: install_signals(choice)?,
-            #[cfg(not(unix))]
-            ctrl_c: wants_signals.then(ctrl_c),
+            #[cfg(windows)]
+            ctrl_c: wants_signals.then(install_ctrl_c).transpose()?,
             futures,
             manual,
             manual_open: true,
@@ -139,7 +141,7 @@ impl Triggers {
     fn exhausted(&self) -> bool {
         #[cfg(unix)]
         let no_signals = self.signals.is_empty();
-        #[cfg(not(unix))]
+        #[cfg(windows)]
         let no_signals = self.ctrl_c.is_none();
         // Asked of the channel too: its `poll_recv` may have answered `Pending` without
         // looking, when the task had used up its cooperative budget.
@@ -162,11 +164,10 @@ impl Triggers {
                 return Poll::Ready(name);
             }
         }
-        #[cfg(not(unix))]
-        if let Some(future) = &mut self.ctrl_c {
-            if future.as_mut().poll(cx).is_ready() {
-                // Ctrl-C fires once per future: listen again for the next one.
-                *future = ctrl_c();
+        #[cfg(windows)]
+        if let Some(ctrl_c) = &mut self.ctrl_c {
+            // `None` means the runtime's signal driver is gone, as on Unix.
+            if let Poll::Ready(Some(())) = ctrl_c.poll_recv(cx) {
                 return Poll::Ready("Ctrl-C");
             }
         }
@@ -197,13 +198,14 @@ impl Triggers {
     }
 }
 
-#[cfg(not(unix))]
-fn ctrl_c() -> TriggerFuture {
-    Box::pin(async {
-        if tokio::signal::ctrl_c().await.is_err() {
-            // No Ctrl-C handler could be installed: never trigger from it.
-            std::future::pending::<()>().await;
-        }
+/// Installs the Ctrl-C handler now, as `build` promises: `tokio::signal::ctrl_c()` is an
+/// `async fn` that installs it only when first polled, which would leave a Ctrl-C before
+/// `run` to kill the process and an installation failure unreported.
+#[cfg(windows)]
+fn install_ctrl_c() -> Result<CtrlC, SequenceError> {
+    tokio::signal::windows::ctrl_c().map_err(|source| SequenceError::Signal {
+        signal: "Ctrl-C",
+        source,
     })
 }
 
