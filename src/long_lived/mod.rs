@@ -45,6 +45,8 @@ use std::time::Duration;
 
 use http::Method;
 
+use crate::core::Core;
+
 pub(crate) use body::{Next, TrackedState};
 pub use guard::LongLivedGuard;
 pub use layer::LongLivedLayer;
@@ -279,11 +281,30 @@ pub(crate) fn is_event_stream(headers: &http::HeaderMap) -> bool {
 }
 
 /// Set on a request's extensions by a marked route, so that another mark further in does not
-/// track the same request twice.
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct AlreadyTracked;
+/// track the same request twice. It names the controller whose registry holds the request: a
+/// mark of another controller (two `Shutdown`s on one path) tracks the request in its own.
+#[derive(Clone, Copy)]
+pub(crate) struct AlreadyTracked(pub(crate) &'static Core);
+
+impl AlreadyTracked {
+    pub(crate) fn by(&self, core: &'static Core) -> bool {
+        std::ptr::eq(self.0, core)
+    }
+}
 
 /// Set on a response's extensions by the layer that tracks it, so that another layer of this
-/// crate further out does not track it twice; names the response's registry entry.
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct TrackedResponse(pub(crate) EntryId);
+/// crate further out does not track it twice; names the response's registry entry, and the
+/// controller whose registry that is. Entry ids are only unique within one registry: a layer
+/// of another controller must not take this entry for one of its own.
+#[derive(Clone, Copy)]
+pub(crate) struct TrackedResponse {
+    pub(crate) core: &'static Core,
+    pub(crate) entry: EntryId,
+}
+
+impl TrackedResponse {
+    /// This controller's entry for the response, if it has one.
+    pub(crate) fn entry_of(&self, core: &'static Core) -> Option<EntryId> {
+        std::ptr::eq(self.core, core).then_some(self.entry)
+    }
+}

@@ -81,9 +81,13 @@ impl Watch {
         core: &'static Core,
         mut request: Request<B>,
     ) -> (Request<B>, Watch) {
-        // Marked by a route layer further out (a route's own layer under the router's
-        // `route_layer`): that one tracks it, or the request would be two entries.
-        if request.extensions().get::<AlreadyTracked>().is_some() {
+        // Marked by a route layer of this controller further out (a route's own layer under
+        // the router's `route_layer`): that one tracks it, or the request would be two entries.
+        if request
+            .extensions()
+            .get::<AlreadyTracked>()
+            .is_some_and(|mark| mark.by(core))
+        {
             return (request, Watch::default());
         }
         let kind = tracking.kind.unwrap_or(LongLivedKind::LongPoll);
@@ -95,7 +99,7 @@ impl Watch {
         let extensions = request.extensions_mut();
         extensions.insert(DrainSignal::new(Shutdown { core }));
         // A zero-sized marker: no allocation of its own.
-        extensions.insert(AlreadyTracked);
+        extensions.insert(AlreadyTracked(core));
         let watch = Watch {
             detect: None,
             route: Some(Box::new(RouteWatch {
@@ -172,9 +176,15 @@ impl Watch {
         kind: LongLivedKind,
         response: &mut Response<B>,
     ) -> Option<Box<TrackedState>> {
-        // Another layer of this crate, further in, already tracks it (a marked route, or a
-        // `LongLivedLayer` under `Shutdown::layer`): one entry per response.
-        if response.extensions().get::<TrackedResponse>().is_some() {
+        // Another layer of this controller, further in, already tracks it (a marked route, or
+        // a `LongLivedLayer` under `Shutdown::layer`): one entry per response. One of another
+        // controller does not: this one's drain must still ask the response to finish.
+        if response
+            .extensions()
+            .get::<TrackedResponse>()
+            .and_then(|mark| mark.entry_of(core))
+            .is_some()
+        {
             return None;
         }
         if tracking.bypassed {
@@ -195,9 +205,10 @@ impl Watch {
         // added after it) would otherwise register the same response again. The mark names
         // the entry, which a marked route further out names in turn. The insert allocates,
         // once per long-lived response.
-        response
-            .extensions_mut()
-            .insert(TrackedResponse(registration.entry()));
+        response.extensions_mut().insert(TrackedResponse {
+            core,
+            entry: registration.entry(),
+        });
         let event_stream = is_event_stream(response.headers());
         let kind = if event_stream {
             LongLivedKind::Sse
@@ -226,11 +237,15 @@ impl Watch {
         tracking: &'static Tracking,
         response: &mut Response<B>,
     ) -> Option<Box<TrackedState>> {
-        // A layer further in already tracks the response (by its content type, or a rule):
-        // its entry is the one kept, so that the response is one entry, and it takes this
-        // route's name, which that layer could not know. This route's entry leaves as it
-        // hands the name over.
-        if let Some(&TrackedResponse(inner)) = response.extensions().get::<TrackedResponse>() {
+        // A layer of this controller further in already tracks the response (by its content
+        // type, or a rule): its entry is the one kept, so that the response is one entry, and
+        // it takes this route's name, which that layer could not know. This route's entry
+        // leaves as it hands the name over.
+        let inner = response
+            .extensions()
+            .get::<TrackedResponse>()
+            .and_then(|mark| mark.entry_of(core));
+        if let Some(inner) = inner {
             registration.hand_name_to(inner, tracking.kind);
             return None;
         }
@@ -245,9 +260,10 @@ impl Watch {
         if tracking.kind.is_none() {
             registration.set_kind(kind);
         }
-        response
-            .extensions_mut()
-            .insert(TrackedResponse(registration.entry()));
+        response.extensions_mut().insert(TrackedResponse {
+            core,
+            entry: registration.entry(),
+        });
         let length = response.body().size_hint().exact();
         let encoded = is_encoded(response.headers());
         let grpc_end = GrpcEnd::for_response(response.headers());
