@@ -45,8 +45,6 @@ use std::time::Duration;
 
 use http::Method;
 
-use crate::core::Core;
-
 pub(crate) use body::{Next, TrackedState};
 pub use guard::LongLivedGuard;
 pub use layer::LongLivedLayer;
@@ -280,31 +278,16 @@ pub(crate) fn is_event_stream(headers: &http::HeaderMap) -> bool {
         })
 }
 
-/// Set on a request's extensions by a marked route, so that another mark further in does not
-/// track the same request twice. It names the controller whose registry holds the request: a
-/// mark of another controller (two `Shutdown`s on one path) tracks the request in its own.
-#[derive(Clone, Copy)]
-pub(crate) struct AlreadyTracked(pub(crate) &'static Core);
+/// Set on a request's extensions by a marked route, beside the [`DrainSignal`] it hands the
+/// handler, so that another mark of the same controller further in does not track the same
+/// request twice. Zero-sized, so its insert allocates nothing: the signal names the controller
+/// (see `DrainSignal::is_of`).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct AlreadyTracked;
 
-impl AlreadyTracked {
-    pub(crate) fn by(&self, core: &'static Core) -> bool {
-        std::ptr::eq(self.0, core)
-    }
-}
-
-/// Set on a response's extensions by the layer that tracks it, so that another layer of this
-/// crate further out does not track it twice; names the response's registry entry, and the
-/// controller whose registry that is. Entry ids are only unique within one registry: a layer
-/// of another controller must not take this entry for one of its own.
-#[derive(Clone, Copy)]
-pub(crate) struct TrackedResponse {
-    pub(crate) core: &'static Core,
-    pub(crate) entry: EntryId,
-}
-
-impl TrackedResponse {
-    /// This controller's entry for the response, if it has one.
-    pub(crate) fn entry_of(&self, core: &'static Core) -> Option<EntryId> {
-        std::ptr::eq(self.core, core).then_some(self.entry)
-    }
-}
+/// Set on a response's extensions by the layer that tracks it, so that another layer of the
+/// same controller further out does not track it twice; names the response's registry entry.
+/// Entry ids are unique in the process, so a layer of another controller finds no entry of its
+/// own under it (`Registry::holds`) and tracks the response in its own registry.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct TrackedResponse(pub(crate) EntryId);

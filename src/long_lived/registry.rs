@@ -31,12 +31,15 @@ pub(crate) struct Registry {
     bypassed: OnceLock<Tracking>,
 }
 
+/// The id the next record gets, in any registry. Unique in the process, not only in one
+/// registry: a response's mark names its entry by id, and a layer of another controller must
+/// find no entry of its own under it.
+static NEXT_ID: AtomicU64 = AtomicU64::new(0);
+
 #[derive(Default)]
 struct Slab {
     records: Vec<Option<Record>>,
     free: Vec<usize>,
-    /// The id the next record gets.
-    next_id: u64,
     /// Set when `expired` fires: what was registered then, for the report. Anything
     /// registered afterwards is ended at its first chance, so it is added here as it
     /// registers. A response that is then sent whole after all (see
@@ -112,8 +115,8 @@ impl Registry {
     ) -> Registration {
         let mut slab = self.slab();
         let late = slab.cut.is_some();
-        let id = slab.next_id;
-        slab.next_id += 1;
+        // Relaxed: the ids need only be unique, which the atomic add alone ensures.
+        let id = NEXT_ID.fetch_add(1, Ordering::Relaxed);
         let record = Record {
             id,
             method,
@@ -146,6 +149,12 @@ impl Registry {
             whole: false,
             late,
         }
+    }
+
+    /// Whether `entry` is one of this registry's, in place: a response's mark may come from
+    /// a layer of another controller.
+    pub(crate) fn holds(&self, entry: EntryId) -> bool {
+        self.slab().record_mut(entry).is_some()
     }
 
     /// Long-lived responses in progress now.

@@ -6,6 +6,7 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 
 use super::Wait;
+use crate::core::Core;
 use crate::Shutdown;
 
 /// Resolves when the drain begins (admission closes): a long-poll should answer now, an
@@ -54,6 +55,12 @@ impl DrainSignal {
     /// Waits for the drain to begin, without consuming the signal.
     pub async fn recv(&self) {
         self.shutdown.closing().await;
+    }
+
+    /// Whether this signal is `core`'s: a marked route's mark is its own only beside its own
+    /// signal.
+    pub(crate) fn is_of(&self, core: &'static Core) -> bool {
+        std::ptr::eq(self.shutdown.core, core)
     }
 }
 

@@ -83,10 +83,11 @@ impl Watch {
     ) -> (Request<B>, Watch) {
         // Marked by a route layer of this controller further out (a route's own layer under
         // the router's `route_layer`): that one tracks it, or the request would be two entries.
-        if request
-            .extensions()
-            .get::<AlreadyTracked>()
-            .is_some_and(|mark| mark.by(core))
+        let extensions = request.extensions();
+        if extensions.get::<AlreadyTracked>().is_some()
+            && extensions
+                .get::<DrainSignal>()
+                .is_some_and(|signal| signal.is_of(core))
         {
             return (request, Watch::default());
         }
@@ -99,7 +100,7 @@ impl Watch {
         let extensions = request.extensions_mut();
         extensions.insert(DrainSignal::new(Shutdown { core }));
         // A zero-sized marker: no allocation of its own.
-        extensions.insert(AlreadyTracked(core));
+        extensions.insert(AlreadyTracked);
         let watch = Watch {
             detect: None,
             route: Some(Box::new(RouteWatch {
@@ -182,8 +183,7 @@ impl Watch {
         if response
             .extensions()
             .get::<TrackedResponse>()
-            .and_then(|mark| mark.entry_of(core))
-            .is_some()
+            .is_some_and(|&TrackedResponse(entry)| core.long_lived.holds(entry))
         {
             return None;
         }
@@ -205,10 +205,9 @@ impl Watch {
         // added after it) would otherwise register the same response again. The mark names
         // the entry, which a marked route further out names in turn. The insert allocates,
         // once per long-lived response.
-        response.extensions_mut().insert(TrackedResponse {
-            core,
-            entry: registration.entry(),
-        });
+        response
+            .extensions_mut()
+            .insert(TrackedResponse(registration.entry()));
         let event_stream = is_event_stream(response.headers());
         let kind = if event_stream {
             LongLivedKind::Sse
@@ -244,7 +243,8 @@ impl Watch {
         let inner = response
             .extensions()
             .get::<TrackedResponse>()
-            .and_then(|mark| mark.entry_of(core));
+            .map(|&TrackedResponse(entry)| entry)
+            .filter(|&entry| core.long_lived.holds(entry));
         if let Some(inner) = inner {
             registration.hand_name_to(inner, tracking.kind);
             return None;
@@ -260,10 +260,9 @@ impl Watch {
         if tracking.kind.is_none() {
             registration.set_kind(kind);
         }
-        response.extensions_mut().insert(TrackedResponse {
-            core,
-            entry: registration.entry(),
-        });
+        response
+            .extensions_mut()
+            .insert(TrackedResponse(registration.entry()));
         let length = response.body().size_hint().exact();
         let encoded = is_encoded(response.headers());
         let grpc_end = GrpcEnd::for_response(response.headers());
