@@ -107,9 +107,9 @@ pub use shutdown::Shutdown;
 pub use static_body::StaticBody;
 
 // The README's complete example is compiled with the doctests (`no_run`: it waits for a
-// signal). Its fragments are marked `ignore` and not compiled; `examples/` holds the complete
-// programs, and `tests/readme_excerpts.rs` checks that the server fragments are still found
-// in them.
+// signal). Its fragments are marked `ignore` and not compiled here: `tests/readme_excerpts.rs`
+// checks that the server fragments are still found in `examples/`, which holds the complete
+// programs, and compiles the other two itself.
 #[cfg(doctest)]
 #[doc = include_str!("../README.md")]
 struct ReadmeDoctests;
