@@ -15,7 +15,8 @@
 //! * [`Shutdown::closing`] resolves when admission closes; hand it to the server's own graceful
 //!   shutdown so it stops accepting connections.
 //! * [`Shutdown::drain`] closes admission and returns a [`Drain`] future that resolves the
-//!   moment the last in-flight request ends, or at its timeout, with a [`DrainReport`].
+//!   moment the last in-flight request ends, or at its timeout, with a [`DrainReport`]; a
+//!   timeout over [`Drain::MAX_TIMEOUT`] (a day) is a [`DrainError`] that changes nothing.
 //! * [`Shutdown::readiness`] and [`Shutdown::liveness`] are the health probes: readiness fails
 //!   from the lame duck on, liveness stays green until exit.
 //! * [`ShutdownSequence`] runs the whole timeline from a signal (lame duck, drain, ordered
