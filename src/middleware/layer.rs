@@ -59,9 +59,11 @@ macro_rules! policy_methods {
 /// Admission and counting are one step, so a request is either counted before draining
 /// begins (and awaited) or rejected; none slips between the two.
 ///
-/// Put one counting layer on each request's path. A request under two (routers that each
-/// carry this layer, merged) counts twice in [`Shutdown::in_flight`] and the drain's
-/// figures: telling the layers apart would take a mark on every request, which allocates.
+/// Put one counting layer on each request's path. A request under two (a router carrying
+/// this layer nested in one that carries it too) counts twice in [`Shutdown::in_flight`]
+/// and the drain's figures: telling the layers apart would take a mark on every request,
+/// which allocates. Routers merged with axum's `Router::merge` keep each its own layers, so
+/// merging routers that each carry it counts each request once.
 /// Put layers that must see every answer, such as CORS, outside this one, so that its
 /// refusals pass through them.
 #[derive(Debug, Clone)]
