@@ -906,3 +906,171 @@ async fn a_concurrency_limit_in_axum_waits_before_or_after_admission_as_it_is_gi
         );
     }
 }
+
+/// An event stream in a router nested under `/api`, with `shutdown.layer()` on the outer
+/// router and, inside, either a second `shutdown.layer()` on the nested router or a mark on
+/// the route: one long-lived entry whichever layers see it (the double layer counts the
+/// request twice, as documented), one final event on drain, a clean end, every count back to
+/// zero and nothing listed as cut.
+#[tokio::test]
+async fn an_event_stream_in_a_nested_router_is_tracked_once_and_ends_with_one_final_event() {
+    use axum::response::sse::{Event, Sse};
+    use futures_util::stream::{self, StreamExt};
+
+    for double_layer in [true, false] {
+        let shutdown = Shutdown::new();
+        let events = get(|| async {
+            let ready = stream::once(async { Ok::<_, Infallible>(Event::default().data("ready")) });
+            Sse::new(ready.chain(stream::pending()))
+        });
+        let inner = if double_layer {
+            Router::new()
+                .route("/events", events)
+                .layer(shutdown.layer())
+        } else {
+            Router::new().route("/events", events.layer(LongLivedLayer::route(shutdown)))
+        };
+        let app = Router::new().nest("/api", inner).layer(shutdown.layer());
+        let server = support::http::serve_until_closing(app, shutdown).await;
+
+        let reading =
+            support::sse::open_until(server.addr, "/api/events", b"data: ready\n\n").await;
+        let counted = if double_layer { 2 } else { 1 };
+        assert_eq!(
+            (shutdown.in_flight(), shutdown.long_lived()),
+            (counted, 1),
+            "double layer: {double_layer}"
+        );
+
+        let drain = shutdown.drain(BOUND).unwrap();
+        let body = reading.finish().await;
+        assert!(body.terminated, "double layer: {double_layer}: a clean end");
+        let (events, rest) = support::sse::parse_events(&body.data);
+        assert_eq!(
+            events,
+            ["data: ready", support::sse::FINAL_EVENT],
+            "double layer: {double_layer}"
+        );
+        assert!(rest.is_empty());
+        let report = bounded("the drain", drain).await;
+        assert!(
+            report.is_drained(),
+            "double layer: {double_layer}: {report}"
+        );
+        assert_eq!(report.in_flight_at_start, counted);
+        assert_eq!((shutdown.in_flight(), shutdown.long_lived()), (0, 0));
+        bounded("the server", server.task).await.unwrap();
+    }
+}
+
+/// Where each of axum's ways of adding a layer puts `shutdown.layer()`, seen from what it
+/// refuses while draining: `Router::layer` every request, the router's fallback (404) and a
+/// method a route does not have (405) included; `MethodRouter::layer` and `route_layer`
+/// the requests whose path a route matches, 405 included, not the router's 404. What a
+/// layer does not cover is neither refused nor counted.
+#[tokio::test]
+async fn router_layer_method_router_layer_and_route_layer_cover_what_axum_says() {
+    let shutdown = Shutdown::new();
+    let ok = || get(|| async { "ok\n" });
+    let router_layer = Router::new().route("/x", ok()).layer(shutdown.layer());
+    let method_layer = Router::new().route("/x", ok().layer(shutdown.layer()));
+    let route_layer = Router::new()
+        .route("/x", ok())
+        .route_layer(shutdown.layer());
+    let mut servers = Vec::new();
+    for app in [router_layer, method_layer, route_layer] {
+        servers.push(serve(app).await.0);
+    }
+    let report = bounded("the drain", shutdown.drain(BOUND).unwrap()).await;
+    assert_eq!(report.outcome, DrainOutcome::Drained);
+
+    let client = http1_client();
+    let post = |addr: SocketAddr| {
+        let client = client.clone();
+        async move { request_with_type(&client, addr, http::Method::POST, "/x", "text/plain").await }
+    };
+    // (GET /x, POST /x, GET /missing) refused, for each way.
+    let expected = [(true, true, true), (true, true, false), (true, true, false)];
+    for (addr, (get_refused, post_refused, missing_refused)) in servers.into_iter().zip(expected) {
+        let refused = |answer: &(StatusCode, HeaderMap, Bytes)| {
+            answer.0 == StatusCode::SERVICE_UNAVAILABLE && &answer.2[..] == REFUSED
+        };
+        assert_eq!(refused(&http_get(&client, addr, "/x").await), get_refused);
+        let answer = post(addr).await;
+        assert_eq!(refused(&answer), post_refused);
+        if !post_refused {
+            assert_eq!(answer.0, StatusCode::METHOD_NOT_ALLOWED);
+        }
+        let answer = http_get(&client, addr, "/missing").await;
+        assert_eq!(refused(&answer), missing_refused);
+        if !missing_refused {
+            assert_eq!(answer.0, StatusCode::NOT_FOUND);
+        }
+    }
+    assert_eq!(shutdown.rejected(), 7);
+}
+
+/// HTTP probes mounted among a tonic server's gRPC services (`RoutesBuilder`, then the
+/// routes' axum router), served over HTTP/1 too, under one `shutdown.layer()` that bypasses
+/// them: a Kubernetes `httpGet` probe reads readiness fail from the lame duck on and
+/// liveness pass, while draining too, and neither is counted, while gRPC calls are refused.
+#[tokio::test]
+async fn http_probes_among_tonic_services_answer_for_themselves_while_draining() {
+    let shutdown = Shutdown::new();
+    let gate = Gate::new();
+    let mut builder = Routes::builder();
+    builder.add_service(EchoServer::new(HeldEcho { gate: gate.clone() }));
+    let router = builder
+        .routes()
+        .into_axum_router()
+        .route_service("/readyz", shutdown.readiness())
+        .route_service("/livez", shutdown.liveness());
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let _server = tokio::spawn(
+        Server::builder()
+            .accept_http1(true)
+            .layer(shutdown.layer().bypass(&["/readyz", "/livez"]))
+            .add_routes(Routes::from(router))
+            .serve_with_incoming(TcpIncoming::from(listener)),
+    );
+    let client = http1_client();
+    let channel = channel(addr).await;
+
+    let (status, _, body) = http_get(&client, addr, "/readyz").await;
+    assert_eq!((status, &body[..]), (StatusCode::OK, &b"ready\n"[..]));
+    let mut echo = EchoClient::new(channel.clone());
+    let call = tokio::spawn(async move { echo.say("held").await });
+    gate.entered(1).await;
+
+    assert!(shutdown.begin_lame_duck());
+    let (status, _, body) = http_get(&client, addr, "/readyz").await;
+    assert_eq!(
+        (status, &body[..]),
+        (StatusCode::SERVICE_UNAVAILABLE, &b"shutting down\n"[..])
+    );
+    let drain = shutdown.drain(BOUND).unwrap();
+    for (path, expected) in [
+        (
+            "/readyz",
+            (StatusCode::SERVICE_UNAVAILABLE, &b"shutting down\n"[..]),
+        ),
+        ("/livez", (StatusCode::OK, &b"alive\n"[..])),
+    ] {
+        let (status, _, body) = http_get(&client, addr, path).await;
+        assert_eq!((status, &body[..]), expected, "{path}");
+    }
+    assert_eq!(shutdown.in_flight(), 1, "probes are not counted");
+    let status = EchoClient::new(channel).say("late").await.unwrap_err();
+    assert_eq!(status.code(), Code::Unavailable, "{status:?}");
+
+    gate.release(1);
+    let reply = bounded("the held call", call).await.unwrap().unwrap();
+    assert_eq!(reply.text, "held");
+    let report = bounded("the drain", drain).await;
+    assert_eq!(
+        (report.outcome, report.in_flight_at_start, report.rejected),
+        (DrainOutcome::Drained, 1, 1),
+        "{report}"
+    );
+}
