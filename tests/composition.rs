@@ -1074,3 +1074,63 @@ async fn http_probes_among_tonic_services_answer_for_themselves_while_draining()
         "{report}"
     );
 }
+
+/// One shutdown sequence for two `server::serve` servers on one controller: the trigger
+/// drains both at once, both stop accepting as admission closes, the drain waits for a
+/// request on each, the report counts both, and both servers return.
+#[tokio::test]
+async fn one_sequence_drains_two_served_servers() {
+    let shutdown = Shutdown::new();
+    let gate = Gate::new();
+    let sequence = support::by_hand(shutdown, Duration::ZERO).build().unwrap();
+    let trigger = sequence.trigger();
+    let mut addrs = Vec::new();
+    let mut servers = Vec::new();
+    for path in ["/public", "/admin"] {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        addrs.push(listener.local_addr().unwrap());
+        let app = held(&gate, path).layer(shutdown.layer());
+        servers.push(tokio::spawn(tower_drain::server::serve(
+            listener, app, shutdown,
+        )));
+    }
+    let client = http1_client();
+    let calls = [
+        spawn_get(&client, addrs[0], "/public"),
+        spawn_get(&client, addrs[1], "/admin"),
+    ];
+    gate.entered(2).await;
+
+    let run = tokio::spawn(sequence.run());
+    trigger.fire();
+    bounded("admission to close", shutdown.closing()).await;
+    for addr in &addrs {
+        // Bounded: `serve` drops its listener as admission closes, and the connect is
+        // refused from then on; each attempt is answered at once either way.
+        let mut refused = false;
+        for _ in 0..1000 {
+            if tokio::net::TcpStream::connect(addr).await.is_err() {
+                refused = true;
+                break;
+            }
+            tokio::task::yield_now().await;
+        }
+        assert!(refused, "{addr} still accepts");
+    }
+    assert_eq!(shutdown.in_flight(), 2);
+
+    gate.release(2);
+    for call in calls {
+        let (status, _, _) = bounded("a held request", call).await.unwrap();
+        assert_eq!(status, StatusCode::OK);
+    }
+    let report = bounded("the sequence", run).await.unwrap();
+    assert!(report.is_clean(), "{report}");
+    assert_eq!(
+        (report.drain.in_flight_at_start, report.drain.completed),
+        (2, 2)
+    );
+    for server in servers {
+        bounded("a server to return", server).await.unwrap();
+    }
+}
