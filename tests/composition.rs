@@ -845,12 +845,11 @@ where
 }
 
 /// A concurrency limit of one in axum, held by one request while a second waits for room
-/// when the drain begins, over HTTP/2 (the stream's task is woken by nothing but the room).
-/// Given in the same `Router::layer` call as the layer, inside it, the limit is the layer's
-/// inner service: the second request waits in the layer's `poll_ready`, uncounted, and is
-/// refused once there is room. Given in a call of its own, it waits inside axum's `Route`,
-/// which is always ready: the layer has admitted the second request, which the drain then
-/// counts, waits for, and serves.
+/// when the drain begins, over HTTP/2. Given in the same `Router::layer` call as the layer,
+/// inside it, the limit is the layer's inner service: the second request waits in the
+/// layer's `poll_ready`, uncounted, and is refused. Given in a call of its own, it waits
+/// inside axum's `Route`, which is always ready: the layer has admitted the second request,
+/// which the drain then counts, waits for, and serves.
 #[tokio::test]
 async fn a_concurrency_limit_in_axum_waits_before_or_after_admission_as_it_is_given() {
     for one_call in [true, false] {
@@ -1133,4 +1132,105 @@ async fn one_sequence_drains_two_served_servers() {
     for server in servers {
         bounded("a server to return", server).await.unwrap();
     }
+}
+
+/// A request waiting for room in a concurrency limit inside the layer when the drain begins,
+/// over HTTP/2 on axum's server with its graceful shutdown (which does not wake the stream's
+/// task), is refused at once, as one arriving while draining is, while the request holding
+/// the room runs on, not when room frees.
+#[tokio::test]
+async fn a_request_waiting_for_room_inside_the_layer_is_refused_when_the_drain_begins() {
+    let shutdown = Shutdown::new();
+    let gate = Gate::new();
+    let (pending_tx, mut pending) = mpsc::unbounded_channel();
+    let app = held(&gate, "/held").layer(
+        ServiceBuilder::new()
+            .layer(shutdown.layer())
+            .layer_fn(move |inner| ReportsPending {
+                inner,
+                pending: pending_tx.clone(),
+            })
+            .concurrency_limit(1),
+    );
+    let addr = support::http::serve_until_closing(app, shutdown).await.addr;
+    let client = http2_client();
+
+    let first = spawn_get(&client, addr, "/held");
+    gate.entered(1).await;
+    let second = spawn_get(&client, addr, "/held");
+    bounded("the second request to wait for room", pending.recv())
+        .await
+        .unwrap();
+
+    let drain = shutdown.drain(BOUND).unwrap();
+    let refused = bounded("the waiting request to be refused", second)
+        .await
+        .unwrap();
+    assert_http_refusal(&refused);
+    assert_eq!(shutdown.in_flight(), 1, "the first request still runs");
+
+    gate.release(1);
+    let (status, _, _) = bounded("the held request", first).await.unwrap();
+    assert_eq!(status, StatusCode::OK);
+    let report = bounded("the drain", drain).await;
+    assert_eq!(
+        (report.outcome, report.in_flight_at_start, report.rejected),
+        (DrainOutcome::Drained, 1, 1)
+    );
+}
+
+/// The same in a tonic server, whose streams are HTTP/2: a concurrency limit inside the
+/// layer, in the stack given to `Server::layer`; a call waiting for room when the drain
+/// begins gets UNAVAILABLE then, while the call holding the room runs on and completes.
+#[tokio::test]
+async fn a_call_waiting_for_room_inside_the_layer_in_tonic_gets_unavailable_when_the_drain_begins()
+{
+    let shutdown = Shutdown::new();
+    let gate = Gate::new();
+    let (pending_tx, mut pending) = mpsc::unbounded_channel();
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let server = tokio::spawn(
+        Server::builder()
+            .layer(
+                ServiceBuilder::new()
+                    .layer(shutdown.layer())
+                    .layer_fn(move |inner| ReportsPending {
+                        inner,
+                        pending: pending_tx.clone(),
+                    })
+                    .concurrency_limit(1),
+            )
+            .add_service(EchoServer::new(HeldEcho { gate: gate.clone() }))
+            .serve_with_incoming_shutdown(TcpIncoming::from(listener), shutdown.closing()),
+    );
+    let channel = channel(addr).await;
+
+    let mut echo = EchoClient::new(channel.clone());
+    let held = tokio::spawn(async move { echo.say("held").await });
+    gate.entered(1).await;
+    let mut echo = EchoClient::new(channel);
+    let waiting = tokio::spawn(async move { echo.say("waiting").await });
+    bounded("the second call to wait for room", pending.recv())
+        .await
+        .unwrap();
+
+    let drain = shutdown.drain(BOUND).unwrap();
+    let status = bounded("the waiting call", waiting)
+        .await
+        .unwrap()
+        .unwrap_err();
+    assert_eq!(status.code(), Code::Unavailable, "{status:?}");
+    assert_eq!(shutdown.in_flight(), 1, "the held call still runs");
+
+    gate.release(1);
+    let reply = bounded("the held call", held).await.unwrap().unwrap();
+    assert_eq!(reply.text, "held");
+    let report = bounded("the drain", drain).await;
+    assert_eq!(
+        (report.outcome, report.in_flight_at_start, report.rejected),
+        (DrainOutcome::Drained, 1, 1),
+        "{report}"
+    );
+    bounded("the server", server).await.unwrap().unwrap();
 }

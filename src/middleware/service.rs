@@ -1,8 +1,12 @@
 //! The service: admits, rejects, or passes a request through.
 
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
 use std::task::{Context, Poll};
 
 use http::{Request, Response, Version};
+use tokio_util::sync::WaitForCancellationFuture;
 use tower_service::Service;
 
 use super::rejection::Reply;
@@ -14,12 +18,37 @@ use crate::Shutdown;
 ///
 /// A layer that rejects is ready once admission has closed, even when the service it wraps
 /// is not (a full concurrency limit or buffer): a request that arrives while draining is
-/// answered 503 at once, not queued for room it would only be refused after.
-#[derive(Debug, Clone)]
+/// answered 503 at once, and one already waiting for room there when admission closes is
+/// answered then, not left waiting for room it would only be refused after.
 pub struct DrainService<S> {
     inner: S,
     shutdown: Shutdown,
     policy: Policy,
+    /// Set only while a rejecting layer waits for its inner service to have room with
+    /// admission open: wakes the waiting task when admission closes. Never cloned (a clone
+    /// has not waited), so an ordinary request's copy of the service carries a null here.
+    closing: Option<Pin<Box<WaitForCancellationFuture<'static>>>>,
+}
+
+impl<S: Clone> Clone for DrainService<S> {
+    fn clone(&self) -> Self {
+        DrainService {
+            inner: self.inner.clone(),
+            shutdown: self.shutdown,
+            policy: self.policy,
+            closing: None,
+        }
+    }
+}
+
+impl<S: fmt::Debug> fmt::Debug for DrainService<S> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("DrainService")
+            .field("inner", &self.inner)
+            .field("shutdown", &self.shutdown)
+            .field("policy", &self.policy)
+            .finish_non_exhaustive()
+    }
 }
 
 impl<S> DrainService<S> {
@@ -28,6 +57,7 @@ impl<S> DrainService<S> {
             inner,
             shutdown,
             policy,
+            closing: None,
         }
     }
 
@@ -59,7 +89,7 @@ where
     #[inline]
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         match self.inner.poll_ready(cx) {
-            Poll::Pending => self.ready_to_reject(),
+            Poll::Pending => self.ready_to_reject(cx),
             ready => ready,
         }
     }
@@ -127,14 +157,30 @@ impl<S> DrainService<S> {
     /// probes like late requests. Out of line and cold: an inner service that is ready never
     /// gets here, and `call` is left as it was (a flag read in its bypass branch cost every
     /// request 7 to 17 instructions, `benches/instructions.rs`).
+    ///
+    /// While admission is open, the task waits for the inner service's wake-up, and also for
+    /// admission to close: a request waiting for room when the drain begins (every place of
+    /// a concurrency limit held by a stream) is then refused at once, as one arriving later
+    /// is, rather than when some room frees, which may be at the drain deadline.
     #[cold]
     #[inline(never)]
-    fn ready_to_reject<E>(&mut self) -> Poll<Result<(), E>> {
-        if self.policy.reject && self.shutdown.core.phase().admission_closed() {
-            self.policy.bypass = &[];
-            Poll::Ready(Ok(()))
-        } else {
-            Poll::Pending
+    fn ready_to_reject<E>(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), E>> {
+        if !self.policy.reject {
+            return Poll::Pending;
         }
+        let core = self.shutdown.core;
+        if !core.phase().admission_closed() {
+            let closing = self
+                .closing
+                .get_or_insert_with(|| Box::pin(core.closing.cancelled()));
+            if closing.as_mut().poll(cx).is_pending() {
+                return Poll::Pending;
+            }
+            // Admission closed between the two looks: `closing` fires only after the phase
+            // has moved.
+        }
+        self.closing = None;
+        self.policy.bypass = &[];
+        Poll::Ready(Ok(()))
     }
 }
