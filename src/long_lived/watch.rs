@@ -200,9 +200,9 @@ impl Watch {
         let registration = core
             .long_lived
             .register(tracking.kind.unwrap_or(kind), None, None);
-        // Marked even by a layer that is usually outermost: a layer of this crate further out
-        // (a second `Shutdown::layer` from a merged router, a marked route's `route_layer`
-        // added after it) would otherwise register the same response again. The mark names
+        // Marked even by a layer that is usually outermost: a layer of this controller further
+        // out (the `Shutdown::layer` of a router this one is nested in, a marked route's
+        // `route_layer` added after it) would otherwise register the same response again. The mark names
         // the entry, which a marked route further out names in turn. The insert allocates,
         // once per long-lived response.
         response
