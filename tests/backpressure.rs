@@ -18,12 +18,13 @@ use tokio::sync::mpsc;
 use tower::buffer::BufferLayer;
 use tower::limit::ConcurrencyLimitLayer;
 use tower::util::BoxCloneSyncService;
-use tower::{service_fn, Layer, Service, ServiceExt};
+use tower::{service_fn, Layer, ServiceExt};
 use tower_drain::{DrainOutcome, Shutdown};
 
 use support::bounded;
 use support::gate::Gate;
 use support::http::serve_on_hyper;
+use support::pending::ReportsPending;
 use support::raw::{has_connection_close, raw_get, read_response, split_head, write_get};
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -248,34 +249,6 @@ async fn load_shedder_outside_the_layer_lets_late_requests_get_the_503() {
     assert!(split_head(&held).0.starts_with("HTTP/1.1 200 "));
     let report = bounded("the drain", drain).await.unwrap();
     assert_eq!(report.outcome, DrainOutcome::Drained, "{report}");
-}
-
-/// Reports each time the inner service is not ready.
-#[derive(Clone)]
-struct ReportsPending<S> {
-    inner: S,
-    pending: mpsc::UnboundedSender<()>,
-}
-
-impl<S: Service<R>, R> Service<R> for ReportsPending<S> {
-    type Response = S::Response;
-    type Error = S::Error;
-    type Future = S::Future;
-
-    fn poll_ready(
-        &mut self,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<Result<(), S::Error>> {
-        let ready = self.inner.poll_ready(cx);
-        if ready.is_pending() {
-            let _ = self.pending.send(());
-        }
-        ready
-    }
-
-    fn call(&mut self, request: R) -> S::Future {
-        self.inner.call(request)
-    }
 }
 
 /// A request already waiting for room inside the layer when the drain begins, on

@@ -39,6 +39,7 @@ use tower_drain::{DrainOutcome, DrainSignal, LongLivedLayer, Shutdown};
 use echo::{Echo, EchoClient, EchoServer, SayReply, SayRequest};
 use support::gate::Gate;
 use support::http::{get as http_get, http1_client, http2_client, serve, HttpClient};
+use support::pending::ReportsPending;
 use support::{bounded, BOUND};
 
 /// The answer of `shutdown.layer()` to a plain HTTP request it refuses.
@@ -814,34 +815,6 @@ async fn a_mark_outside_the_layer_lists_only_what_it_cut() {
         ],
         "{report}"
     );
-}
-
-/// Tells the test each time the service it wraps is not ready.
-#[derive(Clone)]
-struct ReportsPending<S> {
-    inner: S,
-    pending: mpsc::UnboundedSender<()>,
-}
-
-impl<S, R> tower::Service<R> for ReportsPending<S>
-where
-    S: tower::Service<R>,
-{
-    type Response = S::Response;
-    type Error = S::Error;
-    type Future = S::Future;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
-        let ready = self.inner.poll_ready(cx);
-        if ready.is_pending() {
-            let _ = self.pending.send(());
-        }
-        ready
-    }
-
-    fn call(&mut self, request: R) -> S::Future {
-        self.inner.call(request)
-    }
 }
 
 /// A concurrency limit of one in axum, held by one request while a second waits for room

@@ -10,6 +10,7 @@ pub mod example;
 pub mod gate;
 pub mod http;
 pub mod pause;
+pub mod pending;
 pub mod raw;
 pub mod sse;
 
