@@ -23,7 +23,7 @@ use tonic::codegen::BoxStream;
 use tonic::transport::server::TcpIncoming;
 use tonic::transport::Server;
 use tonic::{Code, Status, Streaming};
-use tower_drain::{DrainOutcome, DrainReport, Shutdown};
+use tower_drain::{DrainOutcome, DrainReport, LongLivedKind, Shutdown};
 
 use echo::{CountReply, CountRequest, Echo, EchoClient, EchoServer, SayReply, SayRequest};
 use server::{client_stream, connect, finish, Served};
@@ -132,6 +132,9 @@ struct Tuning {
     timeout: Option<Duration>,
     max_concurrent_streams: Option<u32>,
     keepalive: Option<Duration>,
+    /// The layer finishes every gRPC response on drain, by a rule that names it an event
+    /// stream.
+    finish_grpc: bool,
 }
 
 struct Started {
@@ -166,8 +169,12 @@ async fn start(shutdown: Shutdown, tuning: Tuning) -> Started {
             .http2_keepalive_interval(Some(interval))
             .tcp_keepalive(Some(interval));
     }
+    let mut layer = shutdown.layer();
+    if tuning.finish_grpc {
+        layer = layer.long_lived_when(grpc_as_sse);
+    }
     let served = builder
-        .layer(shutdown.layer())
+        .layer(layer)
         .add_service(echo)
         .serve_with_incoming_shutdown(TcpIncoming::from(listener), shutdown.closing());
     let served: Pin<Box<dyn std::future::Future<Output = _> + Send>> = Box::pin(served);
@@ -177,6 +184,14 @@ async fn start(shutdown: Shutdown, tuning: Tuning) -> Started {
         gate,
         calls,
     }
+}
+
+/// A rule for `long_lived_when`: every gRPC response is finished on drain.
+fn grpc_as_sse(_: http::StatusCode, headers: &http::HeaderMap) -> Option<LongLivedKind> {
+    let content_type = headers.get(http::header::CONTENT_TYPE)?.as_bytes();
+    content_type
+        .starts_with(b"application/grpc")
+        .then_some(LongLivedKind::Sse)
 }
 
 fn say(text: &str) -> SayRequest {
@@ -684,4 +699,181 @@ async fn refusal_while_draining_is_trailers_only_on_the_wire() {
     assert!(trailers.is_none(), "{trailers:?}");
     assert_eq!(shutdown.rejected(), 1);
     server.abort();
+}
+
+/// A unary call whose handler is still running when the drain begins, on a server whose
+/// layers finish every gRPC response on drain (a rule cannot tell a unary answer from a
+/// stream: both are `application/grpc`): the answer, ready whole when its body is first
+/// polled, is sent whole, and the call succeeds. Ended before its message, it would fail
+/// (UNKNOWN) although its handler ran to the end, and a client retrying it would run it
+/// twice.
+#[tokio::test]
+async fn unary_answer_ready_after_draining_began_is_sent_whole_under_a_finishing_rule() {
+    let finishing = [
+        server::Options {
+            finish_streams: true,
+            ..server::Options::default()
+        },
+        server::Options {
+            grpc_as_sse: true,
+            ..server::Options::default()
+        },
+    ];
+    for options in finishing {
+        let shutdown = Shutdown::new();
+        let gate = Gate::new();
+        let (addr, server) = server::start_with(shutdown, &gate, shutdown.closing(), options).await;
+        let mut client = EchoClient::new(connect(addr).await);
+
+        let call = tokio::spawn(async move { client.say("held").await });
+        gate.entered(1).await;
+        let drain = shutdown.drain(NEVER).unwrap();
+        gate.release(1);
+
+        let reply = bounded("the call", call).await.unwrap();
+        assert_eq!(
+            reply.expect("a call its handler answered failed").text,
+            "held"
+        );
+        assert_drained(&finish(drain, server).await, 1);
+    }
+}
+
+/// The same over gRPC-web, with the shutdown layers seeing gRPC-web: the answer and its own
+/// status go out, and no second status is added.
+#[tokio::test]
+async fn grpc_web_unary_answer_ready_after_draining_began_is_sent_whole_under_a_finishing_rule() {
+    use hyper_util::client::legacy::Client;
+    use hyper_util::rt::TokioExecutor;
+    use tonic_web::GrpcWebClientService;
+
+    let shutdown = Shutdown::new();
+    let gate = Gate::new();
+    let options = server::Options {
+        web: Some(server::WebLayer::Inside),
+        finish_streams: true,
+        ..server::Options::default()
+    };
+    let (addr, server) = server::start_with(shutdown, &gate, shutdown.closing(), options).await;
+    let http = Client::builder(TokioExecutor::new()).build_http();
+    let origin = format!("http://{addr}").parse().unwrap();
+    let mut client = EchoClient::with_origin(GrpcWebClientService::new(http), origin);
+
+    let call = tokio::spawn(async move { client.say("held").await });
+    gate.entered(1).await;
+    let drain = shutdown.drain(NEVER).unwrap();
+    gate.release(1);
+
+    let reply = bounded("the call", call).await.unwrap();
+    assert_eq!(
+        reply.expect("a call its handler answered failed").text,
+        "held"
+    );
+    assert_drained(&finish(drain, server).await, 1);
+}
+
+/// A client-streaming call whose handler answers after the drain began, under the same
+/// layers: its answer is sent whole.
+#[tokio::test]
+async fn client_streaming_answer_ready_after_draining_began_is_sent_whole_under_a_finishing_rule() {
+    let shutdown = Shutdown::new();
+    let gate = Gate::new();
+    let options = server::Options {
+        finish_streams: true,
+        ..server::Options::default()
+    };
+    let (addr, server) = server::start_with(shutdown, &gate, shutdown.closing(), options).await;
+    let mut client = EchoClient::new(connect(addr).await);
+
+    let (numbers, sent) = client_stream();
+    numbers.send(CountReply { n: 1 }).unwrap();
+    let call = tokio::spawn(async move { client.sum(sent).await });
+    gate.entered(1).await;
+    let drain = shutdown.drain(NEVER).unwrap();
+    gate.release(1);
+    numbers.send(CountReply { n: 2 }).unwrap();
+    drop(numbers);
+
+    let reply = bounded("the call", call).await.unwrap();
+    assert_eq!(
+        reply.expect("a call its handler answered failed"),
+        CountRequest { to: 3 }
+    );
+    assert_drained(&finish(drain, server).await, 1);
+}
+
+/// A server stream that always has its next message ready, finished on drain: it goes on
+/// while it has messages ready, and ends at the long-lived deadline, between two messages,
+/// as a stream finished on drain does (UNKNOWN), not cut (INTERNAL), and the report does not
+/// list it as cut.
+#[tokio::test]
+async fn grpc_stream_always_ready_ends_at_the_long_lived_deadline() {
+    // Far more replies than the stream sends before its deadline.
+    const REPLIES: u32 = u32::MAX;
+    let shutdown = Shutdown::new();
+    shutdown.set_long_lived_grace(Duration::from_millis(100));
+    let tuning = Tuning {
+        finish_grpc: true,
+        ..Tuning::default()
+    };
+    let started = start(shutdown, tuning).await;
+    let mut client = EchoClient::new(connect(started.addr).await);
+
+    let mut replies = bounded("the call", client.count(REPLIES)).await.unwrap();
+    let first = bounded("the first reply", replies.message()).await.unwrap();
+    assert_eq!(first, Some(CountReply { n: 1 }));
+    started.gate.entered(1).await;
+    // Polled on a task of its own: the drain's future is what moves its deadlines.
+    let drain = tokio::spawn(shutdown.drain(NEVER).unwrap());
+    started.gate.release(1);
+
+    let end = bounded("the end of the stream", async {
+        let mut last = 1;
+        // Bounded by the long-lived deadline, well within `REPLIES`.
+        loop {
+            match replies.message().await {
+                Ok(Some(reply)) => {
+                    assert_eq!(reply.n, last + 1, "a reply lost");
+                    last = reply.n;
+                }
+                Ok(None) => panic!("a stream finished on drain ended cleanly"),
+                Err(status) => return (status, last),
+            }
+        }
+    })
+    .await;
+    let (status, last) = end;
+    assert_eq!(status.code(), Code::Unknown, "{status:?}");
+    assert!(last > 1, "no reply sent after the drain began");
+    let report = finish(async { drain.await.unwrap() }, started.server).await;
+    assert_drained(&report, 1);
+    assert!(report.long_lived.is_empty(), "{report}");
+}
+
+/// With a zero grace, a gRPC stream finished on drain that is waiting for its handler ends
+/// at once, as one past the long-lived deadline does: without a status (UNKNOWN), not cut.
+#[tokio::test]
+async fn grpc_stream_finished_on_drain_with_a_zero_grace_ends_at_once() {
+    let shutdown = Shutdown::new();
+    shutdown.set_long_lived_grace(Duration::ZERO);
+    let tuning = Tuning {
+        finish_grpc: true,
+        ..Tuning::default()
+    };
+    let started = start(shutdown, tuning).await;
+    let mut client = EchoClient::new(connect(started.addr).await);
+
+    let mut replies = bounded("the call", client.count(3)).await.unwrap();
+    let first = bounded("the first reply", replies.message()).await.unwrap();
+    assert_eq!(first, Some(CountReply { n: 1 }));
+    started.gate.entered(1).await;
+    let drain = shutdown.drain(NEVER).unwrap();
+
+    let end = bounded("the end of the stream", replies.message()).await;
+    let status = end.expect_err("a stream finished on drain ended cleanly");
+    assert_eq!(status.code(), Code::Unknown, "{status:?}");
+    let report = finish(drain, started.server).await;
+    assert_drained(&report, 1);
+    assert!(report.long_lived.is_empty(), "{report}");
+    started.gate.release(1);
 }

@@ -22,6 +22,11 @@ pub(crate) struct TrackedState {
     /// frame (cleared once the response has sent its own); a gRPC one ends without a status
     /// (see `next`).
     grpc_end: Option<GrpcEnd>,
+    /// Set when such a gRPC response, asked to finish, found its inner body waiting. Until
+    /// then it passes on what its handler has ready: a rule cannot tell a unary answer from
+    /// a stream (both are `application/grpc`), and ending an answer that is ready whole,
+    /// or a stream's last messages and status, would fail a call its handler completed.
+    grpc_waiting_seen: bool,
     /// Registered only when the inner body is pending: wakes it at drain start (to finish) or
     /// at the long-lived deadline (to abort).
     wait: Option<(Target, Wait)>,
@@ -255,7 +260,8 @@ impl TrackedState {
     /// length the client was told. It still aborts at the long-lived deadline if it has begun
     /// by then, and otherwise is sent whole (see `unstarted_answer`). `grpc_end`:
     /// the response is gRPC (or gRPC-web), whatever `kind` says: it gets no final event, is
-    /// finished between frames (tonic's frames hold whole messages) and ends with a status.
+    /// finished between frames (tonic's frames hold whole messages) once it has nothing
+    /// ready, and ends with a status.
     pub(crate) fn new(
         core: &'static Core,
         mut registration: Registration,
@@ -286,6 +292,7 @@ impl TrackedState {
             // A final event is an SSE frame; other streams just end.
             final_event: tracking.final_event.filter(|_| events),
             grpc_end,
+            grpc_waiting_seen: false,
             wait: None,
             state: State::Streaming,
             // Bytes of an encoded body say nothing about its events: it ends between frames.
@@ -312,6 +319,7 @@ impl TrackedState {
             on_drain: OnDrain::Finish,
             final_event: None,
             grpc_end: Some(end),
+            grpc_waiting_seen: false,
             wait: None,
             state: State::Streaming,
             events: None,
@@ -403,10 +411,15 @@ impl TrackedState {
         // at this very poll, as soon as a cut would end it. So the order in which the drain's
         // start and that deadline reach it (the same instant with a zero grace) changes
         // nothing. Inside an event the body goes on to the event's end instead: a final event
-        // sent now would be read as part of it, and an end now would drop it.
+        // sent now would be read as part of it, and an end now would drop it. A gRPC one
+        // goes on while it has frames ready (see `grpc_waiting_seen`), until the long-lived
+        // deadline, where it ends (with a zero grace, at once).
         if self.on_drain == OnDrain::Finish
             && self.core.phase().admission_closed()
             && self.between_events()
+            && (self.grpc_end.is_none()
+                || self.grpc_waiting_seen
+                || self.core.long_lived.is_expired())
         {
             return Step::Finish;
         }
@@ -506,6 +519,14 @@ impl TrackedState {
                 .get_or_insert_with(|| (Target::DrainOver, drain_over(self.core)));
             ready!(over.as_mut().poll(cx));
             self.drain_over_seen = true;
+            return Poll::Ready(());
+        }
+        // A gRPC response asked to finish has passed on all it had ready: it ends now.
+        if self.grpc_end.is_some()
+            && self.on_drain == OnDrain::Finish
+            && self.core.phase().admission_closed()
+        {
+            self.grpc_waiting_seen = true;
             return Poll::Ready(());
         }
         // An answer let through past the long-lived deadline (see `step`) has nothing left

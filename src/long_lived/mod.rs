@@ -100,9 +100,10 @@ pub enum OnDrain {
     /// End at the next frame boundary (for server-sent events, the next boundary between
     /// events), after the final event if one is configured; only an event stream gets one,
     /// since it is an SSE frame. The default for server-sent events, whose clients reconnect
-    /// and resume. A gRPC-web response ends with the status UNAVAILABLE in its trailer frame;
-    /// a gRPC one ends without a status (its client reads UNKNOWN), as the per-frame code
-    /// builds no HTTP/2 trailers.
+    /// and resume. A gRPC response first passes on what its handler has ready (an answer
+    /// already given completes whole), and ends when it waits for more: a gRPC-web one with
+    /// the status UNAVAILABLE in its trailer frame, a gRPC one without a status (its client
+    /// reads UNKNOWN), as the per-frame code builds no HTTP/2 trailers.
     Finish,
     /// Keep streaming until the long-lived deadline, then abort. The default for every other
     /// kind: a stream the client cannot resume should not be ended at drain start. The

@@ -143,8 +143,9 @@ where
                 guard,
                 aborted,
             } => loop {
-                // Bounded: a second pass happens only after the body's wake-up fired, and
-                // then `next` no longer answers `Poll` for the same reason.
+                // Bounded: another pass happens only after the body's wake-up fired, and
+                // then `next` no longer answers `Poll` for the same reason (a gRPC response
+                // asked to finish takes one pass more, to find its inner body waiting).
                 match state.next(guard) {
                     Next::Poll => {}
                     Next::Yield(chunk) => {
