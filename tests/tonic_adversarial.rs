@@ -877,3 +877,77 @@ async fn grpc_stream_finished_on_drain_with_a_zero_grace_ends_at_once() {
     assert!(report.long_lived.is_empty(), "{report}");
     started.gate.release(1);
 }
+
+/// A client that drops a server stream whose handler is idle (waiting for its next reply)
+/// while draining: the stream is reset, hyper drops the idle body, and the count ends at
+/// once, not at the drain's timeout.
+#[tokio::test]
+async fn idle_server_stream_dropped_by_its_client_while_draining_ends_the_count() {
+    let shutdown = Shutdown::new();
+    let started = start(shutdown, Tuning::default()).await;
+    let mut client = EchoClient::new(connect(started.addr).await);
+
+    let mut replies = bounded("the call", client.count(3)).await.unwrap();
+    let first = bounded("the first reply", replies.message()).await.unwrap();
+    assert_eq!(first, Some(CountReply { n: 1 }));
+    started.gate.entered(1).await;
+    let mut drain = std::pin::pin!(shutdown.drain(NEVER).unwrap());
+    assert!(drain.as_mut().now_or_never().is_none(), "drained too early");
+
+    // The handler stays at the gate: only the client's reset ends the call.
+    drop(replies);
+    assert_drained(&finish(drain, started.server).await, 1);
+}
+
+/// A gRPC-web-text call over HTTP/1 arriving while draining, seen on the wire: the layer's
+/// answer is trailers-only in the call's own content type (a gRPC-web client refuses any
+/// other), with `grpc-status: 14` and a `grpc-message` in the head, an empty body, and
+/// `Connection: close`.
+#[tokio::test]
+async fn grpc_web_text_refusal_while_draining_is_trailers_only_on_the_wire() {
+    use tokio::io::AsyncWriteExt;
+
+    let shutdown = Shutdown::new();
+    let gate = Gate::new();
+    let options = server::Options {
+        web: Some(server::WebLayer::Inside),
+        ..server::Options::default()
+    };
+    let (addr, server) = server::start_with(shutdown, &gate, std::future::pending(), options).await;
+    let mut socket = tokio::net::TcpStream::connect(addr).await.unwrap();
+    bounded("the drain", shutdown.drain(NEVER).unwrap()).await;
+
+    let body = "AAAAAAIIAw==";
+    let request = format!(
+        "POST /tower_drain.example.Echo/Count HTTP/1.1\r\nhost: localhost\r\n\
+         content-type: application/grpc-web-text+proto\r\n\
+         accept: application/grpc-web-text+proto\r\nx-grpc-web: 1\r\n\
+         content-length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    socket.write_all(request.as_bytes()).await.unwrap();
+    let mut received = Vec::new();
+    bounded(
+        "the refusal",
+        support::raw::read_to_close(&mut socket, &mut received),
+    )
+    .await;
+    let (head, body) = support::raw::split_head(&received);
+    let head = head.to_ascii_lowercase();
+    assert!(head.starts_with("http/1.1 200 ok"), "{head}");
+    for line in [
+        "content-type: application/grpc-web-text+proto",
+        "grpc-status: 14",
+        "grpc-message: server is shutting down",
+        "content-length: 0",
+        "connection: close",
+    ] {
+        assert!(
+            head.lines().any(|header| header == line),
+            "no {line}: {head}"
+        );
+    }
+    assert!(body.is_empty(), "{body:?}");
+    assert_eq!(shutdown.rejected(), 1);
+    server.abort();
+}
