@@ -39,7 +39,8 @@ const FAIL_AFTER_FIRST: u32 = 100;
 /// `Count` to this panics after its first reply (and the gate).
 const PANIC_AFTER_FIRST: u32 = 101;
 
-/// A handler that misbehaves on request. `Say` of "held…" waits at the gate; `Count` sends
+/// A handler that misbehaves on request. `Say` of "held…" waits at the gate, and one of
+/// "…panic" then panics; `Count` sends
 /// its first reply, waits at the gate, then goes on, fails or panics (see the constants);
 /// `Sum` waits at the gate after its first message and fails on a message of 0; `Chat`
 /// echoes, waits at the gate before echoing "held…", fails on "fail" and panics on "panic".
@@ -61,6 +62,9 @@ impl Echo for Faulty {
         self.entered();
         if request.text.starts_with("held") {
             self.gate.pass().await;
+        }
+        if request.text.ends_with("panic") {
+            panic!("the handler panicked");
         }
         Ok(SayReply { text: request.text })
     }
@@ -739,37 +743,40 @@ async fn unary_answer_ready_after_draining_began_is_sent_whole_under_a_finishing
     }
 }
 
-/// The same over gRPC-web, with the shutdown layers seeing gRPC-web: the answer and its own
-/// status go out, and no second status is added.
+/// The same over gRPC-web, with the shutdown layers seeing gRPC-web (inside tonic-web's
+/// layer: the answer and its own status go out, and no second status is added) or gRPC
+/// (outside it).
 #[tokio::test]
 async fn grpc_web_unary_answer_ready_after_draining_began_is_sent_whole_under_a_finishing_rule() {
     use hyper_util::client::legacy::Client;
     use hyper_util::rt::TokioExecutor;
     use tonic_web::GrpcWebClientService;
 
-    let shutdown = Shutdown::new();
-    let gate = Gate::new();
-    let options = server::Options {
-        web: Some(server::WebLayer::Inside),
-        finish_streams: true,
-        ..server::Options::default()
-    };
-    let (addr, server) = server::start_with(shutdown, &gate, shutdown.closing(), options).await;
-    let http = Client::builder(TokioExecutor::new()).build_http();
-    let origin = format!("http://{addr}").parse().unwrap();
-    let mut client = EchoClient::with_origin(GrpcWebClientService::new(http), origin);
+    for place in [server::WebLayer::Inside, server::WebLayer::Outside] {
+        let shutdown = Shutdown::new();
+        let gate = Gate::new();
+        let options = server::Options {
+            web: Some(place),
+            finish_streams: true,
+            ..server::Options::default()
+        };
+        let (addr, server) = server::start_with(shutdown, &gate, shutdown.closing(), options).await;
+        let http = Client::builder(TokioExecutor::new()).build_http();
+        let origin = format!("http://{addr}").parse().unwrap();
+        let mut client = EchoClient::with_origin(GrpcWebClientService::new(http), origin);
 
-    let call = tokio::spawn(async move { client.say("held").await });
-    gate.entered(1).await;
-    let drain = shutdown.drain(NEVER).unwrap();
-    gate.release(1);
+        let call = tokio::spawn(async move { client.say("held").await });
+        gate.entered(1).await;
+        let drain = shutdown.drain(NEVER).unwrap();
+        gate.release(1);
 
-    let reply = bounded("the call", call).await.unwrap();
-    assert_eq!(
-        reply.expect("a call its handler answered failed").text,
-        "held"
-    );
-    assert_drained(&finish(drain, server).await, 1);
+        let reply = bounded("the call", call).await.unwrap();
+        assert_eq!(
+            reply.expect("a call its handler answered failed").text,
+            "held"
+        );
+        assert_drained(&finish(drain, server).await, 1);
+    }
 }
 
 /// A client-streaming call whose handler answers after the drain began, under the same
@@ -950,4 +957,27 @@ async fn grpc_web_text_refusal_while_draining_is_trailers_only_on_the_wire() {
     assert!(body.is_empty(), "{body:?}");
     assert_eq!(shutdown.rejected(), 1);
     server.abort();
+}
+
+/// A unary handler that panics while the drain waits for it: tonic's server has no catch,
+/// so the call's task unwinds, dropping the count with it; the client sees a failed call.
+#[tokio::test]
+async fn unary_handler_panicking_while_draining_fails_the_call_and_ends_the_count() {
+    let shutdown = Shutdown::new();
+    let started = start(shutdown, Tuning::default()).await;
+    let mut client = EchoClient::new(connect(started.addr).await);
+
+    let call = tokio::spawn(async move { client.say("held, then panic").await });
+    started.gate.entered(1).await;
+    let drain = shutdown.drain(NEVER).unwrap();
+    started.gate.release(1);
+
+    let status = bounded("the call", call)
+        .await
+        .unwrap()
+        .expect_err("a call whose handler panicked succeeded");
+    assert_ne!(status.code(), Code::Ok, "{status:?}");
+    let report = finish(drain, started.server).await;
+    assert_eq!(report.outcome, DrainOutcome::Drained, "{report}");
+    assert_eq!(shutdown.in_flight(), 0);
 }
