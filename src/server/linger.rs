@@ -94,6 +94,26 @@ impl Returned {
     }
 }
 
+impl Returned {
+    /// Closes the socket with a reset rather than an end of stream, if hyper has handed it
+    /// back: for a connection whose last response was cut short by the server's own side. A
+    /// body of unknown length sent to an HTTP/1.0 client has no framing of its own but the
+    /// connection's end: a clean end would complete the part sent, and only a reset tells
+    /// the client it is not whole. (A chunked or sized body is seen cut either way.)
+    pub(super) fn reset(mut self) {
+        let Ok((stream, _)) = self.home.try_recv() else {
+            return;
+        };
+        // Zero: the close resets at once and never blocks, unlike the other `SO_LINGER`
+        // settings that the deprecation warns of (`set_zero_linger`, Tokio 1.50, is this
+        // same call).
+        #[allow(deprecated)]
+        if let Err(error) = stream.set_linger(Some(Duration::ZERO)) {
+            tracing::debug!(%error, "could not set SO_LINGER to reset the connection");
+        }
+    }
+}
+
 impl Lent {
     fn stream(&mut self) -> Pin<&mut TcpStream> {
         // Only `Drop` takes the stream out, and nothing polls the socket after that.

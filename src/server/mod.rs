@@ -9,7 +9,7 @@
 //! |---|---|
 //! | [`Shutdown::closing`] (admission closes) | stops accepting and shuts every connection down gracefully: HTTP/2 gets GOAWAY, HTTP/1 closes after the response in progress, idle keep-alive connections close at once |
 //! | [`Shutdown::aborted`] (drain cut short), the drain deadline whatever the outcome, or any [`Shutdown::force`] call, even one that found nothing to cut | closes whatever connection is still open, after one last poll of it and of its HTTP/2 streams, in which a request whose handler is stalled answers its 503 |
-//! | hyper is done with a connection | shuts its sending side and reads what the client still sends until it closes or goes quiet (a lingering close), so those bytes cannot make the kernel reset the connection and drop the unsent tail of its last response; a connection with no response to protect (never written to, or idle past the linger's wait) closes at once |
+//! | hyper is done with a connection | shuts its sending side and reads what the client still sends until it closes or goes quiet (a lingering close), so those bytes cannot make the kernel reset the connection and drop the unsent tail of its last response; a connection with no response to protect (never written to, or idle past the linger's wait) closes at once; an HTTP/1 connection whose response the server cut short (a body cut at the deadline or failing) is reset, so that a body only its end delimits (HTTP/1.0) is not taken as whole |
 //! | every connection closed, and every HTTP/2 stream's task ended | [`serve`] returns: nothing it ran is still counted |
 //!
 //! Put [`Shutdown::layer`] on the service so that requests in flight are counted and late
@@ -111,7 +111,10 @@ type BoxError = Box<dyn StdError + Send + Sync>;
 /// outright, such a socket is reset by the kernel, which drops whatever part of the
 /// response it had not sent yet. A connection the server never wrote a byte on (a client
 /// that connected and sent nothing, or never a whole request head) has no response to
-/// protect, and is closed at once.
+/// protect, and is closed at once. An HTTP/1 connection that hyper ended because of the
+/// server's own side (a response body that failed, cut at the drain deadline included) is
+/// reset: sent to an HTTP/1.0 client, a body of unknown length ends where the connection
+/// does, and a clean end would complete the part sent.
 ///
 /// Returns once every connection is closed and the task of every HTTP/2 stream has ended
 /// (hyper runs each stream on a task apart from its connection's), so that nothing it ran
@@ -341,6 +344,11 @@ fn spawn_connection<S, B>(
             result = connection => {
                 if let Err(error) = result {
                     tracing::debug!(%error, "connection ended with an error");
+                    if failed_on_the_server(&*error) {
+                        returned.reset();
+                        drop(lingering);
+                        return;
+                    }
                 }
             }
             // Dropping the connection closes its socket: the drain deadline has passed.
@@ -355,6 +363,25 @@ fn spawn_connection<S, B>(
         }
         drop(lingering);
     });
+}
+
+/// True when a connection ended because of the server's own side (hyper's "user" errors):
+/// a response body that failed mid-stream (cut at the drain deadline, or failing by itself),
+/// a service error, a response hyper refused to send. The exchange in progress was not
+/// answered whole, so the connection is reset rather than closed gently: a clean end would
+/// complete a body that only the close delimits (any body of unknown length sent to an
+/// HTTP/1.0 client). Only HTTP/1 connections end this way: over HTTP/2 such a failure
+/// resets its stream alone.
+fn failed_on_the_server(error: &(dyn StdError + 'static)) -> bool {
+    let mut source = Some(error);
+    // Bounded by the chain's length, which is finite: each error owns its source.
+    while let Some(error) = source {
+        if let Some(hyper) = error.downcast_ref::<hyper::Error>() {
+            return hyper.is_user();
+        }
+        source = error.source();
+    }
+    false
 }
 
 /// Accept errors that concern one half-open connection only, not the listener.
