@@ -1,7 +1,7 @@
 //! HTTP/1 and HTTP/2 at the edges of the protocol while a server drains, through
-//! `tower_drain::server::serve`: responses cut at the deadline as each framing shows them
-//! (a body delimited by the connection's close, chunked, HTTP/2 trailers), request bodies
-//! still arriving, and requests whose end is delayed.
+//! `tower_drain::server::serve`: responses cut at the deadline as each framing shows them (a
+//! body delimited by the connection's close, chunked, HTTP/2 trailers), request bodies still
+//! arriving or reset, `Expect: 100-continue`, and a request stream the client never ends.
 
 mod support;
 
@@ -11,7 +11,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use futures_util::StreamExt;
-use http::{Request, Response};
+use http::{Request, Response, StatusCode};
 use http_body::Frame;
 use http_body_util::{BodyExt, Full, StreamBody};
 use hyper::body::Incoming;
@@ -22,7 +22,10 @@ use tokio::task::JoinHandle;
 use tower::{service_fn, Layer};
 use tower_drain::{DrainOutcome, Shutdown};
 
-use support::raw::{contains, decode_chunked, read_until, split_head};
+use support::gate::Gate;
+use support::raw::{
+    contains, decode_chunked, has_connection_close, read_to_eof, read_until, split_head,
+};
 use support::{bounded, BOUND};
 
 type BoxBody =
@@ -57,14 +60,57 @@ impl Streams {
 
 /// Serves, under `shutdown.layer()`, until the drain:
 /// * `/stream`: a body of unknown length whose frames the test sends through [`Streams`];
+/// * `/upload`: reads the request body, passing the gate's `enter` after its first frame,
+///   and answers its length, or `400` if the body failed;
+/// * `/refuse`: waits at the gate, then answers `413` without reading the request body;
 /// * `/big`: [`BIG`] bytes in 64 KiB frames, of unknown length, then nothing more;
 /// * anything else: `ok\n`.
 async fn start(shutdown: Shutdown, streams: &Streams) -> (SocketAddr, JoinHandle<()>) {
+    start_with_gate(shutdown, streams, &Gate::new()).await
+}
+
+async fn start_with_gate(
+    shutdown: Shutdown,
+    streams: &Streams,
+    gate: &Gate,
+) -> (SocketAddr, JoinHandle<()>) {
     let streams = streams.clone();
+    let gate = gate.clone();
     let routes = service_fn(move |request: Request<Incoming>| {
         let streams = streams.clone();
+        let gate = gate.clone();
         async move {
+            let text = |status: StatusCode, text: String| {
+                let mut response =
+                    Response::new(Full::new(Bytes::from(text)).map_err(Into::into).boxed());
+                *response.status_mut() = status;
+                response
+            };
             let response = match request.uri().path() {
+                "/upload" => {
+                    let mut body = request.into_body();
+                    let mut length = 0;
+                    let mut entered = false;
+                    loop {
+                        match body.frame().await {
+                            None => break text(StatusCode::OK, length.to_string()),
+                            Some(Ok(frame)) => {
+                                length += frame.into_data().map_or(0, |data| data.len());
+                            }
+                            Some(Err(_)) => {
+                                break text(StatusCode::BAD_REQUEST, "body failed".into())
+                            }
+                        }
+                        if !entered {
+                            entered = true;
+                            gate.enter();
+                        }
+                    }
+                }
+                "/refuse" => {
+                    gate.pass().await;
+                    text(StatusCode::PAYLOAD_TOO_LARGE, "too large\n".into())
+                }
                 "/big" => {
                     let chunk = Bytes::from(vec![b'x'; 64 * 1024]);
                     let frames = futures_util::stream::iter(0..BIG / chunk.len())
@@ -272,4 +318,310 @@ async fn http1_0_body_delimited_by_the_close_is_reset_when_its_client_stopped_re
         "a cut close-delimited body ended cleanly after {} bytes",
         received.len()
     );
+}
+
+// === request bodies ===
+
+/// An `Expect: 100-continue` upload admitted before the drain, whose handler refuses it
+/// without reading its body once the drain has begun: the client gets the `413` with
+/// `Connection: close` and no `100 Continue`, and the connection closes without the client
+/// ever sending its body (it waits for a `100 Continue` that will not come).
+#[tokio::test]
+async fn expect_continue_upload_refused_unread_during_the_drain_closes_without_its_body() {
+    let shutdown = Shutdown::new();
+    let gate = Gate::new();
+    let (addr, server) = start_with_gate(shutdown, &Streams::new(), &gate).await;
+
+    let mut client = TcpStream::connect(addr).await.unwrap();
+    client
+        .write_all(
+            b"POST /refuse HTTP/1.1\r\nhost: x\r\ncontent-length: 1000000\r\n\
+              expect: 100-continue\r\n\r\n",
+        )
+        .await
+        .unwrap();
+    gate.entered(1).await;
+    let drain = tokio::spawn(shutdown.drain(BOUND).unwrap());
+    bounded("closing", shutdown.closing()).await;
+    gate.release(1);
+
+    let answer = read_to_eof(client).await;
+    assert!(answer.starts_with("HTTP/1.1 413 "), "{answer}");
+    assert!(!answer.contains("100 Continue"), "{answer}");
+    assert!(has_connection_close(&answer), "{answer}");
+    let report = bounded("the drain", drain).await.unwrap();
+    assert_eq!(report.outcome, DrainOutcome::Drained, "{report}");
+    bounded("the server to return", server).await.unwrap();
+}
+
+/// A chunked upload still arriving at the drain deadline, its handler waiting for the rest:
+/// the handler's request is answered `503` with `Retry-After` and `Connection: close` as
+/// `serve` closes the connection, its count ends, and `serve` returns.
+#[tokio::test]
+async fn http1_upload_still_arriving_at_the_deadline_gets_the_503() {
+    let shutdown = Shutdown::new();
+    let gate = Gate::new();
+    let (addr, server) = start_with_gate(shutdown, &Streams::new(), &gate).await;
+
+    let mut client = TcpStream::connect(addr).await.unwrap();
+    client
+        .write_all(
+            b"POST /upload HTTP/1.1\r\nhost: x\r\ntransfer-encoding: chunked\r\n\r\n\
+              5\r\nhello\r\n",
+        )
+        .await
+        .unwrap();
+    gate.entered(1).await;
+    let drain = tokio::spawn(shutdown.drain(BOUND).unwrap());
+    bounded("closing", shutdown.closing()).await;
+    assert!(shutdown.force(), "the upload was in flight");
+    let report = bounded("the drain", drain).await.unwrap();
+    assert_eq!(report.outcome, DrainOutcome::TimedOut, "{report}");
+    bounded("the server to return", server).await.unwrap();
+    assert_eq!(shutdown.in_flight(), 0);
+
+    // Read to its end: the server closes after the answer.
+    let mut received = Vec::new();
+    read_to_end_or_reset(&mut client, &mut received).await;
+    let answer = String::from_utf8_lossy(&received);
+    assert!(answer.starts_with("HTTP/1.1 503 "), "{answer}");
+    assert!(has_connection_close(&answer), "{answer}");
+    assert!(
+        answer.to_ascii_lowercase().contains("retry-after: 1"),
+        "{answer}"
+    );
+}
+
+/// The same over HTTP/2: a stream whose request body is still arriving at the deadline is
+/// answered `503` with `Retry-After`, not left without an answer.
+#[tokio::test]
+async fn http2_upload_still_arriving_at_the_deadline_gets_the_503() {
+    let shutdown = Shutdown::new();
+    let gate = Gate::new();
+    let (addr, server) = start_with_gate(shutdown, &Streams::new(), &gate).await;
+
+    let (mut sender, connection) = http2_connect(addr).await;
+    let request = Request::post(format!("http://{addr}/upload"))
+        .body(())
+        .unwrap();
+    let (response, mut upload) = sender.send_request(request, false).unwrap();
+    upload
+        .send_data(Bytes::from_static(b"hello"), false)
+        .unwrap();
+    gate.entered(1).await;
+    let drain = tokio::spawn(shutdown.drain(BOUND).unwrap());
+    bounded("closing", shutdown.closing()).await;
+    assert!(shutdown.force(), "the upload was in flight");
+    let report = bounded("the drain", drain).await.unwrap();
+    assert_eq!(report.outcome, DrainOutcome::TimedOut, "{report}");
+
+    let response = bounded("the answer", response).await.unwrap();
+    assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(response.headers()["retry-after"], "1");
+    bounded("the server to return", server).await.unwrap();
+    assert_eq!(shutdown.in_flight(), 0);
+    drop(upload);
+    connection.abort();
+}
+
+/// An h2 client connection to `addr`, driven on a task of its own.
+async fn http2_connect(addr: SocketAddr) -> (h2::client::SendRequest<Bytes>, JoinHandle<()>) {
+    let tcp = TcpStream::connect(addr).await.unwrap();
+    let (sender, connection) = bounded("the HTTP/2 handshake", h2::client::handshake(tcp))
+        .await
+        .unwrap();
+    let connection = tokio::spawn(async move {
+        // Ends with an error when the server closes it at the deadline.
+        let _ = connection.await;
+    });
+    let sender = bounded("the HTTP/2 connection", sender.ready())
+        .await
+        .unwrap();
+    (sender, connection)
+}
+
+/// A client that resets its connection (HTTP/1) or its stream (HTTP/2) in the middle of an
+/// upload while the drain waits for it: the handler's read fails, the request's count ends,
+/// and the drain ends `Drained` then, not at its deadline.
+#[tokio::test]
+async fn upload_reset_by_its_client_during_the_drain_ends_its_count() {
+    for http2 in [false, true] {
+        let shutdown = Shutdown::new();
+        let gate = Gate::new();
+        let (addr, server) = start_with_gate(shutdown, &Streams::new(), &gate).await;
+
+        // What resets the upload, and the HTTP/2 connection, which stays open: only the
+        // stream is reset.
+        let mut connection = None;
+        let reset: Box<dyn FnOnce()> = if http2 {
+            let (mut sender, driver) = http2_connect(addr).await;
+            let request = Request::post(format!("http://{addr}/upload"))
+                .body(())
+                .unwrap();
+            let (_response, mut upload) = sender.send_request(request, false).unwrap();
+            upload
+                .send_data(Bytes::from_static(b"hello"), false)
+                .unwrap();
+            connection = Some((sender, driver));
+            Box::new(move || upload.send_reset(h2::Reason::CANCEL))
+        } else {
+            let mut client = TcpStream::connect(addr).await.unwrap();
+            client
+                .write_all(b"POST /upload HTTP/1.1\r\nhost: x\r\ncontent-length: 100\r\n\r\nhello")
+                .await
+                .unwrap();
+            Box::new(move || {
+                // Zero linger: the close is a reset.
+                #[allow(deprecated)]
+                client.set_linger(Some(std::time::Duration::ZERO)).unwrap();
+                drop(client);
+            })
+        };
+        gate.entered(1).await;
+        let drain = tokio::spawn(shutdown.drain(BOUND).unwrap());
+        bounded("closing", shutdown.closing()).await;
+        assert_eq!(shutdown.in_flight(), 1, "http2: {http2}");
+        reset();
+
+        let report = bounded("the drain", drain).await.unwrap();
+        assert_eq!(
+            report.outcome,
+            DrainOutcome::Drained,
+            "http2: {http2}: {report}"
+        );
+        assert_eq!(shutdown.in_flight(), 0, "http2: {http2}");
+        if let Some((sender, driver)) = connection {
+            drop(sender);
+            driver.abort();
+        }
+        bounded("the server to return", server).await.unwrap();
+    }
+}
+
+// === HTTP/2 ===
+
+/// Reads an h2 response body to its end: its data, and its trailers or the error that ended
+/// it.
+async fn read_h2_body(
+    body: &mut h2::RecvStream,
+) -> (Vec<u8>, Result<Option<http::HeaderMap>, h2::Error>) {
+    let mut data = Vec::new();
+    // Bounded: the bodies of these tests are a few frames.
+    for _ in 0..64 {
+        match bounded("a body frame", body.data()).await {
+            Some(Ok(chunk)) => {
+                let _ = body.flow_control().release_capacity(chunk.len());
+                data.extend_from_slice(&chunk);
+            }
+            Some(Err(error)) => return (data, Err(error)),
+            None => return (data, bounded("the trailers", body.trailers()).await),
+        }
+    }
+    panic!("more frames than expected");
+}
+
+/// A response whose trailers are still to come when the drain begins: the client gets its
+/// data and then its trailers, and the drain waits for them.
+#[tokio::test]
+async fn http2_trailers_sent_after_the_drain_began_reach_the_client() {
+    let shutdown = Shutdown::new();
+    let streams = Streams::new();
+    let (addr, server) = start(shutdown, &streams).await;
+
+    let (mut sender, connection) = http2_connect(addr).await;
+    let request = Request::get(format!("http://{addr}/stream"))
+        .body(())
+        .unwrap();
+    let (response, _) = sender.send_request(request, true).unwrap();
+    let frames = streams.next().await;
+    frames.send(data("part 1\n")).unwrap();
+    let response = bounded("the response head", response).await.unwrap();
+    let mut body = response.into_body();
+    let first = bounded("the first part", body.data())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(&first[..], b"part 1\n");
+
+    let drain = tokio::spawn(shutdown.drain(BOUND).unwrap());
+    bounded("closing", shutdown.closing()).await;
+    assert_eq!(shutdown.in_flight(), 1, "counted until its trailers");
+    let mut trailers = http::HeaderMap::new();
+    trailers.insert("x-checksum", "42".parse().unwrap());
+    frames.send(Ok(Frame::trailers(trailers))).unwrap();
+    drop(frames);
+
+    let (rest, trailers) = read_h2_body(&mut body).await;
+    assert!(rest.is_empty());
+    let trailers = trailers.expect("a clean end").expect("trailers");
+    assert_eq!(trailers["x-checksum"], "42");
+    let report = bounded("the drain", drain).await.unwrap();
+    assert_eq!(report.outcome, DrainOutcome::Drained, "{report}");
+    assert_eq!(report.completed, 1);
+    drop(sender);
+    bounded("the server to return", server).await.unwrap();
+    connection.abort();
+}
+
+/// A response whose trailers are still to come at the drain deadline is reset: the client
+/// sees an error, never an end of stream without the trailers it would read as whole.
+#[tokio::test]
+async fn http2_response_awaiting_its_trailers_at_the_deadline_is_reset() {
+    let shutdown = Shutdown::new();
+    let streams = Streams::new();
+    let (addr, server) = start(shutdown, &streams).await;
+
+    let (mut sender, connection) = http2_connect(addr).await;
+    let request = Request::get(format!("http://{addr}/stream"))
+        .body(())
+        .unwrap();
+    let (response, _) = sender.send_request(request, true).unwrap();
+    let frames = streams.next().await;
+    frames.send(data("part 1\n")).unwrap();
+    let response = bounded("the response head", response).await.unwrap();
+    let mut body = response.into_body();
+
+    let drain = tokio::spawn(shutdown.drain(BOUND).unwrap());
+    bounded("closing", shutdown.closing()).await;
+    assert!(shutdown.force(), "the stream was still running");
+    let report = bounded("the drain", drain).await.unwrap();
+    assert_eq!(report.outcome, DrainOutcome::TimedOut, "{report}");
+
+    let (data, end) = read_h2_body(&mut body).await;
+    assert_eq!(data, b"part 1\n");
+    let error = end.expect_err("cut, not ended");
+    assert!(
+        error.is_reset() || error.is_io() || error.is_go_away(),
+        "{error:?}"
+    );
+    drop((sender, frames));
+    bounded("the server to return", server).await.unwrap();
+    connection.abort();
+}
+
+/// A request whose stream the client never ends (no `END_STREAM` after its headers), answered
+/// whole by a handler that does not read its body: its count ends with the response, the
+/// drain ends `Drained` at once, and `serve` returns well before the drain deadline (h2
+/// resets the half-open stream, so the GOAWAY's graceful close is not held by it).
+#[tokio::test]
+async fn http2_request_without_end_stream_answered_whole_does_not_hold_serve() {
+    let shutdown = Shutdown::new();
+    let (addr, server) = start(shutdown, &Streams::new()).await;
+
+    let (mut sender, connection) = http2_connect(addr).await;
+    let request = Request::post(format!("http://{addr}/")).body(()).unwrap();
+    let (response, upload) = sender.send_request(request, false).unwrap();
+    let response = bounded("the response head", response).await.unwrap();
+    let (data, end) = read_h2_body(&mut response.into_body()).await;
+    assert_eq!(data, b"ok\n");
+    assert!(end.is_ok(), "{end:?}");
+
+    // Ten minutes: `serve` must not wait for it.
+    let drain = shutdown.drain(std::time::Duration::from_secs(600)).unwrap();
+    let report = bounded("the drain", drain).await;
+    assert_eq!(report.outcome, DrainOutcome::Drained, "{report}");
+    assert_eq!(report.in_flight_at_start, 0);
+    bounded("the server to return", server).await.unwrap();
+    drop((upload, sender));
+    connection.abort();
 }
