@@ -1,7 +1,8 @@
 //! HTTP/1 and HTTP/2 at the edges of the protocol while a server drains, through
 //! `tower_drain::server::serve`: responses cut at the deadline as each framing shows them (a
 //! body delimited by the connection's close, chunked, HTTP/2 trailers), request bodies still
-//! arriving or reset, `Expect: 100-continue`, and a request stream the client never ends.
+//! arriving or reset, `Expect: 100-continue`, a request stream the client never ends, and an
+//! `Upgrade: h2c` request.
 
 mod support;
 
@@ -624,4 +625,42 @@ async fn http2_request_without_end_stream_answered_whole_does_not_hold_serve() {
     bounded("the server to return", server).await.unwrap();
     drop((upload, sender));
     connection.abort();
+}
+
+// === h2c upgrade ===
+
+/// An HTTP/1.1 request asking to upgrade to cleartext HTTP/2 (`Upgrade: h2c`), in flight
+/// when the drain begins: hyper does not speak h2c, so it is answered over HTTP/1.1, whole,
+/// never switched, with `Connection: close` in place of the client's `Upgrade` token, and
+/// the connection closes.
+#[tokio::test]
+async fn h2c_upgrade_request_in_flight_is_answered_over_http1_with_connection_close() {
+    let shutdown = Shutdown::new();
+    let gate = Gate::new();
+    let (addr, server) = start_with_gate(shutdown, &Streams::new(), &gate).await;
+
+    let mut client = TcpStream::connect(addr).await.unwrap();
+    client
+        .write_all(
+            b"POST /refuse HTTP/1.1\r\nhost: x\r\nconnection: Upgrade, HTTP2-Settings\r\n\
+              upgrade: h2c\r\nhttp2-settings: AAMAAABkAARAAAAAAAIAAAAA\r\ncontent-length: 0\r\n\r\n",
+        )
+        .await
+        .unwrap();
+    gate.entered(1).await;
+    let drain = tokio::spawn(shutdown.drain(BOUND).unwrap());
+    bounded("closing", shutdown.closing()).await;
+    gate.release(1);
+
+    let answer = read_to_eof(client).await;
+    assert!(
+        answer.starts_with("HTTP/1.1 413 "),
+        "not switched: {answer}"
+    );
+    assert!(has_connection_close(&answer), "{answer}");
+    assert!(!answer.to_ascii_lowercase().contains("upgrade"), "{answer}");
+    assert!(answer.ends_with("\r\n\r\ntoo large\n"), "{answer}");
+    let report = bounded("the drain", drain).await.unwrap();
+    assert_eq!(report.outcome, DrainOutcome::Drained, "{report}");
+    bounded("the server to return", server).await.unwrap();
 }
