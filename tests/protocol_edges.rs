@@ -62,7 +62,8 @@ impl Streams {
 /// Serves, under `shutdown.layer()`, until the drain:
 /// * `/stream`: a body of unknown length whose frames the test sends through [`Streams`];
 /// * `/upload`: reads the request body, passing the gate's `enter` after its first frame,
-///   and answers its length, or `400` if the body failed;
+///   and answers its length and its `x-checksum` trailer (`-` if none), or `400` if the
+///   body failed;
 /// * `/refuse`: waits at the gate, then answers `413` without reading the request body;
 /// * `/big`: [`BIG`] bytes in 64 KiB frames, of unknown length, then nothing more;
 /// * anything else: `ok\n`.
@@ -91,13 +92,22 @@ async fn start_with_gate(
                 "/upload" => {
                     let mut body = request.into_body();
                     let mut length = 0;
+                    let mut checksum = String::from("-");
                     let mut entered = false;
                     loop {
                         match body.frame().await {
-                            None => break text(StatusCode::OK, length.to_string()),
-                            Some(Ok(frame)) => {
-                                length += frame.into_data().map_or(0, |data| data.len());
-                            }
+                            None => break text(StatusCode::OK, format!("{length} {checksum}")),
+                            Some(Ok(frame)) => match frame.into_data() {
+                                Ok(data) => length += data.len(),
+                                Err(frame) => {
+                                    if let Some(value) = frame
+                                        .trailers_ref()
+                                        .and_then(|trailers| trailers.get("x-checksum"))
+                                    {
+                                        checksum = value.to_str().unwrap().to_owned();
+                                    }
+                                }
+                            },
                             Some(Err(_)) => {
                                 break text(StatusCode::BAD_REQUEST, "body failed".into())
                             }
@@ -663,4 +673,67 @@ async fn h2c_upgrade_request_in_flight_is_answered_over_http1_with_connection_cl
     let report = bounded("the drain", drain).await.unwrap();
     assert_eq!(report.outcome, DrainOutcome::Drained, "{report}");
     bounded("the server to return", server).await.unwrap();
+}
+
+// === request trailers ===
+
+/// An upload whose trailers come after the drain began, over HTTP/1.1 (chunked) and HTTP/2:
+/// the handler gets its data and its trailers, and the drain waits for its answer.
+#[tokio::test]
+async fn request_trailers_sent_after_the_drain_began_reach_the_handler() {
+    for http2 in [false, true] {
+        let shutdown = Shutdown::new();
+        let gate = Gate::new();
+        let (addr, server) = start_with_gate(shutdown, &Streams::new(), &gate).await;
+        let mut trailers = http::HeaderMap::new();
+        trailers.insert("x-checksum", "42".parse().unwrap());
+
+        let answer = if http2 {
+            let (mut sender, connection) = http2_connect(addr).await;
+            let request = Request::post(format!("http://{addr}/upload"))
+                .body(())
+                .unwrap();
+            let (response, mut upload) = sender.send_request(request, false).unwrap();
+            upload
+                .send_data(Bytes::from_static(b"hello"), false)
+                .unwrap();
+            gate.entered(1).await;
+            let drain = tokio::spawn(shutdown.drain(BOUND).unwrap());
+            bounded("closing", shutdown.closing()).await;
+            upload.send_trailers(trailers).unwrap();
+            let response = bounded("the answer", response).await.unwrap();
+            let (data, end) = read_h2_body(&mut response.into_body()).await;
+            assert!(end.is_ok(), "{end:?}");
+            drop(sender);
+            let report = bounded("the drain", drain).await.unwrap();
+            assert_eq!(report.outcome, DrainOutcome::Drained, "{report}");
+            bounded("the server to return", server).await.unwrap();
+            connection.abort();
+            String::from_utf8(data).unwrap()
+        } else {
+            let mut client = TcpStream::connect(addr).await.unwrap();
+            client
+                .write_all(
+                    b"POST /upload HTTP/1.1\r\nhost: x\r\ntransfer-encoding: chunked\r\n\r\n\
+                      5\r\nhello\r\n",
+                )
+                .await
+                .unwrap();
+            gate.entered(1).await;
+            let drain = tokio::spawn(shutdown.drain(BOUND).unwrap());
+            bounded("closing", shutdown.closing()).await;
+            client
+                .write_all(b"0\r\nx-checksum: 42\r\n\r\n")
+                .await
+                .unwrap();
+            let answer = read_to_eof(client).await;
+            assert!(answer.starts_with("HTTP/1.1 200 OK\r\n"), "{answer}");
+            assert!(has_connection_close(&answer), "{answer}");
+            let report = bounded("the drain", drain).await.unwrap();
+            assert_eq!(report.outcome, DrainOutcome::Drained, "{report}");
+            bounded("the server to return", server).await.unwrap();
+            answer.split("\r\n\r\n").nth(1).unwrap().to_owned()
+        };
+        assert_eq!(answer, "5 42", "http2: {http2}");
+    }
 }
