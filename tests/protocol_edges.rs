@@ -1,8 +1,8 @@
 //! HTTP/1 and HTTP/2 at the edges of the protocol while a server drains, through
 //! `tower_drain::server::serve`: responses cut at the deadline as each framing shows them (a
 //! body delimited by the connection's close, chunked, HTTP/2 trailers), request bodies still
-//! arriving or reset, `Expect: 100-continue`, a request stream the client never ends, and an
-//! `Upgrade: h2c` request.
+//! arriving or reset, `Expect: 100-continue`, a request stream the client never ends, an
+//! `Upgrade: h2c` request and a `CONNECT` tunnel.
 
 mod support;
 
@@ -65,6 +65,7 @@ impl Streams {
 ///   and answers its length and its `x-checksum` trailer (`-` if none), or `400` if the
 ///   body failed;
 /// * `/refuse`: waits at the gate, then answers `413` without reading the request body;
+/// * `CONNECT`: waits at the gate, answers `200` and then, on the tunnel, echoes four bytes;
 /// * `/big`: [`BIG`] bytes in 64 KiB frames, of unknown length, then nothing more;
 /// * anything else: `ok\n`.
 async fn start(shutdown: Shutdown, streams: &Streams) -> (SocketAddr, JoinHandle<()>) {
@@ -88,6 +89,20 @@ async fn start_with_gate(
                 *response.status_mut() = status;
                 response
             };
+            if request.method() == http::Method::CONNECT {
+                gate.pass().await;
+                tokio::spawn(async move {
+                    let tunnel = hyper::upgrade::on(request).await.unwrap();
+                    let mut tunnel = hyper_util::rt::TokioIo::new(tunnel);
+                    let mut echo = [0u8; 4];
+                    tunnel.read_exact(&mut echo).await.unwrap();
+                    tunnel.write_all(&echo).await.unwrap();
+                    tunnel.shutdown().await.unwrap();
+                });
+                return Ok(Response::new(
+                    Full::new(Bytes::new()).map_err(Into::into).boxed(),
+                ));
+            }
             let response = match request.uri().path() {
                 "/upload" => {
                     let mut body = request.into_body();
@@ -736,4 +751,46 @@ async fn request_trailers_sent_after_the_drain_began_reach_the_handler() {
         };
         assert_eq!(answer, "5 42", "http2: {http2}");
     }
+}
+
+// === CONNECT ===
+
+/// A `CONNECT` admitted before the drain and answered `200` after it began opens its tunnel
+/// all the same (hyper hands the connection over on a `2xx` to `CONNECT`, as on a `101`):
+/// bytes pass both ways, and the request's count ends with the answer.
+#[tokio::test]
+async fn connect_answered_after_the_drain_began_still_opens_its_tunnel() {
+    let shutdown = Shutdown::new();
+    let gate = Gate::new();
+    let (addr, server) = start_with_gate(shutdown, &Streams::new(), &gate).await;
+
+    let mut client = TcpStream::connect(addr).await.unwrap();
+    client
+        .write_all(b"CONNECT example.com:443 HTTP/1.1\r\nhost: example.com:443\r\n\r\n")
+        .await
+        .unwrap();
+    gate.entered(1).await;
+    let drain = tokio::spawn(shutdown.drain(BOUND).unwrap());
+    bounded("closing", shutdown.closing()).await;
+    gate.release(1);
+
+    let mut head = Vec::new();
+    assert!(
+        bounded(
+            "the answer",
+            read_until(&mut client, &mut head, b"\r\n\r\n")
+        )
+        .await
+    );
+    let head = String::from_utf8(head).unwrap();
+    assert!(head.starts_with("HTTP/1.1 200 OK\r\n"), "{head}");
+    assert!(head.ends_with("\r\n\r\n"), "nothing after the head: {head}");
+    let report = bounded("the drain", drain).await.unwrap();
+    assert_eq!(report.outcome, DrainOutcome::Drained, "{report}");
+    assert_eq!(report.completed, 1);
+
+    client.write_all(b"ping").await.unwrap();
+    let echoed = read_to_eof(client).await;
+    assert_eq!(echoed, "ping", "the tunnel carries bytes");
+    bounded("the server to return", server).await.unwrap();
 }
