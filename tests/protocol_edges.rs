@@ -67,6 +67,7 @@ impl Streams {
 /// * `/refuse`: waits at the gate, then answers `413` without reading the request body;
 /// * `CONNECT`: waits at the gate, answers `200` and then, on the tunnel, echoes four bytes;
 /// * `/big`: [`BIG`] bytes in 64 KiB frames, of unknown length, then nothing more;
+/// * `/whole`: [`BIG`] bytes in one [`OneFrame`];
 /// * anything else: `ok\n`.
 async fn start(shutdown: Shutdown, streams: &Streams) -> (SocketAddr, JoinHandle<()>) {
     start_with_gate(shutdown, streams, &Gate::new()).await
@@ -144,6 +145,10 @@ async fn start_with_gate(
                         .chain(futures_util::stream::pending());
                     Response::new(StreamBody::new(frames).map_err(Into::into).boxed())
                 }
+                "/whole" => {
+                    let body = OneFrame(Some(Bytes::from(vec![b'x'; BIG])));
+                    Response::new(body.map_err(Into::into).boxed())
+                }
                 "/stream" => {
                     let (frames, rx) = mpsc::unbounded_channel();
                     streams.tx.send(frames).unwrap();
@@ -164,6 +169,27 @@ async fn start_with_gate(
     let addr = listener.local_addr().unwrap();
     let server = tokio::spawn(tower_drain::server::serve(listener, service, shutdown));
     (addr, server)
+}
+
+/// A body of one frame whose length it does not announce (HTTP/1.0 then delimits it by the
+/// connection's close), and which says it has ended as soon as the frame is taken: hyper
+/// then ends the response, and its count, at once, whether or not it could send the frame.
+struct OneFrame(Option<Bytes>);
+
+impl http_body::Body for OneFrame {
+    type Data = Bytes;
+    type Error = Infallible;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+        std::task::Poll::Ready(self.0.take().map(|data| Ok(Frame::data(data))))
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.0.is_none()
+    }
 }
 
 /// The frames a receiver gets, as a stream that ends when every sender is gone.
@@ -793,4 +819,40 @@ async fn connect_answered_after_the_drain_began_still_opens_its_tunnel() {
     let echoed = read_to_eof(client).await;
     assert_eq!(echoed, "ping", "the tunnel carries bytes");
     bounded("the server to return", server).await.unwrap();
+}
+
+/// An HTTP/1.0 client that stopped reading a body delimited by the close, which the server
+/// has produced whole (the drain ends `Drained`) but not yet sent: the server still holds
+/// its tail at the drain deadline, where `serve` closes the connection. The client, reading
+/// again, must find it reset after what it gets, not a clean end that completes the body.
+#[tokio::test]
+async fn http1_0_body_delimited_by_the_close_is_reset_when_serve_closes_it_unsent() {
+    let shutdown = Shutdown::new();
+    let (addr, server) = start(shutdown, &Streams::new()).await;
+
+    let mut client = TcpStream::connect(addr).await.unwrap();
+    client
+        .write_all(b"GET /whole HTTP/1.0\r\n\r\n")
+        .await
+        .unwrap();
+    // The response has begun: its one frame is in hyper's hands, and its count has ended.
+    let mut waiting = [0u8; 1];
+    bounded("the response to begin", client.peek(&mut waiting))
+        .await
+        .unwrap();
+    let report = bounded("the drain", shutdown.drain(BOUND).unwrap()).await;
+    assert_eq!(report.outcome, DrainOutcome::Drained, "{report}");
+    // The deadline, as far as `serve` is concerned: it closes what is still open.
+    shutdown.force();
+    bounded("the server to return", server).await.unwrap();
+
+    let mut received = Vec::new();
+    let end = read_to_end_or_reset(&mut client, &mut received).await;
+    assert!(received.len() < BIG, "the tail was never sent");
+    assert_eq!(
+        end,
+        End::Reset,
+        "a close-delimited body closed unsent ended cleanly after {} bytes",
+        received.len()
+    );
 }

@@ -37,10 +37,22 @@ pub(super) struct Lent {
     /// When the server last wrote; `None` while it has written nothing, and so has no
     /// response to protect.
     last_written: Option<Instant>,
+    /// Whether the connection speaks HTTP/1, as its first write (a status line) shows.
+    http1: bool,
+    /// Whether the last write found the socket full: the server still holds bytes it could
+    /// not send.
+    blocked: bool,
 }
 
-/// The socket handed back, and when the server last wrote on it.
-type Back = (TcpStream, Instant);
+/// The socket handed back, with what closing it needs to know.
+#[derive(Debug)]
+struct Back {
+    stream: TcpStream,
+    /// When the server last wrote on it.
+    last_written: Instant,
+    /// Whether hyper let go of it holding part of an HTTP/1 response it could not send.
+    http1_unsent: bool,
+}
 
 /// Where the socket comes back once hyper has dropped it.
 #[derive(Debug)]
@@ -55,6 +67,8 @@ pub(super) fn lend(stream: TcpStream) -> (Lent, Returned) {
         stream: Some(stream),
         home: Some(sender),
         last_written: None,
+        http1: false,
+        blocked: false,
     };
     (lent, Returned { home })
 }
@@ -67,7 +81,12 @@ impl Returned {
     pub(super) async fn linger(mut self) {
         // Empty: hyper still holds the socket (an upgrade); closed: nothing to return (the
         // server wrote nothing on it, so it was closed at once).
-        let Ok((mut stream, last_written)) = self.home.try_recv() else {
+        let Ok(Back {
+            mut stream,
+            last_written,
+            ..
+        }) = self.home.try_recv()
+        else {
             return;
         };
         if stream.shutdown().await.is_err() {
@@ -101,16 +120,33 @@ impl Returned {
     /// connection's end: a clean end would complete the part sent, and only a reset tells
     /// the client it is not whole. (A chunked or sized body is seen cut either way.)
     pub(super) fn reset(mut self) {
-        let Ok((stream, _)) = self.home.try_recv() else {
-            return;
-        };
-        // Zero: the close resets at once and never blocks, unlike the other `SO_LINGER`
-        // settings that the deprecation warns of (`set_zero_linger`, Tokio 1.50, is this
-        // same call).
-        #[allow(deprecated)]
-        if let Err(error) = stream.set_linger(Some(Duration::ZERO)) {
-            tracing::debug!(%error, "could not set SO_LINGER to reset the connection");
+        if let Ok(back) = self.home.try_recv() {
+            reset(back.stream);
         }
+    }
+
+    /// Closes the socket at the drain deadline, hyper having let go of it unfinished: with a
+    /// reset if part of an HTTP/1 response was still unsent (its client stopped reading),
+    /// for the reason given on [`reset`](Self::reset). hyper's own buffer is lost with it,
+    /// so the response is cut whatever its framing; a clean end would pass a body only the
+    /// close delimits for whole. Otherwise (HTTP/2, whose streams say where they end, or
+    /// nothing left to send) the socket is simply closed.
+    pub(super) fn close_at_deadline(mut self) {
+        if let Ok(back) = self.home.try_recv() {
+            if back.http1_unsent {
+                reset(back.stream);
+            }
+        }
+    }
+}
+
+/// Closes `stream` with a reset rather than an end of stream.
+fn reset(stream: TcpStream) {
+    // Zero: the close resets at once and never blocks, unlike the other `SO_LINGER` settings
+    // that the deprecation warns of (`set_zero_linger`, Tokio 1.50, is this same call).
+    #[allow(deprecated)]
+    if let Err(error) = stream.set_linger(Some(Duration::ZERO)) {
+        tracing::debug!(%error, "could not set SO_LINGER to reset the connection");
     }
 }
 
@@ -124,9 +160,16 @@ impl Lent {
     /// (hyper writes a response with one vectored write), where reads would add one per
     /// request for nothing the linger needs: what the client sends while hyper still holds
     /// the socket is answered by a write, and what it sends after is read by the linger.
-    fn note_written(&mut self, bytes: usize) {
+    ///
+    /// `first` is the start of what was written: the first write tells HTTP/1 (a status line)
+    /// from HTTP/2 (a SETTINGS frame).
+    fn note_written(&mut self, first: &[u8], bytes: usize) {
         if bytes > 0 {
+            if self.last_written.is_none() {
+                self.http1 = first.starts_with(b"HTTP/1.");
+            }
             self.last_written = Some(Instant::now());
+            self.blocked = false;
         }
     }
 }
@@ -138,7 +181,11 @@ impl Drop for Lent {
             // Fails only when nobody waits any more (the connection's task closed at the
             // deadline or stopped by a runtime shutting down, or an upgraded connection its
             // owner dropped after the task had moved on); the stream then closes here.
-            let _ = home.send((stream, last_written));
+            let _ = home.send(Back {
+                stream,
+                last_written,
+                http1_unsent: self.http1 && self.blocked,
+            });
         }
         // Otherwise the server never wrote on the socket (a client that connected and sent
         // nothing, or never a whole request head): no response can be cut, and lingering
@@ -163,8 +210,10 @@ impl AsyncWrite for Lent {
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
         let polled = self.stream().poll_write(cx, buf);
-        if let Poll::Ready(Ok(written)) = polled {
-            self.note_written(written);
+        match polled {
+            Poll::Ready(Ok(written)) => self.note_written(buf, written),
+            Poll::Pending => self.blocked = true,
+            Poll::Ready(Err(_)) => {}
         }
         polled
     }
@@ -175,8 +224,13 @@ impl AsyncWrite for Lent {
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
         let polled = self.stream().poll_write_vectored(cx, bufs);
-        if let Poll::Ready(Ok(written)) = polled {
-            self.note_written(written);
+        match polled {
+            Poll::Ready(Ok(written)) => {
+                let first = bufs.iter().find(|buf| !buf.is_empty());
+                self.note_written(first.map_or(&[][..], |buf| &buf[..]), written);
+            }
+            Poll::Pending => self.blocked = true,
+            Poll::Ready(Err(_)) => {}
         }
         polled
     }
