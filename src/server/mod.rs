@@ -367,19 +367,20 @@ fn spawn_connection<S, B>(
     });
 }
 
-/// True when a connection ended because of the server's own side (hyper's "user" errors):
-/// a response body that failed mid-stream (cut at the drain deadline, or failing by itself),
-/// a service error, a response hyper refused to send. The exchange in progress was not
-/// answered whole, so the connection is reset rather than closed gently: a clean end would
-/// complete a body that only the close delimits (any body of unknown length sent to an
-/// HTTP/1.0 client). Only HTTP/1 connections end this way: over HTTP/2 such a failure
-/// resets its stream alone.
+/// True when a connection ended because the server's own code failed mid-exchange: a
+/// response body that failed (cut at the drain deadline, or failing by itself), or the
+/// service's error. These are hyper's "user" errors that carry the application's error; the
+/// others (a `1xx` status, a forbidden header) are answered by hyper with a `500` of its
+/// own, which a reset could throw away. The exchange in progress was not answered whole, so
+/// the connection is reset rather than closed gently: a clean end would complete a body
+/// that only the close delimits (any body of unknown length sent to an HTTP/1.0 client).
+/// Only HTTP/1 connections end this way: over HTTP/2 such a failure resets its stream alone.
 fn failed_on_the_server(error: &(dyn StdError + 'static)) -> bool {
     let mut source = Some(error);
     // Bounded by the chain's length, which is finite: each error owns its source.
     while let Some(error) = source {
         if let Some(hyper) = error.downcast_ref::<hyper::Error>() {
-            return hyper.is_user();
+            return hyper.is_user() && hyper.source().is_some();
         }
         source = error.source();
     }
