@@ -1,5 +1,6 @@
 //! HTTP/1 and HTTP/2 at the edges of the protocol while a server drains, through
-//! `tower_drain::server::serve`: responses cut at the deadline as each framing shows them (a
+//! `tower_drain::server::serve` (and plain hyper without graceful close, to see the layer's
+//! own answer to a late HTTP/2 stream): responses cut at the deadline as each framing shows them (a
 //! body delimited by the connection's close, chunked, HTTP/2 trailers), request bodies still
 //! arriving or reset, `Expect: 100-continue`, a request stream the client never ends, an
 //! `Upgrade: h2c` request and a `CONNECT` tunnel.
@@ -855,4 +856,39 @@ async fn http1_0_body_delimited_by_the_close_is_reset_when_serve_closes_it_unsen
         "a close-delimited body closed unsent ended cleanly after {} bytes",
         received.len()
     );
+}
+
+// === Expect: 100-continue over HTTP/2 ===
+
+/// An HTTP/2 upload with `Expect: 100-continue` that reaches the layer once admission has
+/// closed (its stream opened before the client had the GOAWAY; here, a server with no
+/// graceful close) is answered `503` with `Retry-After` while the client still holds back
+/// its body, and counts nothing.
+#[tokio::test]
+async fn http2_expect_continue_upload_refused_while_draining_needs_no_body() {
+    let shutdown = Shutdown::new();
+    let hello = service_fn(|_: Request<Incoming>| async {
+        Ok::<_, Infallible>(Response::new(Full::new(Bytes::from_static(b"ok\n"))))
+    });
+    let addr = support::http::serve_on_hyper(shutdown.layer().layer(hello)).await;
+    let report = bounded("the drain", shutdown.drain(BOUND).unwrap()).await;
+    assert_eq!(report.outcome, DrainOutcome::Drained, "{report}");
+
+    let (mut sender, connection) = http2_connect(addr).await;
+    let request = Request::post(format!("http://{addr}/"))
+        .header("expect", "100-continue")
+        .header("content-length", "1000000")
+        .body(())
+        .unwrap();
+    // The body is never sent: the client waits for a `100 Continue`.
+    let (response, _upload) = sender.send_request(request, false).unwrap();
+    let response = bounded("the refusal", response).await.unwrap();
+    assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(response.headers()["retry-after"], "1");
+    let (body, end) = read_h2_body(&mut response.into_body()).await;
+    assert_eq!(body, b"service is shutting down\n");
+    assert!(end.is_ok(), "{end:?}");
+    assert_eq!(shutdown.rejected(), 1);
+    assert_eq!(shutdown.in_flight(), 0);
+    connection.abort();
 }
