@@ -1,9 +1,9 @@
 //! HTTP/1 and HTTP/2 at the edges of the protocol while a server drains, through
 //! `tower_drain::server::serve` (and plain hyper without graceful close, to see the layer's
-//! own answer to a late HTTP/2 stream): responses cut at the deadline as each framing shows them (a
-//! body delimited by the connection's close, chunked, HTTP/2 trailers), request bodies still
-//! arriving or reset, `Expect: 100-continue`, a request stream the client never ends, an
-//! `Upgrade: h2c` request and a `CONNECT` tunnel.
+//! own answer to a late HTTP/2 stream): responses cut at the deadline as each framing shows
+//! them (a body delimited by the connection's close, chunked, HTTP/2 trailers), request
+//! bodies still arriving or reset, `Expect: 100-continue`, a request stream the client never
+//! ends, an `Upgrade: h2c` request and a `CONNECT` tunnel.
 
 mod support;
 
