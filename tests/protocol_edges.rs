@@ -695,7 +695,8 @@ async fn h2c_upgrade_request_in_flight_is_answered_over_http1_with_connection_cl
     client
         .write_all(
             b"POST /refuse HTTP/1.1\r\nhost: x\r\nconnection: Upgrade, HTTP2-Settings\r\n\
-              upgrade: h2c\r\nhttp2-settings: AAMAAABkAARAAAAAAAIAAAAA\r\ncontent-length: 0\r\n\r\n",
+              upgrade: h2c\r\nhttp2-settings: AAMAAABkAARAAAAAAAIAAAAA\r\n\
+              content-length: 0\r\n\r\n",
         )
         .await
         .unwrap();
