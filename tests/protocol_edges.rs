@@ -3,7 +3,8 @@
 //! own answer to a late HTTP/2 stream): responses cut at the deadline as each framing shows
 //! them (a body delimited by the connection's close, chunked, HTTP/2 trailers), request
 //! bodies still arriving or reset, `Expect: 100-continue`, a request stream the client never
-//! ends, an `Upgrade: h2c` request and a `CONNECT` tunnel.
+//! ends, an `Upgrade: h2c` request, a `CONNECT` tunnel, and a client's own
+//! `Connection: close`.
 
 mod support;
 
@@ -892,4 +893,38 @@ async fn http2_expect_continue_upload_refused_while_draining_needs_no_body() {
     assert_eq!(shutdown.rejected(), 1);
     assert_eq!(shutdown.in_flight(), 0);
     connection.abort();
+}
+
+// === Connection: close from the client ===
+
+/// A request that itself says `Connection: close`, in flight when the drain begins: its
+/// answer says `close` once (the layer's and hyper's own are not both sent), whole, and the
+/// connection then closes.
+#[tokio::test]
+async fn client_connection_close_in_flight_gets_one_close_and_a_whole_answer() {
+    let shutdown = Shutdown::new();
+    let gate = Gate::new();
+    let (addr, server) = start_with_gate(shutdown, &Streams::new(), &gate).await;
+
+    let mut client = TcpStream::connect(addr).await.unwrap();
+    client
+        .write_all(b"GET /refuse HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    gate.entered(1).await;
+    let drain = tokio::spawn(shutdown.drain(BOUND).unwrap());
+    bounded("closing", shutdown.closing()).await;
+    gate.release(1);
+
+    let answer = read_to_eof(client).await;
+    let (head, body) = answer.split_once("\r\n\r\n").unwrap();
+    let connection: Vec<_> = head
+        .lines()
+        .filter(|line| line.to_ascii_lowercase().starts_with("connection:"))
+        .collect();
+    assert_eq!(connection, ["connection: close"], "{head}");
+    assert_eq!(body, "too large\n");
+    let report = bounded("the drain", drain).await.unwrap();
+    assert_eq!(report.outcome, DrainOutcome::Drained, "{report}");
+    bounded("the server to return", server).await.unwrap();
 }
