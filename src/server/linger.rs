@@ -111,9 +111,7 @@ impl Returned {
             }
         }
     }
-}
 
-impl Returned {
     /// Closes the socket with a reset rather than an end of stream, if hyper has handed it
     /// back: for a connection whose last response was cut short by the server's own side. A
     /// body of unknown length sent to an HTTP/1.0 client has no framing of its own but the
@@ -161,17 +159,22 @@ impl Lent {
     /// request for nothing the linger needs: what the client sends while hyper still holds
     /// the socket is answered by a write, and what it sends after is read by the linger.
     ///
-    /// `first` is the start of what was written: the first write tells HTTP/1 (a status line)
-    /// from HTTP/2 (a SETTINGS frame).
-    fn note_written(&mut self, first: &[u8], bytes: usize) {
+    /// `first` says whether what was written begins with an HTTP/1 status line; it is asked
+    /// on the first write only, which tells HTTP/1 from HTTP/2 (a SETTINGS frame).
+    fn note_written(&mut self, first: impl FnOnce() -> bool, bytes: usize) {
         if bytes > 0 {
             if self.last_written.is_none() {
-                self.http1 = first.starts_with(b"HTTP/1.");
+                self.http1 = first();
             }
             self.last_written = Some(Instant::now());
             self.blocked = false;
         }
     }
+}
+
+/// Whether `bytes`, the first a connection wrote, begin an HTTP/1 response.
+fn is_status_line(bytes: &[u8]) -> bool {
+    bytes.starts_with(b"HTTP/1.")
 }
 
 impl Drop for Lent {
@@ -211,7 +214,7 @@ impl AsyncWrite for Lent {
     ) -> Poll<io::Result<usize>> {
         let polled = self.stream().poll_write(cx, buf);
         match polled {
-            Poll::Ready(Ok(written)) => self.note_written(buf, written),
+            Poll::Ready(Ok(written)) => self.note_written(|| is_status_line(buf), written),
             Poll::Pending => self.blocked = true,
             Poll::Ready(Err(_)) => {}
         }
@@ -226,8 +229,11 @@ impl AsyncWrite for Lent {
         let polled = self.stream().poll_write_vectored(cx, bufs);
         match polled {
             Poll::Ready(Ok(written)) => {
-                let first = bufs.iter().find(|buf| !buf.is_empty());
-                self.note_written(first.map_or(&[][..], |buf| &buf[..]), written);
+                let first = || {
+                    let first = bufs.iter().find(|buf| !buf.is_empty());
+                    first.is_some_and(|buf| is_status_line(buf))
+                };
+                self.note_written(first, written);
             }
             Poll::Pending => self.blocked = true,
             Poll::Ready(Err(_)) => {}

@@ -347,7 +347,6 @@ fn spawn_connection<S, B>(
                     tracing::debug!(%error, "connection ended with an error");
                     if failed_on_the_server(&*error) {
                         returned.reset();
-                        drop(lingering);
                         return;
                     }
                 }
