@@ -37,8 +37,10 @@ pub(super) struct Lent {
     /// When the server last wrote; `None` while it has written nothing, and so has no
     /// response to protect.
     last_written: Option<Instant>,
-    /// Whether the connection speaks HTTP/1, as its first write (a status line) shows.
-    http1: bool,
+    /// Whether the connection speaks HTTP/1.0, as its first write (a status line) shows:
+    /// hyper answers such a client in HTTP/1.0, where a body of unknown length has no framing
+    /// but the connection's end.
+    http1_0: bool,
     /// Whether the last write found the socket full: the server still holds bytes it could
     /// not send.
     blocked: bool,
@@ -50,8 +52,10 @@ struct Back {
     stream: TcpStream,
     /// When the server last wrote on it.
     last_written: Instant,
-    /// Whether hyper let go of it holding part of an HTTP/1 response it could not send.
-    http1_unsent: bool,
+    /// Whether it speaks HTTP/1.0 (see `Lent::http1_0`).
+    http1_0: bool,
+    /// Whether hyper let go of it holding part of a response it could not send.
+    unsent: bool,
 }
 
 /// Where the socket comes back once hyper has dropped it.
@@ -67,7 +71,7 @@ pub(super) fn lend(stream: TcpStream) -> (Lent, Returned) {
         stream: Some(stream),
         home: Some(sender),
         last_written: None,
-        http1: false,
+        http1_0: false,
         blocked: false,
     };
     (lent, Returned { home })
@@ -78,17 +82,30 @@ impl Returned {
     /// client reads the response's end, then end of stream), then reads and discards until
     /// the client closes its side, nothing has been written or read for [`LINGER_IDLE`], or
     /// [`LINGER_LIMIT`] passes. The caller bounds this further (the drain deadline).
-    pub(super) async fn linger(mut self) {
+    ///
+    /// `cut_short`: hyper ended the connection because the server's own side failed (a body
+    /// cut at the drain deadline or failing by itself). An HTTP/1.0 connection is then
+    /// reset instead: a body of unknown length sent to an HTTP/1.0 client ends where the
+    /// connection does, so a clean end would complete the part sent, and only a reset tells
+    /// the client it is not whole. Over HTTP/1.1 such a body is chunked and seen cut without
+    /// its last chunk, and a reset would only risk the answers to pipelined requests before
+    /// it, still in the kernel's buffer.
+    pub(super) async fn linger(mut self, cut_short: bool) {
         // Empty: hyper still holds the socket (an upgrade); closed: nothing to return (the
         // server wrote nothing on it, so it was closed at once).
         let Ok(Back {
             mut stream,
             last_written,
+            http1_0,
             ..
         }) = self.home.try_recv()
         else {
             return;
         };
+        if cut_short && http1_0 {
+            reset(stream);
+            return;
+        }
         if stream.shutdown().await.is_err() {
             return;
         }
@@ -112,26 +129,16 @@ impl Returned {
         }
     }
 
-    /// Closes the socket with a reset rather than an end of stream, if hyper has handed it
-    /// back: for a connection whose last response was cut short by the server's own side. A
-    /// body of unknown length sent to an HTTP/1.0 client has no framing of its own but the
-    /// connection's end: a clean end would complete the part sent, and only a reset tells
-    /// the client it is not whole. (A chunked or sized body is seen cut either way.)
-    pub(super) fn reset(mut self) {
-        if let Ok(back) = self.home.try_recv() {
-            reset(back.stream);
-        }
-    }
-
     /// Closes the socket at the drain deadline, hyper having let go of it unfinished: with a
-    /// reset if part of an HTTP/1 response was still unsent (its client stopped reading),
-    /// for the reason given on [`reset`](Self::reset). hyper's own buffer is lost with it,
-    /// so the response is cut whatever its framing; a clean end would pass a body only the
-    /// close delimits for whole. Otherwise (HTTP/2, whose streams say where they end, or
-    /// nothing left to send) the socket is simply closed.
+    /// reset if it speaks HTTP/1.0 and part of a response was still unsent (its client
+    /// stopped reading), for the reason given on [`linger`](Self::linger). hyper's own
+    /// buffer is lost with it, so the response is cut whatever its framing; a clean end
+    /// would pass a body only the close delimits for whole. Otherwise (HTTP/1.1 and HTTP/2,
+    /// whose framing says where a response ends, or nothing left to send) the socket is
+    /// simply closed.
     pub(super) fn close_at_deadline(mut self) {
         if let Ok(back) = self.home.try_recv() {
-            if back.http1_unsent {
+            if back.http1_0 && back.unsent {
                 reset(back.stream);
             }
         }
@@ -159,12 +166,13 @@ impl Lent {
     /// request for nothing the linger needs: what the client sends while hyper still holds
     /// the socket is answered by a write, and what it sends after is read by the linger.
     ///
-    /// `first` says whether what was written begins with an HTTP/1 status line; it is asked
-    /// on the first write only, which tells HTTP/1 from HTTP/2 (a SETTINGS frame).
+    /// `first` says whether what was written begins with an HTTP/1.0 status line; it is
+    /// asked on the first write only, which tells HTTP/1.0 from HTTP/1.1 and HTTP/2 (a
+    /// SETTINGS frame).
     fn note_written(&mut self, first: impl FnOnce() -> bool, bytes: usize) {
         if bytes > 0 {
             if self.last_written.is_none() {
-                self.http1 = first();
+                self.http1_0 = first();
             }
             self.last_written = Some(Instant::now());
             self.blocked = false;
@@ -172,9 +180,9 @@ impl Lent {
     }
 }
 
-/// Whether `bytes`, the first a connection wrote, begin an HTTP/1 response.
-fn is_status_line(bytes: &[u8]) -> bool {
-    bytes.starts_with(b"HTTP/1.")
+/// Whether `bytes`, the first a connection wrote, begin an HTTP/1.0 response.
+fn is_http1_0_status_line(bytes: &[u8]) -> bool {
+    bytes.starts_with(b"HTTP/1.0 ")
 }
 
 impl Drop for Lent {
@@ -187,7 +195,8 @@ impl Drop for Lent {
             let _ = home.send(Back {
                 stream,
                 last_written,
-                http1_unsent: self.http1 && self.blocked,
+                http1_0: self.http1_0,
+                unsent: self.blocked,
             });
         }
         // Otherwise the server never wrote on the socket (a client that connected and sent
@@ -214,7 +223,7 @@ impl AsyncWrite for Lent {
     ) -> Poll<io::Result<usize>> {
         let polled = self.stream().poll_write(cx, buf);
         match polled {
-            Poll::Ready(Ok(written)) => self.note_written(|| is_status_line(buf), written),
+            Poll::Ready(Ok(written)) => self.note_written(|| is_http1_0_status_line(buf), written),
             Poll::Pending => self.blocked = true,
             Poll::Ready(Err(_)) => {}
         }
@@ -231,7 +240,7 @@ impl AsyncWrite for Lent {
             Poll::Ready(Ok(written)) => {
                 let first = || {
                     let first = bufs.iter().find(|buf| !buf.is_empty());
-                    first.is_some_and(|buf| is_status_line(buf))
+                    first.is_some_and(|buf| is_http1_0_status_line(buf))
                 };
                 self.note_written(first, written);
             }

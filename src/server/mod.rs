@@ -8,8 +8,8 @@
 //! | when | what the server does |
 //! |---|---|
 //! | [`Shutdown::closing`] (admission closes) | stops accepting and shuts every connection down gracefully: HTTP/2 gets GOAWAY, HTTP/1 closes after the response in progress, idle keep-alive connections close at once |
-//! | [`Shutdown::aborted`] (drain cut short), the drain deadline whatever the outcome, or any [`Shutdown::force`] call, even one that found nothing to cut | closes whatever connection is still open, after one last poll of it and of its HTTP/2 streams, in which a request whose handler is stalled answers its 503; an HTTP/1 one still holding part of a response unsent is reset |
-//! | hyper is done with a connection | shuts its sending side and reads what the client still sends until it closes or goes quiet (a lingering close), so those bytes cannot make the kernel reset the connection and drop the unsent tail of its last response; a connection with no response to protect (never written to, or idle past the linger's wait) closes at once; an HTTP/1 connection whose response the server cut short (a body cut at the deadline or failing) is reset, so that a body only its end delimits (HTTP/1.0) is not taken as whole |
+//! | [`Shutdown::aborted`] (drain cut short), the drain deadline whatever the outcome, or any [`Shutdown::force`] call, even one that found nothing to cut | closes whatever connection is still open, after one last poll of it and of its HTTP/2 streams, in which a request whose handler is stalled answers its 503; an HTTP/1.0 one still holding part of a response unsent is reset |
+//! | hyper is done with a connection | shuts its sending side and reads what the client still sends until it closes or goes quiet (a lingering close), so those bytes cannot make the kernel reset the connection and drop the unsent tail of its last response; a connection with no response to protect (never written to, or idle past the linger's wait) closes at once; an HTTP/1.0 connection whose response the server cut short (a body cut at the deadline or failing) is reset, so that a body only its end delimits is not taken as whole |
 //! | every connection closed, and every HTTP/2 stream's task ended | [`serve`] returns: nothing it ran is still counted |
 //!
 //! Put [`Shutdown::layer`] on the service so that requests in flight are counted and late
@@ -111,11 +111,12 @@ type BoxError = Box<dyn StdError + Send + Sync>;
 /// outright, such a socket is reset by the kernel, which drops whatever part of the
 /// response it had not sent yet. A connection the server never wrote a byte on (a client
 /// that connected and sent nothing, or never a whole request head) has no response to
-/// protect, and is closed at once. An HTTP/1 connection that hyper ended because of the
+/// protect, and is closed at once. An HTTP/1.0 connection that hyper ended because of the
 /// server's own side (a response body that failed, cut at the drain deadline included) is
 /// reset: sent to an HTTP/1.0 client, a body of unknown length ends where the connection
-/// does, and a clean end would complete the part sent. So is an HTTP/1 connection closed at
-/// the deadline with part of a response still unsent.
+/// does, and a clean end would complete the part sent. So is an HTTP/1.0 connection closed
+/// at the deadline with part of a response still unsent. Over HTTP/1.1 and HTTP/2 the
+/// framing shows a cut response as cut, and such connections close as any other.
 ///
 /// Returns once every connection is closed and the task of every HTTP/2 stream has ended
 /// (hyper runs each stream on a task apart from its connection's), so that nothing it ran
@@ -336,30 +337,31 @@ fn spawn_connection<S, B>(
     let cut = cut.clone().cancelled_owned();
     tokio::spawn(async move {
         tokio::pin!(cut);
-        tokio::select! {
+        let cut_short = tokio::select! {
             // The connection first: woken by the cut, it gets one last poll, in which a
             // counted HTTP/1 request whose handler is stalled answers its 503 (the deadline
             // has been decided by then), and the 503s its HTTP/2 streams queued in their own
             // last poll are sent, before the socket closes, rather than nothing at random.
             biased;
-            result = connection => {
-                if let Err(error) = result {
+            result = connection => match result {
+                Ok(()) => false,
+                Err(error) => {
                     tracing::debug!(%error, "connection ended with an error");
-                    if failed_on_the_server(&*error) {
-                        returned.reset();
-                        return;
-                    }
+                    failed_on_the_server(&*error)
                 }
-            }
+            },
             // Dropping the connection closes its socket: the drain deadline has passed.
             () = &mut cut => {
                 tracing::debug!("connection closed at the drain deadline");
                 returned.close_at_deadline();
                 return;
             }
-        }
+        };
         tokio::select! {
-            () = returned.linger() => {}
+            // The linger first: a connection to reset is reset in its first poll, even when
+            // the deadline that cut its response has passed already.
+            biased;
+            () = returned.linger(cut_short) => {}
             () = cut => tracing::debug!("lingering connection closed at the drain deadline"),
         }
         drop(lingering);
@@ -371,8 +373,7 @@ fn spawn_connection<S, B>(
 /// service's error. These are hyper's "user" errors that carry the application's error; the
 /// others (a `1xx` status, a forbidden header) are answered by hyper with a `500` of its
 /// own, which a reset could throw away. The exchange in progress was not answered whole, so
-/// the connection is reset rather than closed gently: a clean end would complete a body
-/// that only the close delimits (any body of unknown length sent to an HTTP/1.0 client).
+/// an HTTP/1.0 connection is reset rather than closed gently (see `Returned::linger`).
 /// Only HTTP/1 connections end this way: over HTTP/2 such a failure resets its stream alone.
 fn failed_on_the_server(error: &(dyn StdError + 'static)) -> bool {
     let mut source = Some(error);
