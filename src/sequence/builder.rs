@@ -66,15 +66,17 @@ impl SequenceBuilder {
     /// A failure is reported in the error's alternate form (`{:#}`), which for `anyhow` and
     /// `eyre` errors includes their causes.
     ///
-    /// The closure is called once, on a task of its own (hence `Send + 'static`). At its
-    /// timeout the task is aborted, which stops it at its next `.await`, as it is when the
-    /// sequence's `run` future is dropped while the hook runs. A hook that blocks its thread
-    /// instead (a synchronous close, `std::thread::sleep`) cannot be stopped. On a
-    /// current-thread runtime, or a multi-thread one with a single worker (Tokio's default
-    /// on a machine or pod with one CPU), it also blocks the thread that drives the timers:
-    /// its timeout cannot fire, and it holds the whole sequence up, to be reported by how it
-    /// ended after all. On any runtime it holds up the runtime's shutdown. Run such clean-up
-    /// in `tokio::task::spawn_blocking`, which the timeout then leaves behind, and end the
+    /// The closure is called once, on a task of its own (hence `Send + 'static`), inside a
+    /// `hook` tracing span naming it, itself inside the span `run` is called in, so the
+    /// hook's own log lines say where they come from. At its timeout the task is aborted,
+    /// which stops it at its next `.await`, as it is when the sequence's `run` future is
+    /// dropped while the hook runs. A hook that blocks its thread instead (a synchronous
+    /// close, `std::thread::sleep`) cannot be stopped. On a current-thread runtime, or a
+    /// multi-thread one with a single worker (Tokio's default on a machine or pod with one
+    /// CPU), it also blocks the thread that drives the timers: its timeout cannot fire, and
+    /// it holds the whole sequence up, to be reported by how it ended after all. On any
+    /// runtime it holds up the runtime's shutdown. Run such clean-up in
+    /// `tokio::task::spawn_blocking`, which the timeout then leaves behind, and end the
     /// process with `std::process::exit`.
     pub fn hook<F, Fut, E>(mut self, name: impl Into<String>, timeout: Duration, hook: F) -> Self
     where

@@ -8,8 +8,9 @@ use std::time::Duration;
 
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
+use tracing::Instrument;
 
-use super::report::{HookOutcome, HookReport};
+use super::report::{one_line, HookOutcome, HookReport};
 
 type HookFuture = Pin<Box<dyn Future<Output = Result<(), String>> + Send>>;
 
@@ -49,12 +50,19 @@ impl Hook {
             timeout,
             start,
         } = self;
-        tracing::info!(hook = %name, timeout_ms = millis(timeout), "clean-up hook starting");
+        // Escaped like the table's rows: a name or message with a line break would split an
+        // event in a plain-text log, and could forge a line that looks like one of ours.
+        let logged = one_line(&name);
+        tracing::info!(hook = %logged, timeout_ms = millis(timeout), "clean-up hook starting");
         let began = Instant::now();
         // Aborted when dropped: at the timeout, and with the sequence should it be dropped
         // while the hook runs. A plain `JoinHandle` would detach the task then, and a hung
         // hook would run on with nothing left to enforce its timeout.
-        let mut task = AbortOnDrop(tokio::spawn(async move { start().await }));
+        // A spawned task starts outside every span: without this, the hook's own log lines
+        // would lose the span `run` is called in (a service, a pod) and not say which hook
+        // wrote them.
+        let span = tracing::info_span!("hook", hook = %logged);
+        let mut task = AbortOnDrop(tokio::spawn(async move { start().await }.instrument(span)));
         let outcome = match tokio::time::timeout(timeout, &mut task.0).await {
             Ok(Ok(Ok(()))) => HookOutcome::Ok,
             Ok(Ok(Err(error))) => HookOutcome::Failed(error),
@@ -71,12 +79,12 @@ impl Hook {
             elapsed: began.elapsed(),
         };
         if report.outcome.is_ok() {
-            tracing::info!(hook = %report.name, elapsed_ms = millis(report.elapsed), "clean-up hook done");
+            tracing::info!(hook = %logged, elapsed_ms = millis(report.elapsed), "clean-up hook done");
         } else {
             tracing::warn!(
-                hook = %report.name,
+                hook = %logged,
                 elapsed_ms = millis(report.elapsed),
-                outcome = %report.outcome,
+                outcome = %one_line(&report.outcome.to_string()),
                 "clean-up hook did not succeed; the next ones still run"
             );
         }

@@ -212,8 +212,10 @@ impl fmt::Display for ShutdownReport {
 }
 
 /// `text` with each control character escaped as Rust writes it (`\n`, `\r`, `\u{1b}`),
-/// and every other character, non-ASCII ones included, as it is.
-fn one_line(text: &str) -> String {
+/// and every other character, non-ASCII ones included, as it is. For the table's rows, and
+/// for log fields holding an application's text: a line-based log pipeline makes each line
+/// an entry of its own.
+pub(super) fn one_line(text: &str) -> String {
     let mut line = String::with_capacity(text.len());
     for c in text.chars() {
         if c.is_control() {

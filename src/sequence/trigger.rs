@@ -186,7 +186,8 @@ impl Triggers {
                 }
                 Err(payload) => {
                     tracing::error!(
-                        panic = %panic_message(payload),
+                        // One line, as the hooks' messages are logged.
+                        panic = %super::report::one_line(&panic_message(payload)),
                         "a trigger future panicked: dropped, it triggers nothing"
                     );
                     drop(self.futures.swap_remove(index));
