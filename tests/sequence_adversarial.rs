@@ -162,6 +162,49 @@ async fn hook_names_errors_and_panics_with_line_breaks_log_one_line_per_event() 
     );
 }
 
+/// A second signal while the hooks run, after a drain that timed out with a request still
+/// running: the log must not say "nothing left running" beside `in_flight=1`. What was
+/// running was cut at the deadline already, and the line says so.
+#[tokio::test(flavor = "current_thread", start_paused = true)]
+async fn a_second_trigger_after_a_timed_out_drain_says_the_drain_was_already_cut() {
+    let log = LogText::default();
+    let _default = tracing::subscriber::set_default(log.subscriber());
+    let shutdown = Shutdown::new();
+    let _stuck = shutdown.guard().unwrap();
+    let (hook_started, started) = tokio::sync::oneshot::channel::<()>();
+    let (finish_hook, finish) = tokio::sync::oneshot::channel::<()>();
+    let sequence = ShutdownSequence::builder(shutdown)
+        .lame_duck(Duration::ZERO)
+        .drain_timeout(Duration::from_secs(1))
+        .hook("pool", Duration::from_secs(5), move || async move {
+            let _ = hook_started.send(());
+            let _ = finish.await;
+            Ok::<(), String>(())
+        })
+        .no_signals()
+        .build()
+        .unwrap();
+    let trigger = sequence.trigger();
+    trigger.fire();
+    let run = tokio::spawn(sequence.run());
+    bounded("the hook", started).await.unwrap();
+    trigger.fire();
+    // The sequence hears the trigger before the hook is let go: both wait on this thread.
+    tokio::task::yield_now().await;
+    finish_hook.send(()).unwrap();
+    let report = bounded("the sequence", run).await.unwrap();
+    assert_eq!(report.forced_by, Some("manual trigger"), "{report}");
+    assert_eq!(report.drain.still_running, 1, "{report}");
+
+    let line = log.line("second trigger");
+    assert!(line.contains("in_flight=1"), "{line}");
+    assert!(
+        !line.contains("nothing left running"),
+        "says nothing runs while a request does: {line}"
+    );
+    assert!(line.contains("already"), "{line}");
+}
+
 // === signals, for real, in a child process ===
 
 /// This test binary run again with only `test` selected, playing the child's part.

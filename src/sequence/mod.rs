@@ -57,7 +57,7 @@ pub use report::{HookOutcome, HookReport, ShutdownReport};
 pub use trigger::ShutdownTrigger;
 use trigger::Triggers;
 
-use crate::{Drain, DrainOutcome, DrainReport, Shutdown};
+use crate::{Drain, DrainOutcome, DrainReport, Phase, Shutdown};
 
 /// A checked shutdown plan, ready to run once: built by [`ShutdownSequence::builder`].
 ///
@@ -328,9 +328,14 @@ impl Run<'_> {
         // effect once it is decided. The `drain` call that follows then joins that outcome.
         // `force` counts `tower_drain_forced_total` when it cuts the drain short.
         // Said apart when nothing was cut: an operator reading "aborting" would look for
-        // work that was lost.
+        // work that was lost. And apart again when the drain had been cut short before this
+        // trigger (read after the call, which may have lost a race with the deadline): what
+        // it cut may still be counted (`in_flight`), and "nothing left running" beside it
+        // would read as a contradiction.
         let what = if self.shutdown.force() {
             "aborting what is still running"
+        } else if self.shutdown.phase() == Phase::TimedOut {
+            "the drain was already cut short, nothing more to abort"
         } else {
             "nothing left running to abort"
         };
