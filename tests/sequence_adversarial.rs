@@ -444,6 +444,41 @@ fn one_sigterm_starts_two_sequences_in_one_process_without_forcing_either() {
     }
 }
 
+/// Two SIGTERMs that both arrive before the sequence has taken the first (here, before `run`
+/// is polled; likewise while its thread is held) count as one: Tokio merges the signals of
+/// one kind that its listener has not yet seen. The sequence starts, and is not forced. The
+/// README says so, so an operator knows to send the second one after the first is logged.
+#[cfg(unix)]
+#[test]
+fn two_sigterms_before_the_sequence_takes_the_first_count_as_one() {
+    if is_child() {
+        let runtime = tokio::runtime::Runtime::new().unwrap();
+        return runtime.block_on(async {
+            let sequence = ShutdownSequence::builder(Shutdown::new())
+                .lame_duck(Duration::from_millis(200))
+                .drain_timeout(Duration::from_secs(1))
+                .build()
+                .unwrap();
+            // Sent after both SIGTERMs, and numbered above SIGTERM: it comes after them.
+            let mut after =
+                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::window_change())
+                    .unwrap();
+            println!("\nready:");
+            tokio::time::timeout(WAIT, after.recv()).await.unwrap();
+            let report = tokio::time::timeout(WAIT, sequence.run()).await.unwrap();
+            print_report("report:", &report);
+        });
+    }
+    let child = ChildTest::start("two_sigterms_before_the_sequence_takes_the_first_count_as_one");
+    child.wait_for("ready:");
+    child.signal("TERM");
+    child.signal("TERM");
+    child.signal("WINCH");
+    let report = child.report("report:");
+    assert_eq!(report["trigger"], "SIGTERM", "{report}");
+    assert_eq!(report["forced_by"], Value::Null, "{report}");
+}
+
 /// SIGHUP and SIGQUIT are not listened for by default: they keep their default action and end
 /// the process at once, sequence or not, as an operator expects of them.
 #[cfg(unix)]

@@ -76,7 +76,9 @@ use crate::{Drain, DrainOutcome, DrainReport, Phase, Shutdown};
 /// and returns a [`ShutdownReport`]. A second trigger while it runs forces it: the rest of
 /// the lame-duck delay and the drain are skipped (what is running is aborted, as at a
 /// timeout), and the hooks still run. Later triggers change nothing; the sequence never runs
-/// twice, since `run` consumes it.
+/// twice, since `run` consumes it. Signals of one kind that arrive before the sequence has
+/// taken the first (`run` not yet polled, or its thread held) count as one: Tokio merges
+/// them.
 pub struct ShutdownSequence {
     plan: Plan,
     triggers: Triggers,
