@@ -526,6 +526,14 @@ impl TrackedState {
             && self.on_drain == OnDrain::Finish
             && self.core.phase().admission_closed()
         {
+            // Unless its task has spent tokio's cooperative budget: every tokio resource
+            // (a channel a handler streams from) then answers pending with its items ready.
+            // The task yields and takes them at its next poll, with a fresh budget; one
+            // always ready still ends at the long-lived deadline (see `step`).
+            if !tokio::task::coop::has_budget_remaining() {
+                cx.waker().wake_by_ref();
+                return Poll::Pending;
+            }
             self.grpc_waiting_seen = true;
             return Poll::Ready(());
         }
