@@ -1,5 +1,7 @@
 //! Edges of the newest behaviour, each through a real server: a gRPC response finished on
-//! drain whose handler has more ready than one poll of its task takes.
+//! drain whose handler has more ready than one poll of its task takes; HTTP/1.0 responses
+//! only the connection's end delimits, closed by `serve` at the drain deadline while their
+//! body is stalled outside any count.
 
 #[path = "../examples/tonic/echo.rs"]
 mod echo;
@@ -7,11 +9,20 @@ mod echo;
 mod server;
 mod support;
 
+use std::convert::Infallible;
+use std::net::SocketAddr;
 use std::time::Duration;
 
+use bytes::Bytes;
 use futures_util::{stream, StreamExt};
-use tokio::net::TcpListener;
+use http::{Request, Response};
+use http_body::Frame;
+use http_body_util::{BodyExt, StreamBody};
+use hyper::body::Incoming;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
 use tonic::codegen::BoxStream;
 use tonic::transport::server::TcpIncoming;
 use tonic::transport::Server;
@@ -20,8 +31,9 @@ use tower_drain::{DrainOutcome, LongLivedKind, Shutdown};
 
 use echo::{CountReply, CountRequest, Echo, EchoClient, EchoServer, SayReply, SayRequest};
 use server::{connect, finish};
-use support::bounded;
 use support::gate::Gate;
+use support::raw::{read_until, split_head};
+use support::{bounded, BOUND};
 
 /// Longer than any test runs: a drain that resolves did so because nothing was left.
 const NEVER: Duration = Duration::from_secs(600);
@@ -119,4 +131,103 @@ async fn grpc_stream_with_more_ready_than_one_task_poll_takes_is_sent_whole_on_d
     assert_eq!(report.outcome, DrainOutcome::Drained, "{report}");
     assert_eq!(report.completed, 1, "{report}");
     assert!(report.long_lived.is_empty(), "{report}");
+}
+
+// === HTTP/1.0 bodies delimited by the close, on `serve` ===
+
+type BoxBody =
+    http_body_util::combinators::BoxBody<Bytes, Box<dyn std::error::Error + Send + Sync>>;
+
+/// Serves, on `serve` and with no layer (as a bypassed or marked route's stream is neither
+/// counted nor cut), a handler that reads the whole request body, then answers a body of
+/// unknown length (HTTP/1.0 delimits it by the connection's close): `part 1\n`, then nothing
+/// more, ever.
+async fn start_stalled(shutdown: Shutdown) -> (SocketAddr, JoinHandle<()>) {
+    let routes = tower::service_fn(|request: Request<Incoming>| async move {
+        request.into_body().collect().await.unwrap();
+        let frames = stream::once(async {
+            Ok::<_, Infallible>(Frame::data(Bytes::from_static(b"part 1\n")))
+        })
+        .chain(stream::pending());
+        let body: BoxBody = StreamBody::new(frames).map_err(Into::into).boxed();
+        Ok::<_, Infallible>(Response::new(body))
+    });
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let server = tokio::spawn(tower_drain::server::serve(listener, routes, shutdown));
+    (addr, server)
+}
+
+/// How a raw connection ended, once the server was done with it.
+#[derive(Debug, PartialEq, Eq)]
+enum End {
+    /// A FIN: end of stream, which ends a body delimited by the close.
+    Clean,
+    /// A reset.
+    Reset,
+}
+
+/// Reads until the server closes `stream`, keeping what was read; says how it ended.
+async fn read_to_end_or_reset(stream: &mut TcpStream, received: &mut Vec<u8>) -> End {
+    let mut chunk = [0u8; 16 * 1024];
+    bounded("the server to close", async {
+        // Bounded by the server, which closes the connection at the drain deadline.
+        loop {
+            match stream.read(&mut chunk).await {
+                Ok(0) => return End::Clean,
+                Ok(n) => received.extend_from_slice(&chunk[..n]),
+                Err(error) if error.kind() == std::io::ErrorKind::ConnectionReset => {
+                    return End::Reset
+                }
+                Err(error) => panic!("read failed: {error}"),
+            }
+        }
+    })
+    .await
+}
+
+/// Reads the response head and the first part of its body; checks that the body is
+/// delimited by the close.
+async fn read_first_part(client: &mut TcpStream, received: &mut Vec<u8>) {
+    assert!(bounded("the first part", read_until(client, received, b"part 1\n")).await);
+    let (head, _) = split_head(received);
+    let head = head.to_ascii_lowercase();
+    assert!(head.starts_with("http/1.0 200 ok"), "{head}");
+    assert!(
+        !head.contains("content-length") && !head.contains("transfer-encoding"),
+        "delimited by the close: {head}"
+    );
+}
+
+/// An HTTP/1.0 response that no layer counts (a bypassed or marked route's stream, or a
+/// service without the layer), its body stalled mid-way when `serve` closes the connection
+/// at the drain deadline: hyper still holds part of the response unsent (all it has not yet
+/// been given), and the client must find the connection reset, not a clean end that
+/// completes the part it got.
+#[tokio::test]
+async fn http1_0_body_stalled_outside_any_count_is_reset_when_serve_closes_it() {
+    let shutdown = Shutdown::new();
+    let (addr, server) = start_stalled(shutdown).await;
+
+    let mut client = TcpStream::connect(addr).await.unwrap();
+    client
+        .write_all(b"POST / HTTP/1.0\r\ncontent-length: 5\r\n\r\nhello")
+        .await
+        .unwrap();
+    let mut received = Vec::new();
+    read_first_part(&mut client, &mut received).await;
+
+    let report = bounded("the drain", shutdown.drain(BOUND).unwrap()).await;
+    assert_eq!(report.outcome, DrainOutcome::Drained, "{report}");
+    // The deadline, as far as `serve` is concerned: it closes what is still open.
+    shutdown.force();
+    bounded("the server to return", server).await.unwrap();
+
+    let end = read_to_end_or_reset(&mut client, &mut received).await;
+    assert_eq!(
+        end,
+        End::Reset,
+        "a close-delimited body closed mid-way ended cleanly: {:?}",
+        String::from_utf8_lossy(&received)
+    );
 }

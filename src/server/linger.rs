@@ -41,9 +41,6 @@ pub(super) struct Lent {
     /// hyper answers such a client in HTTP/1.0, where a body of unknown length has no framing
     /// but the connection's end.
     http1_0: bool,
-    /// Whether the last write found the socket full: the server still holds bytes it could
-    /// not send.
-    blocked: bool,
 }
 
 /// The socket handed back, with what closing it needs to know.
@@ -54,8 +51,6 @@ struct Back {
     last_written: Instant,
     /// Whether it speaks HTTP/1.0 (see `Lent::http1_0`).
     http1_0: bool,
-    /// Whether hyper let go of it holding part of a response it could not send.
-    unsent: bool,
 }
 
 /// Where the socket comes back once hyper has dropped it.
@@ -72,7 +67,6 @@ pub(super) fn lend(stream: TcpStream) -> (Lent, Returned) {
         home: Some(sender),
         last_written: None,
         http1_0: false,
-        blocked: false,
     };
     (lent, Returned { home })
 }
@@ -130,15 +124,18 @@ impl Returned {
     }
 
     /// Closes the socket at the drain deadline, hyper having let go of it unfinished: with a
-    /// reset if it speaks HTTP/1.0 and part of a response was still unsent (its client
-    /// stopped reading), for the reason given on [`linger`](Self::linger). hyper's own
-    /// buffer is lost with it, so the response is cut whatever its framing; a clean end
-    /// would pass a body only the close delimits for whole. Otherwise (HTTP/1.1 and HTTP/2,
-    /// whose framing says where a response ends, or nothing left to send) the socket is
-    /// simply closed.
+    /// reset if it speaks HTTP/1.0, for the reason given on [`linger`](Self::linger). hyper
+    /// holds such a connection past the drain's start only while an exchange is unfinished
+    /// (the graceful close ends idle ones and keep-alive), so the client has no whole answer
+    /// to it: part of a response may still be unsent, in hyper's buffer (its client stopped
+    /// reading) or not yet given by its body (one stalled that no layer counts, and so none
+    /// cuts), and a clean end would pass a body only the close delimits for whole. Answers
+    /// before it on the connection had a length (an HTTP/1.0 response without one ends the
+    /// connection). Otherwise (HTTP/1.1 and HTTP/2, whose framing says where a response
+    /// ends) the socket is simply closed.
     pub(super) fn close_at_deadline(mut self) {
         if let Ok(back) = self.home.try_recv() {
-            if back.http1_0 && back.unsent {
+            if back.http1_0 {
                 reset(back.stream);
             }
         }
@@ -175,7 +172,6 @@ impl Lent {
                 self.http1_0 = first();
             }
             self.last_written = Some(Instant::now());
-            self.blocked = false;
         }
     }
 }
@@ -196,7 +192,6 @@ impl Drop for Lent {
                 stream,
                 last_written,
                 http1_0: self.http1_0,
-                unsent: self.blocked,
             });
         }
         // Otherwise the server never wrote on the socket (a client that connected and sent
@@ -222,10 +217,8 @@ impl AsyncWrite for Lent {
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
         let polled = self.stream().poll_write(cx, buf);
-        match polled {
-            Poll::Ready(Ok(written)) => self.note_written(|| is_http1_0_status_line(buf), written),
-            Poll::Pending => self.blocked = true,
-            Poll::Ready(Err(_)) => {}
+        if let Poll::Ready(Ok(written)) = polled {
+            self.note_written(|| is_http1_0_status_line(buf), written);
         }
         polled
     }
@@ -236,16 +229,12 @@ impl AsyncWrite for Lent {
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
         let polled = self.stream().poll_write_vectored(cx, bufs);
-        match polled {
-            Poll::Ready(Ok(written)) => {
-                let first = || {
-                    let first = bufs.iter().find(|buf| !buf.is_empty());
-                    first.is_some_and(|buf| is_http1_0_status_line(buf))
-                };
-                self.note_written(first, written);
-            }
-            Poll::Pending => self.blocked = true,
-            Poll::Ready(Err(_)) => {}
+        if let Poll::Ready(Ok(written)) = polled {
+            let first = || {
+                let first = bufs.iter().find(|buf| !buf.is_empty());
+                first.is_some_and(|buf| is_http1_0_status_line(buf))
+            };
+            self.note_written(first, written);
         }
         polled
     }

@@ -8,7 +8,7 @@
 //! | when | what the server does |
 //! |---|---|
 //! | [`Shutdown::closing`] (admission closes) | stops accepting and shuts every connection down gracefully: HTTP/2 gets GOAWAY, HTTP/1 closes after the response in progress, idle keep-alive connections close at once |
-//! | [`Shutdown::aborted`] (drain cut short), the drain deadline whatever the outcome, or any [`Shutdown::force`] call, even one that found nothing to cut | closes whatever connection is still open, after one last poll of it and of its HTTP/2 streams, in which a request whose handler is stalled answers its 503; an HTTP/1.0 one still holding part of a response unsent is reset |
+//! | [`Shutdown::aborted`] (drain cut short), the drain deadline whatever the outcome, or any [`Shutdown::force`] call, even one that found nothing to cut | closes whatever connection is still open, after one last poll of it and of its HTTP/2 streams, in which a request whose handler is stalled answers its 503; an HTTP/1.0 one, whose exchange is then unfinished (a response unsent in part, or its body stalled outside any count), is reset |
 //! | hyper is done with a connection | shuts its sending side and reads what the client still sends until it closes or goes quiet (a lingering close), so those bytes cannot make the kernel reset the connection and drop the unsent tail of its last response; a connection with no response to protect (never written to, or idle past the linger's wait) closes at once; an HTTP/1.0 connection whose response the server cut short (a body cut at the deadline or failing) is reset, so that a body only its end delimits is not taken as whole |
 //! | every connection closed, and every HTTP/2 stream's task ended | [`serve`] returns: nothing it ran is still counted |
 //!
@@ -115,8 +115,9 @@ type BoxError = Box<dyn StdError + Send + Sync>;
 /// server's own side (a response body that failed, cut at the drain deadline included) is
 /// reset: sent to an HTTP/1.0 client, a body of unknown length ends where the connection
 /// does, and a clean end would complete the part sent. So is an HTTP/1.0 connection closed
-/// at the deadline with part of a response still unsent. Over HTTP/1.1 and HTTP/2 the
-/// framing shows a cut response as cut, and such connections close as any other.
+/// at the deadline, with an exchange unfinished: part of a response unsent, or not yet given
+/// by a body no layer counts. Over HTTP/1.1 and HTTP/2 the framing shows a cut response as
+/// cut, and such connections close as any other.
 ///
 /// Returns once every connection is closed and the task of every HTTP/2 stream has ended
 /// (hyper runs each stream on a task apart from its connection's), so that nothing it ran
