@@ -231,3 +231,41 @@ async fn http1_0_body_stalled_outside_any_count_is_reset_when_serve_closes_it() 
         String::from_utf8_lossy(&received)
     );
 }
+
+/// An HTTP/1.0 request whose counted handler is still stalled at the drain deadline: `serve`
+/// polls its connection once more, in which the layer answers 503, and then closes it. The
+/// 503, which has a length, reaches the client whole.
+#[tokio::test]
+async fn http1_0_request_stalled_at_the_deadline_gets_its_503_whole() {
+    let shutdown = Shutdown::new();
+    let gate = Gate::new();
+    let held = gate.clone();
+    let routes = tower::service_fn(move |_: Request<Incoming>| {
+        let held = held.clone();
+        async move {
+            held.enter();
+            std::future::pending::<()>().await;
+            Ok::<_, Infallible>(Response::new(http_body_util::Empty::<Bytes>::new()))
+        }
+    });
+    let service = tower::Layer::layer(&shutdown.layer(), routes);
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let server = tokio::spawn(tower_drain::server::serve(listener, service, shutdown));
+
+    let mut client = TcpStream::connect(addr).await.unwrap();
+    client.write_all(b"GET / HTTP/1.0\r\n\r\n").await.unwrap();
+    gate.entered(1).await;
+    let drain = tokio::spawn(shutdown.drain(BOUND).unwrap());
+    bounded("closing", shutdown.closing()).await;
+    assert!(shutdown.force(), "the request was still running");
+    let report = bounded("the drain", drain).await.unwrap();
+    assert_eq!(report.outcome, DrainOutcome::TimedOut, "{report}");
+    bounded("the server to return", server).await.unwrap();
+
+    let mut received = Vec::new();
+    let end = read_to_end_or_reset(&mut client, &mut received).await;
+    let answer = String::from_utf8_lossy(&received);
+    assert!(answer.starts_with("HTTP/1.0 503 "), "{answer}");
+    assert_eq!(end, End::Clean, "{answer}");
+}
