@@ -139,12 +139,17 @@ type BoxBody =
     http_body_util::combinators::BoxBody<Bytes, Box<dyn std::error::Error + Send + Sync>>;
 
 /// Serves, on `serve` and with no layer (as a bypassed or marked route's stream is neither
-/// counted nor cut), a handler that reads the whole request body, then answers a body of
-/// unknown length (HTTP/1.0 delimits it by the connection's close): `part 1\n`, then nothing
-/// more, ever.
+/// counted nor cut), a handler that reads the whole request body, then answers `/whole` with
+/// `ok\n` (of known length), and anything else with a body of unknown length (HTTP/1.0
+/// delimits it by the connection's close): `part 1\n`, then nothing more, ever.
 async fn start_stalled(shutdown: Shutdown) -> (SocketAddr, JoinHandle<()>) {
     let routes = tower::service_fn(|request: Request<Incoming>| async move {
+        let whole = request.uri().path() == "/whole";
         request.into_body().collect().await.unwrap();
+        if whole {
+            let body = http_body_util::Full::new(Bytes::from_static(b"ok\n"));
+            return Ok::<_, Infallible>(Response::new(body.map_err(Into::into).boxed()));
+        }
         let frames = stream::once(async {
             Ok::<_, Infallible>(Frame::data(Bytes::from_static(b"part 1\n")))
         })
@@ -214,6 +219,48 @@ async fn http1_0_body_stalled_outside_any_count_is_reset_when_serve_closes_it() 
         .write_all(b"POST / HTTP/1.0\r\ncontent-length: 5\r\n\r\nhello")
         .await
         .unwrap();
+    let mut received = Vec::new();
+    read_first_part(&mut client, &mut received).await;
+
+    let report = bounded("the drain", shutdown.drain(BOUND).unwrap()).await;
+    assert_eq!(report.outcome, DrainOutcome::Drained, "{report}");
+    // The deadline, as far as `serve` is concerned: it closes what is still open.
+    shutdown.force();
+    bounded("the server to return", server).await.unwrap();
+
+    let end = read_to_end_or_reset(&mut client, &mut received).await;
+    assert_eq!(
+        end,
+        End::Reset,
+        "a close-delimited body closed mid-way ended cleanly: {:?}",
+        String::from_utf8_lossy(&received)
+    );
+}
+
+/// A client that asks in HTTP/1.1 and then, on the same kept-alive connection, in HTTP/1.0:
+/// the second answer is HTTP/1.0, delimited by the close. Closed by `serve` at the deadline
+/// with its body stalled, the connection must be reset, as one that spoke HTTP/1.0 from its
+/// first request is: the version of the last answer counts, not that of the first.
+#[tokio::test]
+async fn http1_0_body_after_an_http1_1_answer_on_one_connection_is_reset_when_serve_closes_it() {
+    let shutdown = Shutdown::new();
+    let (addr, server) = start_stalled(shutdown).await;
+
+    let mut client = TcpStream::connect(addr).await.unwrap();
+    client
+        .write_all(b"GET /whole HTTP/1.1\r\nhost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let mut first = Vec::new();
+    assert!(
+        bounded(
+            "the first answer",
+            read_until(&mut client, &mut first, b"ok\n")
+        )
+        .await
+    );
+    assert!(first.starts_with(b"HTTP/1.1 200 OK\r\n"));
+    client.write_all(b"GET / HTTP/1.0\r\n\r\n").await.unwrap();
     let mut received = Vec::new();
     read_first_part(&mut client, &mut received).await;
 

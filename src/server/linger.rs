@@ -37,10 +37,14 @@ pub(super) struct Lent {
     /// When the server last wrote; `None` while it has written nothing, and so has no
     /// response to protect.
     last_written: Option<Instant>,
-    /// Whether the connection speaks HTTP/1.0, as its first write (a status line) shows:
-    /// hyper answers such a client in HTTP/1.0, where a body of unknown length has no framing
-    /// but the connection's end.
+    /// Whether the connection's last response is HTTP/1.0, as its status line shows: hyper
+    /// answers an HTTP/1.0 request in HTTP/1.0, where a body of unknown length has no framing
+    /// but the connection's end. A client may change versions from one request to the next
+    /// on a kept-alive connection.
     http1_0: bool,
+    /// Set when the client's bytes come in, cleared at the next status line: the next write
+    /// that begins with one is the head of the answer to a new request.
+    read_since_head: bool,
 }
 
 /// The socket handed back, with what closing it needs to know.
@@ -67,6 +71,7 @@ pub(super) fn lend(stream: TcpStream) -> (Lent, Returned) {
         home: Some(sender),
         last_written: None,
         http1_0: false,
+        read_since_head: false,
     };
     (lent, Returned { home })
 }
@@ -163,22 +168,34 @@ impl Lent {
     /// request for nothing the linger needs: what the client sends while hyper still holds
     /// the socket is answered by a write, and what it sends after is read by the linger.
     ///
-    /// `first` says whether what was written begins with an HTTP/1.0 status line; it is
-    /// asked on the first write only, which tells HTTP/1.0 from HTTP/1.1 and HTTP/2 (a
-    /// SETTINGS frame).
-    fn note_written(&mut self, first: impl FnOnce() -> bool, bytes: usize) {
+    /// `status_line` says whether what was written begins with an HTTP/1.0 status line, an
+    /// HTTP/1.1 one, or neither. It is asked on the first write, which tells HTTP/1 from
+    /// HTTP/2 (a SETTINGS frame), and after the client's bytes came in, until a status line
+    /// shows the version of the answer to what they asked: a write in between (the rest of
+    /// the answer before) begins with body bytes or a chunk's size.
+    fn note_written(&mut self, status_line: impl FnOnce() -> Option<bool>, bytes: usize) {
         if bytes > 0 {
-            if self.last_written.is_none() {
-                self.http1_0 = first();
+            if self.last_written.is_none() || self.read_since_head {
+                if let Some(http1_0) = status_line() {
+                    self.http1_0 = http1_0;
+                    self.read_since_head = false;
+                }
             }
             self.last_written = Some(Instant::now());
         }
     }
 }
 
-/// Whether `bytes`, the first a connection wrote, begin an HTTP/1.0 response.
-fn is_http1_0_status_line(bytes: &[u8]) -> bool {
-    bytes.starts_with(b"HTTP/1.0 ")
+/// Whether `bytes` begin an HTTP/1.0 status line (`Some(true)`), an HTTP/1.1 one
+/// (`Some(false)`), or neither.
+fn status_line_version(bytes: &[u8]) -> Option<bool> {
+    if bytes.starts_with(b"HTTP/1.0 ") {
+        Some(true)
+    } else if bytes.starts_with(b"HTTP/1.1 ") {
+        Some(false)
+    } else {
+        None
+    }
 }
 
 impl Drop for Lent {
@@ -206,7 +223,13 @@ impl AsyncRead for Lent {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
-        self.stream().poll_read(cx, buf)
+        let before = buf.filled().len();
+        let polled = self.stream().poll_read(cx, buf);
+        // A flag, not a clock read: the clock is read on writes only (`note_written`).
+        if buf.filled().len() > before {
+            self.read_since_head = true;
+        }
+        polled
     }
 }
 
@@ -218,7 +241,7 @@ impl AsyncWrite for Lent {
     ) -> Poll<io::Result<usize>> {
         let polled = self.stream().poll_write(cx, buf);
         if let Poll::Ready(Ok(written)) = polled {
-            self.note_written(|| is_http1_0_status_line(buf), written);
+            self.note_written(|| status_line_version(buf), written);
         }
         polled
     }
@@ -230,11 +253,11 @@ impl AsyncWrite for Lent {
     ) -> Poll<io::Result<usize>> {
         let polled = self.stream().poll_write_vectored(cx, bufs);
         if let Poll::Ready(Ok(written)) = polled {
-            let first = || {
+            let status_line = || {
                 let first = bufs.iter().find(|buf| !buf.is_empty());
-                first.is_some_and(|buf| is_http1_0_status_line(buf))
+                first.and_then(|buf| status_line_version(buf))
             };
-            self.note_written(first, written);
+            self.note_written(status_line, written);
         }
         polled
     }
